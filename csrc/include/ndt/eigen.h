@@ -1,0 +1,30 @@
+// Eigenvalues of small and large real symmetric matrices.
+#pragma once
+
+#include <cstdint>
+
+namespace ndt {
+
+enum class EigenSolver : int {
+  automatic = 0,    ///< own solver up to own_solver_max_dim(), LAPACK dsyevd above (if registered)
+  tridiagonal_ql = 1,  ///< the core's own Householder tridiagonalisation + implicit QL
+  lapack = 2,       ///< LAPACK dsyevd (jobz = 'N'); throws std::invalid_argument if not registered
+};
+
+/// Largest dimension for which `automatic` picks the core's own solver (set from benchmarks).
+int64_t own_solver_max_dim();
+
+/// Eigenvalues of the symmetric n × n matrix `a` (row-major, float64, both triangles filled;
+/// destroyed on return), written to `w` (length n) in descending order.
+/// Returns false (and fills `w` with NaN) if the input is not finite or the iteration did not
+/// converge; it never loops forever.
+bool symmetric_eigenvalues(double* a, int64_t n, double* w, EigenSolver solver = EigenSolver::automatic);
+
+/// Largest eigenvalue of the symmetric positive semidefinite n × n matrix `a` (row-major, full,
+/// not modified) by power iteration with a Rayleigh quotient. Returns false if the residual
+/// ‖Av − λv‖ did not fall below rel_tol · λ within max_iter iterations (callers then use the full
+/// solver); rel_tol below ~1e-7 cannot be met because ‖Av‖² − λ² loses digits to cancellation.
+bool largest_eigenvalue_psd(const double* a, int64_t n, double* lambda_max, double rel_tol = 1e-7,
+                            int64_t max_iter = 200);
+
+}  // namespace ndt

@@ -1,0 +1,277 @@
+// The one binding file: Python objects → plain core descriptions, GIL released around all work.
+//
+// Buffers arrive as "view tuples" built by ndt_fast/_buffer.py:
+//   (data_pointer: int, dtype_code: int, rows: int, cols: int, row_stride: int, col_stride: int)
+// with strides in elements. The Python caller keeps the owning array/tensor alive for the call.
+// C++ exceptions: std::invalid_argument → ValueError (pybind11's default), others → RuntimeError.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "ndt/eigen.h"
+#include "ndt/gram.h"
+#include "ndt/linalg_registry.h"
+#include "ndt/metrics.h"
+
+namespace py = pybind11;
+
+namespace {
+
+using ViewTuple = std::tuple<uintptr_t, int, int64_t, int64_t, int64_t, int64_t>;
+constexpr int kRecordWidth = 9;  // the columns of a metrics record, see record_columns below
+
+ndt::MatrixView to_view(const ViewTuple& t) {
+  ndt::MatrixView v;
+  v.data = reinterpret_cast<const void*>(std::get<0>(t));
+  const int code = std::get<1>(t);
+  if (code < 0 || code > 3) throw std::invalid_argument("unsupported dtype code " + std::to_string(code));
+  v.dtype = static_cast<ndt::DType>(code);
+  v.rows = std::get<2>(t);
+  v.cols = std::get<3>(t);
+  v.row_stride = std::get<4>(t);
+  v.col_stride = std::get<5>(t);
+  return v;
+}
+
+ndt::GramSide to_side(const std::string& side) {
+  if (side == "feature") return ndt::GramSide::feature;
+  if (side == "sample") return ndt::GramSide::sample;
+  throw std::invalid_argument("side must be 'feature' or 'sample', got '" + side + "'");
+}
+
+ndt::Accumulate to_accumulate(const std::string& name) {
+  if (name == "float64") return ndt::Accumulate::float64;
+  if (name == "float32") return ndt::Accumulate::float32;
+  throw std::invalid_argument("accumulate must be 'float64' or 'float32', got '" + name + "'");
+}
+
+ndt::EigenSolver to_solver(const std::string& name) {
+  if (name == "auto") return ndt::EigenSolver::automatic;
+  if (name == "own") return ndt::EigenSolver::tridiagonal_ql;
+  if (name == "lapack") return ndt::EigenSolver::lapack;
+  throw std::invalid_argument("solver must be 'auto', 'own' or 'lapack', got '" + name + "'");
+}
+
+ndt::MetricOptions to_options(double eps, double energy_threshold, bool center, uint32_t metrics,
+                              const std::string& solver) {
+  ndt::MetricOptions o;
+  o.eps = eps;
+  o.energy_threshold = energy_threshold;
+  o.center = center;
+  o.metrics = metrics;
+  o.solver = to_solver(solver);
+  ndt::validate(o);
+  return o;
+}
+
+py::array_t<double> records_to_array(const std::vector<ndt::Metrics>& records) {
+  py::array_t<double> out({static_cast<py::ssize_t>(records.size()), static_cast<py::ssize_t>(kRecordWidth)});
+  auto r = out.mutable_unchecked<2>();
+  for (size_t i = 0; i < records.size(); ++i) {
+    const ndt::Metrics& m = records[i];
+    const double row[kRecordWidth] = {m.stable_rank, m.participation_ratio, m.cumulative_90,
+                                      m.nuclear_norm_ratio, m.participation_ratio_eig, m.effective_rank,
+                                      m.trace, m.lambda_max, static_cast<double>(m.flags)};
+    for (int j = 0; j < kRecordWidth; ++j) r(static_cast<py::ssize_t>(i), j) = row[j];
+  }
+  return out;
+}
+
+py::array_t<double> vector_to_array(const std::vector<double>& v) {
+  py::array_t<double> out(static_cast<py::ssize_t>(v.size()));
+  std::copy(v.begin(), v.end(), out.mutable_data());
+  return out;
+}
+
+void* capsule_pointer(const py::dict& capi, const char* name) {
+  if (!capi.contains(name)) return nullptr;
+  PyObject* capsule = py::object(capi[name]).ptr();
+  if (!PyCapsule_CheckExact(capsule)) return nullptr;
+  void* p = PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule));
+  if (!p) PyErr_Clear();
+  return p;
+}
+
+py::array_t<double> full_gram(const ViewTuple& view, const std::string& side, const std::string& accumulate,
+                              bool reference) {
+  const ndt::MatrixView x = to_view(view);
+  ndt::validate(x, "gram");
+  const ndt::GramSide s = to_side(side);
+  const int64_t n = s == ndt::GramSide::feature ? x.cols : x.rows;
+  py::array_t<double> out({n, n});
+  double* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    auto fill = [&](auto* lower) {
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j <= i; ++j) o[i * n + j] = o[j * n + i] = static_cast<double>(lower[i * n + j]);
+    };
+    if (to_accumulate(accumulate) == ndt::Accumulate::float64) {
+      std::vector<double> g(static_cast<size_t>(n * n), 0.0);
+      if (reference) ndt::gram_update_reference<double>(x, s, g.data(), nullptr);
+      else ndt::gram_update<double>(x, s, g.data(), nullptr);
+      fill(g.data());
+    } else {
+      std::vector<float> g(static_cast<size_t>(n * n), 0.0f);
+      if (reference) ndt::gram_update_reference<float>(x, s, g.data(), nullptr);
+      else ndt::gram_update<float>(x, s, g.data(), nullptr);
+      fill(g.data());
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "ndt_fast native core (private; use the ndt_fast package).";
+
+  m.attr("RECORD_COLUMNS") = py::make_tuple("stable_rank", "participation_ratio", "cumulative_90",
+                                            "nuclear_norm_ratio", "participation_ratio_eig", "effective_rank",
+                                            "trace", "lambda_max", "flags");
+  m.attr("METRIC_BITS") = py::dict(
+      py::arg("stable_rank") = static_cast<uint32_t>(ndt::kStableRank),
+      py::arg("participation_ratio") = static_cast<uint32_t>(ndt::kParticipationRatio),
+      py::arg("cumulative_90") = static_cast<uint32_t>(ndt::kCumulative90),
+      py::arg("nuclear_norm_ratio") = static_cast<uint32_t>(ndt::kNuclearNormRatio),
+      py::arg("participation_ratio_eig") = static_cast<uint32_t>(ndt::kParticipationRatioEig),
+      py::arg("effective_rank") = static_cast<uint32_t>(ndt::kEffectiveRank));
+  m.attr("FLAG_NON_FINITE") = static_cast<uint32_t>(ndt::kFlagNonFinite);
+  m.attr("FLAG_ZERO") = static_cast<uint32_t>(ndt::kFlagZero);
+  m.attr("FLAG_NOT_CONVERGED") = static_cast<uint32_t>(ndt::kFlagNotConverged);
+  m.attr("OWN_SOLVER_MAX_DIM") = ndt::own_solver_max_dim();
+
+  m.def(
+      "register_linalg",
+      [](py::object blas_capi, py::object lapack_capi) {
+        ndt::LinalgRoutines r;
+        if (!blas_capi.is_none()) {
+          const auto d = blas_capi.cast<py::dict>();
+          r.dsyrk = reinterpret_cast<ndt::dsyrk_fn>(capsule_pointer(d, "dsyrk"));
+          r.ssyrk = reinterpret_cast<ndt::ssyrk_fn>(capsule_pointer(d, "ssyrk"));
+        }
+        if (!lapack_capi.is_none()) {
+          const auto d = lapack_capi.cast<py::dict>();
+          r.dsyevd = reinterpret_cast<ndt::dsyevd_fn>(capsule_pointer(d, "dsyevd"));
+        }
+        ndt::register_linalg(r);
+      },
+      py::arg("blas_capi"), py::arg("lapack_capi"),
+      "Registers SciPy's BLAS/LAPACK (the __pyx_capi__ dicts of scipy.linalg.cython_blas/_lapack); "
+      "None disables that library. Call at import time only.");
+
+  m.def("linalg_status", [] {
+    const auto& r = ndt::linalg();
+    return py::dict(py::arg("dsyrk") = r.dsyrk != nullptr, py::arg("ssyrk") = r.ssyrk != nullptr,
+                    py::arg("dsyevd") = r.dsyevd != nullptr);
+  });
+
+  m.def(
+      "metrics",
+      [](const std::vector<ViewTuple>& views, double eps, double energy_threshold, bool center, uint32_t metrics,
+         const std::string& solver) {
+        const ndt::MetricOptions o = to_options(eps, energy_threshold, center, metrics, solver);
+        std::vector<ndt::MatrixView> xs;
+        xs.reserve(views.size());
+        for (const auto& v : views) xs.push_back(to_view(v));
+        std::vector<ndt::Metrics> out(xs.size());
+        {
+          py::gil_scoped_release release;
+          ndt::metrics_of_matrices(xs, o, out.data());
+        }
+        return records_to_array(out);
+      },
+      py::arg("views"), py::kw_only(), py::arg("eps"), py::arg("energy_threshold"), py::arg("center"),
+      py::arg("metrics"), py::arg("solver"),
+      "Metrics of each matrix (its smaller Gram, float64): array (len(views), 9) of RECORD_COLUMNS.");
+
+  m.def(
+      "gram_eigenvalues",
+      [](const ViewTuple& view, bool center, const std::string& solver) {
+        const ndt::MatrixView x = to_view(view);
+        const ndt::EigenSolver s = to_solver(solver);
+        std::vector<double> lambda;
+        {
+          py::gil_scoped_release release;
+          lambda = ndt::gram_eigenvalues(x, center, s);
+        }
+        return vector_to_array(lambda);
+      },
+      py::arg("view"), py::kw_only(), py::arg("center"), py::arg("solver"));
+
+  m.def(
+      "symmetric_eigenvalues",
+      [](py::array_t<double, py::array::c_style | py::array::forcecast> a, const std::string& solver) {
+        if (a.ndim() != 2 || a.shape(0) != a.shape(1) || a.shape(0) < 1)
+          throw std::invalid_argument("symmetric_eigenvalues: expected a non-empty square matrix");
+        const int64_t n = a.shape(0);
+        std::vector<double> work(a.data(), a.data() + n * n), lambda(static_cast<size_t>(n));
+        const ndt::EigenSolver s = to_solver(solver);
+        {
+          py::gil_scoped_release release;
+          ndt::symmetric_eigenvalues(work.data(), n, lambda.data(), s);
+        }
+        return vector_to_array(lambda);
+      },
+      py::arg("a"), py::arg("solver") = "auto",
+      "Eigenvalues (descending) of a symmetric float64 matrix (both triangles used); NaN if non-finite.");
+
+  m.def(
+      "metrics_from_spectrum",
+      [](py::array_t<double, py::array::c_style | py::array::forcecast> lambda, double eps, double energy_threshold,
+         uint32_t metrics) {
+        if (lambda.ndim() != 1 || lambda.shape(0) < 1)
+          throw std::invalid_argument("metrics_from_spectrum: expected a non-empty 1-D spectrum");
+        const ndt::MetricOptions o = to_options(eps, energy_threshold, false, metrics, "auto");
+        const auto nan = std::numeric_limits<double>::quiet_NaN();
+        return records_to_array({ndt::metrics_from_spectrum(lambda.data(), lambda.shape(0), nan, nan, o)});
+      },
+      py::arg("lambda_"), py::kw_only(), py::arg("eps"), py::arg("energy_threshold"), py::arg("metrics"));
+
+  m.def("gram", &full_gram, py::arg("view"), py::kw_only(), py::arg("side"), py::arg("accumulate"),
+        py::arg("reference"), "The full symmetric Gram (float64 array) of one matrix, for tests.");
+
+  py::class_<ndt::GramAccumulator>(m, "GramAccumulator")
+      .def(py::init([](int64_t dim, const std::string& side, const std::string& accumulate) {
+             return new ndt::GramAccumulator(dim, to_side(side), to_accumulate(accumulate));
+           }),
+           py::arg("dim"), py::arg("side") = "feature", py::arg("accumulate") = "float64")
+      .def(
+          "add",
+          [](ndt::GramAccumulator& self, const ViewTuple& view) {
+            const ndt::MatrixView x = to_view(view);
+            py::gil_scoped_release release;
+            self.add(x);
+          },
+          py::arg("view"))
+      .def("reset", &ndt::GramAccumulator::reset)
+      .def_property_readonly("dim", &ndt::GramAccumulator::dim)
+      .def_property_readonly("rows_seen", &ndt::GramAccumulator::rows_seen)
+      .def_property_readonly("batches", &ndt::GramAccumulator::batches)
+      .def(
+          "gram",
+          [](const ndt::GramAccumulator& self, bool center) {
+            py::array_t<double> out({self.dim(), self.dim()});
+            self.symmetric_gram(out.mutable_data(), center);
+            return out;
+          },
+          py::arg("center") = false);
+
+  m.def(
+      "metrics_of_accumulators",
+      [](const std::vector<const ndt::GramAccumulator*>& accs, double eps, double energy_threshold, bool center,
+         uint32_t metrics, const std::string& solver) {
+        const ndt::MetricOptions o = to_options(eps, energy_threshold, center, metrics, solver);
+        std::vector<ndt::Metrics> out(accs.size());
+        {
+          py::gil_scoped_release release;
+          ndt::metrics_of_accumulators(accs, o, out.data());
+        }
+        return records_to_array(out);
+      },
+      py::arg("accumulators"), py::kw_only(), py::arg("eps"), py::arg("energy_threshold"), py::arg("center"),
+      py::arg("metrics"), py::arg("solver"));
+}

@@ -1,0 +1,70 @@
+"""Describe numpy arrays and torch tensors as the native core's view tuples, without copying.
+
+A view tuple is ``(data_pointer, dtype_code, rows, cols, row_stride, col_stride)`` with strides in
+elements (see ``csrc/python/bindings.cpp``). The caller must keep the returned owner alive while
+the core reads the buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
+
+ViewTuple = tuple[int, int, int, int, int, int]
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+
+
+def _torch_view(x: Any, what: str) -> tuple[Any, ViewTuple]:
+    x = x.detach()
+    if x.device.type != "cpu":
+        # The functional API is not a training-loop hot path; the tracker keeps device data on device.
+        x = x.to("cpu")
+    dtype_name = str(x.dtype).removeprefix("torch.")
+    code = DTYPE_CODES.get(dtype_name)
+    if code is None:
+        raise TypeError(
+            f"{what}: unsupported dtype torch.{dtype_name}; expected float32, float64, float16 or bfloat16"
+        )
+    if x.dim() != 2:
+        raise ValueError(f"{what}: expected a 2-D matrix, got shape {tuple(x.shape)}")
+    rows, cols = x.shape
+    if rows == 0 or cols == 0:
+        raise ValueError(f"{what}: expected a non-empty matrix, got shape {tuple(x.shape)}")
+    row_stride, col_stride = x.stride()
+    return x, (x.data_ptr(), code, rows, cols, row_stride, col_stride)
+
+
+def _numpy_view(x: Any, what: str) -> tuple[Any, ViewTuple]:
+    a = np.asarray(x)
+    code = DTYPE_CODES.get(a.dtype.name)
+    if code is None or a.dtype.kind not in "fV":
+        raise TypeError(
+            f"{what}: unsupported dtype {a.dtype}; expected float32, float64, float16 or bfloat16 "
+            f"(convert with .astype(np.float32))"
+        )
+    if a.ndim != 2:
+        raise ValueError(f"{what}: expected a 2-D matrix, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{what}: expected a non-empty matrix, got shape {a.shape}")
+    item = a.dtype.itemsize
+    if not a.dtype.isnative or any(s % item for s in a.strides):
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+    rows, cols = a.shape
+    return a, (a.__array_interface__["data"][0], code, rows, cols, a.strides[0] // item, a.strides[1] // item)
+
+
+def describe(x: Any, what: str = "input") -> tuple[Any, ViewTuple]:
+    """Return ``(owner, view)`` for a 2-D float matrix (torch tensor, numpy array or array-like).
+
+    Raises ValueError for a shape that is not 2-D or is empty, TypeError for an unsupported dtype.
+    Torch tensors on another device are copied to the CPU; everything else is read in place.
+    """
+    if _is_torch_tensor(x):
+        return _torch_view(x, what)
+    return _numpy_view(x, what)

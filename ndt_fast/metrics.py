@@ -1,0 +1,191 @@
+"""Dimensionality metrics of activation matrices: ndt's functional API, computed natively.
+
+Every function takes one 2-D matrix ``x`` of shape ``(n, d)`` (rows = samples or tokens, columns =
+features) as a torch tensor (any device; non-CPU tensors are copied to the host) or a numpy
+array / array-like, in float32, float64, float16 or bfloat16, with any strides. The metrics are
+computed from the eigenvalues λ of the smaller of the two Grams XᵀX (d × d) and XXᵀ (n × n),
+accumulated in float64 — no SVD. λᵢ = σᵢ², σ the singular values of X.
+
+ndt-compatible definitions (same numbers as ``ndt.compute_all_metrics``, ``eps`` included):
+
+==========================  ====================================================
+stable_rank                 ‖X‖F² / (σmax² + eps)
+participation_ratio         1 / (Σ (σᵢ / (Σσ + eps))² + eps)   (ndt's singular-value form)
+cumulative_energy_90        smallest k with Σ_{i≤k} λᵢ ≥ threshold · Σλ (λ descending)
+nuclear_norm_ratio          Σσ / (σmax + eps)
+==========================  ====================================================
+
+Standard extras: ``participation_ratio_eig`` = (Σλ)² / Σλ² = tr(G)² / ‖G‖F² (computed without an
+eigensolver) and ``effective_rank`` = exp(−Σ pᵢ log pᵢ) with pᵢ = σᵢ / Σσ (Roy & Vetterli 2007;
+the singular-value form, as in RankMe).
+
+Defined answers for bad input:
+
+* not 2-D, or empty → ValueError; dtype other than the four floats → TypeError.
+* NaN or Inf anywhere (or float64 values whose squares overflow) → every metric is NaN
+  (``cumulative_energy_90`` too), never an exception, never a hang; ``compute_metrics`` sets
+  ``flags & FLAG_NON_FINITE``.
+* an all-zero matrix → every metric is 0 (it spans no direction). ndt returns a participation
+  ratio of 1e10 there. ``compute_metrics`` sets ``flags & FLAG_ZERO``.
+* ``center=True`` subtracts the column means first (ndt never centres; the default is False).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ndt_fast._buffer import describe
+from ndt_fast._native import core
+
+ALL_METRICS: tuple[str, ...] = tuple(core.METRIC_BITS)
+RECORD_COLUMNS: tuple[str, ...] = tuple(core.RECORD_COLUMNS)
+FLAG_NON_FINITE: int = core.FLAG_NON_FINITE
+FLAG_ZERO: int = core.FLAG_ZERO
+FLAG_NOT_CONVERGED: int = core.FLAG_NOT_CONVERGED
+
+_COLUMN = {name: i for i, name in enumerate(RECORD_COLUMNS)}
+
+
+def metric_mask(metrics: Iterable[str] | None) -> int:
+    """Bit mask of the named metrics (all six when None). Unknown names → ValueError."""
+    if metrics is None:
+        return sum(core.METRIC_BITS.values())
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    mask = 0
+    for name in metrics:
+        if name not in core.METRIC_BITS:
+            raise ValueError(f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS)}")
+        mask |= core.METRIC_BITS[name]
+    if mask == 0:
+        raise ValueError("at least one metric must be requested")
+    return mask
+
+
+def _records(
+    xs: Sequence[Any],
+    *,
+    eps: float,
+    energy_threshold: float,
+    center: bool,
+    metrics: Iterable[str] | None,
+    what: str,
+) -> np.ndarray:
+    owners_and_views = [describe(x, what) for x in xs]
+    views = [view for _, view in owners_and_views]
+    return core.metrics(
+        views,
+        eps=float(eps),
+        energy_threshold=float(energy_threshold),
+        center=bool(center),
+        metrics=metric_mask(metrics),
+        solver="auto",
+    )
+
+
+def _one(x: Any, column: str, what: str, *, eps: float = 1e-10, energy_threshold: float = 0.9,
+         center: bool = False) -> float:
+    record = _records([x], eps=eps, energy_threshold=energy_threshold, center=center,
+                      metrics=(column,), what=what)[0]
+    return float(record[_COLUMN[column]])
+
+
+def _as_count(value: float) -> int | float:
+    return value if math.isnan(value) else int(value)
+
+
+def stable_rank(x: Any, eps: float = 1e-10, *, center: bool = False) -> float:
+    """‖X‖F² / (σmax² + eps) of the 2-D matrix ``x`` (n, d). NaN for non-finite input, 0 for zero."""
+    return _one(x, "stable_rank", "stable_rank", eps=eps, center=center)
+
+
+def participation_ratio(x: Any, eps: float = 1e-10, *, center: bool = False) -> float:
+    """ndt's participation ratio 1 / (Σ (σᵢ / (Σσ + eps))² + eps) ≈ (Σσ)² / Σσ² of ``x`` (n, d)."""
+    return _one(x, "participation_ratio", "participation_ratio", eps=eps, center=center)
+
+
+def cumulative_energy_90(x: Any, threshold: float = 0.90, *, center: bool = False) -> int | float:
+    """Smallest k whose top-k squared singular values hold ``threshold`` of Σσ² (int; NaN if non-finite).
+
+    ``threshold`` outside (0, 1] → ValueError.
+    """
+    return _as_count(_one(x, "cumulative_90", "cumulative_energy_90", energy_threshold=threshold, center=center))
+
+
+def nuclear_norm_ratio(x: Any, eps: float = 1e-10, *, center: bool = False) -> float:
+    """Σσ / (σmax + eps) of ``x`` (n, d)."""
+    return _one(x, "nuclear_norm_ratio", "nuclear_norm_ratio", eps=eps, center=center)
+
+
+def participation_ratio_eig(x: Any, *, center: bool = False) -> float:
+    """Standard eigenvalue participation ratio (Σλ)² / Σλ² = tr(G)² / ‖G‖F²; no eigensolver is run."""
+    return _one(x, "participation_ratio_eig", "participation_ratio_eig", center=center)
+
+
+def effective_rank(x: Any, *, center: bool = False) -> float:
+    """exp(entropy of σᵢ / Σσ) (Roy & Vetterli 2007, singular-value form) of ``x`` (n, d)."""
+    return _one(x, "effective_rank", "effective_rank", center=center)
+
+
+def compute_all_metrics(x: Any, eps: float = 1e-10, *, center: bool = False) -> tuple[float, float, int | float, float]:
+    """``(stable_rank, participation_ratio, cumulative_90, nuclear_norm_ratio)`` of ``x`` (n, d).
+
+    Same tuple and meaning as ``ndt.compute_all_metrics``; one Gram, one eigensolve.
+    """
+    record = _records([x], eps=eps, energy_threshold=0.9, center=center,
+                      metrics=("stable_rank", "participation_ratio", "cumulative_90", "nuclear_norm_ratio"),
+                      what="compute_all_metrics")[0]
+    return (float(record[0]), float(record[1]), _as_count(float(record[2])), float(record[3]))
+
+
+def compute_metrics_batch(
+    xs: Sequence[Any],
+    *,
+    metrics: Iterable[str] | None = None,
+    eps: float = 1e-10,
+    energy_threshold: float = 0.9,
+    center: bool = False,
+) -> list[dict[str, float]]:
+    """Metrics of many matrices in one native call (GIL released), e.g. all layers of a model.
+
+    Returns one dict per matrix with the keys of ``RECORD_COLUMNS``: the six metrics (NaN where
+    not requested), ``trace`` (Σλ), ``lambda_max`` and ``flags`` (FLAG_* bits). Asking only for
+    ``stable_rank`` and/or ``participation_ratio_eig`` skips the eigensolver (trace, Frobenius
+    norm and power iteration).
+    """
+    records = _records(list(xs), eps=eps, energy_threshold=energy_threshold, center=center,
+                       metrics=metrics, what="compute_metrics")
+    out = []
+    for row in records:
+        d = dict(zip(RECORD_COLUMNS, (float(v) for v in row)))
+        d["flags"] = int(d["flags"])
+        out.append(d)
+    return out
+
+
+def compute_metrics(
+    x: Any,
+    *,
+    metrics: Iterable[str] | None = None,
+    eps: float = 1e-10,
+    energy_threshold: float = 0.9,
+    center: bool = False,
+) -> dict[str, float]:
+    """All (or the named) metrics of one matrix as a dict; see ``compute_metrics_batch``."""
+    return compute_metrics_batch([x], metrics=metrics, eps=eps, energy_threshold=energy_threshold, center=center)[0]
+
+
+def gram_eigenvalues(x: Any, *, center: bool = False, solver: str = "auto") -> np.ndarray:
+    """Eigenvalues of the smaller Gram of ``x`` (n, d), descending: float64 array of min(n, d).
+
+    They are the squared singular values of ``x``. ``solver``: "auto" (own solver for small
+    Grams, LAPACK dsyevd for large), "own" or "lapack". NaN-filled for non-finite input.
+    """
+    owner, view = describe(x, "gram_eigenvalues")
+    result = core.gram_eigenvalues(view, center=bool(center), solver=solver)
+    del owner
+    return result
