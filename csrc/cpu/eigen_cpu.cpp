@@ -18,7 +18,7 @@
 namespace ndt {
 namespace {
 
-// Crossover measured with benchmarks/bench_eigen.py (see benchmarks/NOTES.md).
+// Crossover own/LAPACK measured with benchmarks/test_gram_eigenvalues.py (see benchmarks/NOTES.md).
 constexpr int64_t kOwnSolverMaxDim = 96;
 
 bool all_finite(const double* a, int64_t count) {
@@ -27,53 +27,56 @@ bool all_finite(const double* a, int64_t count) {
   return true;
 }
 
-// Reduces the symmetric n × n matrix `a` (row-major, full storage; destroyed) to tridiagonal
-// form T = Qᵀ A Q: diagonal `d` (n), sub-diagonal `e` (n, e[n-1] = 0). `work` holds 2n doubles.
+// Reduces the symmetric n × n matrix `a` (row-major; only the lower triangle is read; destroyed)
+// to tridiagonal form T = Qᵀ A Q: diagonal `d` (n), sub-diagonal `e` (n, e[n-1] = 0).
+// `work` holds 2n doubles.
 //
-// Full storage (both triangles) costs twice the flops of a packed triangle but turns every inner
-// loop into a contiguous row operation that the compiler vectorises; for n ≤ ~100 that wins.
+// Lower triangle only: half the flops of full storage, and every inner loop still runs along a
+// contiguous row (the symmetric product takes each row once as a dot and once as an axpy).
 NDT_MULTIVERSION void householder_tridiagonalize(double* a, int64_t n, double* d, double* e, double* work) {
   double* v = work;
   double* p = work + n;
   for (int64_t k = 0; k + 2 < n; ++k) {
-    const int64_t m = n - k - 1;                 // size of the trailing block
-    double* x = a + k * n + (k + 1);             // row k right of the diagonal == column k below it
+    const int64_t m = n - k - 1;                      // size of the trailing block
+    const double* x = a + (k + 1) * n + k;            // column k below the diagonal, stride n
     d[k] = a[k * n + k];
 
     double scale = 0.0;
-    for (int64_t i = 0; i < m; ++i) scale = std::max(scale, std::fabs(x[i]));
-    double tail_sq = 0.0;                        // ‖x[1:]‖² in units of `scale`
+    for (int64_t i = 0; i < m; ++i) scale = std::max(scale, std::fabs(x[i * n]));
+    double tail_sq = 0.0;                             // ‖x[1:]‖² in units of `scale`
     if (scale > 0.0)
-      for (int64_t i = 1; i < m; ++i) tail_sq += (x[i] / scale) * (x[i] / scale);
-    if (scale == 0.0 || tail_sq == 0.0) {        // already tridiagonal in this column
+      for (int64_t i = 1; i < m; ++i) tail_sq += (x[i * n] / scale) * (x[i * n] / scale);
+    if (scale == 0.0 || tail_sq == 0.0) {             // already tridiagonal in this column
       e[k] = x[0];
       continue;
     }
     const double alpha = x[0] / scale;
     const double norm = std::sqrt(alpha * alpha + tail_sq);
-    const double beta = alpha >= 0.0 ? -norm : norm;   // H x = beta·scale·e₁, sign avoids cancellation
+    const double beta = alpha >= 0.0 ? -norm : norm;  // H x = beta·scale·e₁; sign avoids cancellation
     const double tau = (beta - alpha) / beta;
     const double inv_v0 = 1.0 / (alpha - beta);
     v[0] = 1.0;
-    for (int64_t i = 1; i < m; ++i) v[i] = (x[i] / scale) * inv_v0;
+    for (int64_t i = 1; i < m; ++i) v[i] = (x[i * n] / scale) * inv_v0;
     e[k] = beta * scale;
 
     // Trailing block B ← H B H with H = I − τ v vᵀ:  p = τ B v,  w = p − (τ/2)(pᵀv) v,
-    // B −= v wᵀ + w vᵀ.
+    // B −= v wᵀ + w vᵀ  (lower triangle).
     double* b = a + (k + 1) * n + (k + 1);
-    double pv = 0.0;
+    std::fill(p, p + m, 0.0);
     for (int64_t i = 0; i < m; ++i) {
       const double* bi = b + i * n;
-      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      int64_t j = 0;
-      for (; j + 4 <= m; j += 4) {
-        s0 += bi[j] * v[j];
-        s1 += bi[j + 1] * v[j + 1];
-        s2 += bi[j + 2] * v[j + 2];
-        s3 += bi[j + 3] * v[j + 3];
+      const double vi = v[i];
+      double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t j = 0; j < i; ++j) {
+        dot += bi[j] * v[j];
+        p[j] += bi[j] * vi;
       }
-      for (; j < m; ++j) s0 += bi[j] * v[j];
-      p[i] = tau * ((s0 + s1) + (s2 + s3));
+      p[i] += dot + bi[i] * vi;
+    }
+    double pv = 0.0;
+    for (int64_t i = 0; i < m; ++i) {
+      p[i] *= tau;
       pv += p[i] * v[i];
     }
     const double half = 0.5 * tau * pv;
@@ -81,75 +84,93 @@ NDT_MULTIVERSION void householder_tridiagonalize(double* a, int64_t n, double* d
     for (int64_t i = 0; i < m; ++i) {
       double* bi = b + i * n;
       const double vi = v[i], wi = p[i];
-      for (int64_t j = 0; j < m; ++j) bi[j] -= vi * p[j] + wi * v[j];
+#pragma omp simd
+      for (int64_t j = 0; j <= i; ++j) bi[j] -= vi * p[j] + wi * v[j];
     }
   }
   if (n >= 2) {
     d[n - 2] = a[(n - 2) * n + (n - 2)];
-    e[n - 2] = a[(n - 2) * n + (n - 1)];
+    e[n - 2] = a[(n - 1) * n + (n - 2)];
   }
   d[n - 1] = a[(n - 1) * n + (n - 1)];
   e[n - 1] = 0.0;
 }
 
-// Eigenvalues of the symmetric tridiagonal matrix (d, e) by the implicit QL method with
-// Wilkinson's shift; d is overwritten with them (unsorted), e is destroyed.
-// Returns false if some eigenvalue needed more than kMaxSweeps sweeps.
-bool tridiagonal_ql_eigenvalues(double* d, double* e, int64_t n) {
-  constexpr int kMaxSweeps = 60;
+// Eigenvalues of the symmetric tridiagonal matrix (d, e): the implicit QL iteration with a
+// Wilkinson-type shift in its square-root-free form (Pal, Walker & Kahan; Reinsch's tqlrat), which
+// works on e² and needs no sqrt in the rotation loop. That loop is a chain of dependent divisions
+// (~20 ns per rotation here, ~2.2 sweeps per eigenvalue; see benchmarks/NOTES.md), so it, not the
+// O(n³) reduction, dominates up to n ≈ 128. d is overwritten with the
+// eigenvalues (unsorted), e is destroyed. Returns false after 30·n sweeps without convergence.
+NDT_MULTIVERSION bool tridiagonal_ql_eigenvalues(double* d, double* e, int64_t n) {
   constexpr double kEps = std::numeric_limits<double>::epsilon();
-  // Scale to max |entry| = 1 so that sqrt(f² + g²) cannot overflow: std::hypot is several times
-  // slower and the rotations below are the QL phase's inner loop.
+  constexpr double kEps2 = kEps * kEps;
+  // Scale to max |entry| = 1: squares can neither overflow nor (harmfully) underflow, and the
+  // absolute deflation floor below is eps·‖T‖.
   double scale = 0.0;
   for (int64_t i = 0; i < n; ++i) scale = std::max({scale, std::fabs(d[i]), std::fabs(e[i])});
   if (scale == 0.0) return true;
   const double inv_scale = 1.0 / scale;
+  double* e2 = e;
   for (int64_t i = 0; i < n; ++i) {
     d[i] *= inv_scale;
-    e[i] *= inv_scale;
+    const double ei = e[i] * inv_scale;
+    e2[i] = ei * ei;
   }
-  for (int64_t l = 0; l < n; ++l) {
-    for (int sweep = 0;; ++sweep) {
-      // Split off a block at the first negligible sub-diagonal element at or after l.
-      int64_t m = l;
-      for (; m + 1 < n; ++m) {
-        const double size = std::fabs(d[m]) + std::fabs(d[m + 1]);
-        if (std::fabs(e[m]) <= kEps * size) break;
-      }
-      if (m == l) break;  // d[l] has converged
-      if (sweep == kMaxSweeps) return false;
+  e2[n - 1] = 0.0;
 
-      // Wilkinson shift from the leading 2 × 2 block of the unreduced part.
-      double g = (d[l + 1] - d[l]) / (2.0 * e[l]);
-      double r = std::sqrt(g * g + 1.0);
-      g = d[m] - d[l] + e[l] / (g + std::copysign(r, g));
-      double s = 1.0, c = 1.0, p = 0.0;
-      bool underflow = false;
-      for (int64_t i = m - 1; i >= l; --i) {
-        // One Givens rotation chasing the bulge from the bottom (m) up to l.
-        const double f = s * e[i];
-        const double b = c * e[i];
-        r = std::sqrt(f * f + g * g);
-        e[i + 1] = r;
-        if (r == 0.0) {  // the rotation underflowed: deflate and restart from l
-          d[i + 1] -= p;
-          e[m] = 0.0;
-          underflow = true;
-          break;
-        }
-        s = f / r;
-        c = g / r;
-        g = d[i + 1] - p;
-        r = (d[i] - g) * s + 2.0 * c * b;
-        p = s * r;
-        d[i + 1] = g + p;
-        g = c * r - b;
-      }
-      if (underflow) continue;
-      d[l] -= p;
-      e[l] = g;
-      e[m] = 0.0;
+  int64_t sweeps_left = 30 * n;
+  int64_t l = 0;
+  while (l < n) {
+    // Deflate at the first negligible e[m], m ≥ l: |e| ≤ eps·(|d_m| + |d_m+1|), or ≤ eps·‖T‖.
+    int64_t m = l;
+    for (; m + 1 < n; ++m) {
+      const double size = std::fabs(d[m]) + std::fabs(d[m + 1]);
+      if (e2[m] <= kEps2 * std::max(size * size, 1.0)) break;
     }
+    if (m + 1 < n) e2[m] = 0.0;
+    if (m == l) {  // 1 × 1 block: converged
+      ++l;
+      continue;
+    }
+    if (m == l + 1) {  // 2 × 2 block: closed form, the smaller root from the product to avoid cancellation
+      const double a = d[l], c = d[l + 1], b2 = e2[l];
+      const double mean = 0.5 * (a + c);
+      const double radius = std::sqrt(0.25 * (a - c) * (a - c) + b2);
+      const double big = mean + std::copysign(radius, mean);
+      d[l] = big;
+      d[l + 1] = big != 0.0 ? (a * c - b2) / big : 0.0;
+      e2[l] = 0.0;
+      l += 2;
+      continue;
+    }
+    if (sweeps_left-- == 0) return false;
+
+    // Shift: the eigenvalue of the leading 2 × 2 block closer to d[l].
+    const double rte = std::sqrt(e2[l]);
+    double sigma = (d[l + 1] - d[l]) / (2.0 * rte);
+    const double r0 = std::sqrt(sigma * sigma + 1.0);
+    sigma = d[l] - rte / (sigma + std::copysign(r0, sigma));
+
+    // Chase the bulge from m up to l.
+    double c = 1.0, s = 0.0;
+    double gamma = d[m] - sigma;
+    double p = gamma * gamma;
+    for (int64_t i = m - 1; i >= l; --i) {
+      const double bb = e2[i];
+      const double r = p + bb;  // > 0: e2[i] > 0 inside an unreduced block
+      if (i != m - 1) e2[i + 1] = s * r;
+      const double old_c = c;
+      c = p / r;
+      s = bb / r;
+      const double old_gamma = gamma;
+      const double alpha = d[i];
+      gamma = c * (alpha - sigma) - s * old_gamma;
+      d[i + 1] = old_gamma + (alpha - gamma);
+      p = c != 0.0 ? (gamma * gamma) / c : old_c * bb;
+    }
+    e2[l] = s * p;
+    d[l] = sigma + gamma;
   }
   for (int64_t i = 0; i < n; ++i) d[i] *= scale;
   return true;

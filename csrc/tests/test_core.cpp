@@ -1,0 +1,328 @@
+// Native tests of the core, built with -DNDT_BUILD_TESTS=ON and run by ctest — in CI under
+// AddressSanitizer + UndefinedBehaviorSanitizer (-DNDT_SANITIZE=ON). No BLAS/LAPACK is registered
+// here, so these exercise the core's own kernels; the Python tests cover the BLAS/LAPACK paths.
+//
+// References are deliberately naive and independent of the code under test: the Gram by a triple
+// loop in long double, eigenvalues by the cyclic Jacobi method.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ndt/eigen.h"
+#include "ndt/gram.h"
+#include "ndt/metrics.h"
+
+namespace {
+
+int g_failures = 0;
+uint64_t g_seed = 0;
+
+#define EXPECT(cond, ...)                                                        \
+  do {                                                                           \
+    if (!(cond)) {                                                               \
+      ++g_failures;                                                              \
+      std::fprintf(stderr, "FAIL %s:%d (seed %llu): %s — ", __FILE__, __LINE__,  \
+                   static_cast<unsigned long long>(g_seed), #cond);              \
+      std::fprintf(stderr, __VA_ARGS__);                                         \
+      std::fprintf(stderr, "\n");                                                \
+    }                                                                            \
+  } while (0)
+
+uint16_t float_to_bfloat16(float f) {  // round to nearest even
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float bfloat16_to_float(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Cyclic Jacobi: slow, simple, accurate — the eigenvalue reference.
+std::vector<double> jacobi_eigenvalues(std::vector<double> a, int64_t n) {
+  for (int sweep = 0; sweep < 100; ++sweep) {
+    double off = 0.0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        if (i != j) off += a[i * n + j] * a[i * n + j];
+    if (off < 1e-30) break;
+    for (int64_t p = 0; p < n; ++p) {
+      for (int64_t q = p + 1; q < n; ++q) {
+        const double apq = a[p * n + q];
+        if (apq == 0.0) continue;
+        const double theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::fabs(theta) + std::sqrt(theta * theta + 1.0));
+        const double c = 1.0 / std::sqrt(t * t + 1.0), s = t * c;
+        for (int64_t k = 0; k < n; ++k) {  // columns p, q
+          const double akp = a[k * n + p], akq = a[k * n + q];
+          a[k * n + p] = c * akp - s * akq;
+          a[k * n + q] = s * akp + c * akq;
+        }
+        for (int64_t k = 0; k < n; ++k) {  // rows p, q
+          const double apk = a[p * n + k], aqk = a[q * n + k];
+          a[p * n + k] = c * apk - s * aqk;
+          a[q * n + k] = s * apk + c * aqk;
+        }
+      }
+    }
+  }
+  std::vector<double> w(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) w[static_cast<size_t>(i)] = a[i * n + i];
+  std::sort(w.begin(), w.end(), std::greater<double>());
+  return w;
+}
+
+struct Matrix {
+  int64_t rows, cols;
+  std::vector<double> values;  // row-major, exact values (already rounded to the storage dtype)
+  double at(int64_t i, int64_t j) const { return values[static_cast<size_t>(i * cols + j)]; }
+};
+
+// Stores `m` as `dtype` in a buffer with the given layout; returns the view and owns the bytes.
+struct Stored {
+  std::vector<unsigned char> bytes;
+  ndt::MatrixView view;
+};
+
+Stored store(Matrix& m, ndt::DType dtype, bool transposed_layout, bool reversed_rows) {
+  Stored s;
+  const int64_t es = ndt::dtype_size(dtype);
+  s.bytes.resize(static_cast<size_t>(m.rows * m.cols * es));
+  int64_t rs = transposed_layout ? 1 : m.cols, cs = transposed_layout ? m.rows : 1;
+  for (int64_t i = 0; i < m.rows; ++i) {
+    for (int64_t j = 0; j < m.cols; ++j) {
+      double& v = m.values[static_cast<size_t>(i * m.cols + j)];
+      unsigned char* p = s.bytes.data() + (i * rs + j * cs) * es;
+      switch (dtype) {
+        case ndt::DType::float64: std::memcpy(p, &v, 8); break;
+        case ndt::DType::float32: { float f = static_cast<float>(v); v = f; std::memcpy(p, &f, 4); break; }
+        case ndt::DType::bfloat16: {
+          uint16_t b = float_to_bfloat16(static_cast<float>(v));
+          v = bfloat16_to_float(b);
+          std::memcpy(p, &b, 2);
+          break;
+        }
+        case ndt::DType::float16: {
+          // Integers up to 2048 in magnitude are exact in float16: encode them directly.
+          const float f = std::round(static_cast<float>(v));
+          v = f;
+          uint16_t h = 0;
+          if (f != 0.0f) {
+            const int e = static_cast<int>(std::floor(std::log2(std::fabs(f))));
+            const uint32_t mant = static_cast<uint32_t>(std::ldexp(std::fabs(f), 10 - e)) & 0x3ffu;
+            h = static_cast<uint16_t>((f < 0 ? 0x8000u : 0u) | (static_cast<uint32_t>(e + 15) << 10) | mant);
+          }
+          std::memcpy(p, &h, 2);
+          break;
+        }
+      }
+    }
+  }
+  s.view.data = s.bytes.data();
+  s.view.dtype = dtype;
+  s.view.rows = m.rows;
+  s.view.cols = m.cols;
+  s.view.row_stride = rs;
+  s.view.col_stride = cs;
+  if (reversed_rows && m.rows > 1) {  // negative row stride: view row i is stored row rows-1-i
+    s.view.data = s.bytes.data() + (m.rows - 1) * rs * es;
+    s.view.row_stride = -rs;
+    std::vector<double> flipped(m.values.size());
+    for (int64_t i = 0; i < m.rows; ++i)
+      for (int64_t j = 0; j < m.cols; ++j)
+        flipped[static_cast<size_t>(i * m.cols + j)] = m.values[static_cast<size_t>((m.rows - 1 - i) * m.cols + j)];
+    m.values = flipped;
+  }
+  return s;
+}
+
+Matrix random_matrix(std::mt19937_64& rng, int64_t rows, int64_t cols, int kind) {
+  std::normal_distribution<double> normal;
+  Matrix m{rows, cols, std::vector<double>(static_cast<size_t>(rows * cols))};
+  for (auto& v : m.values) v = normal(rng);
+  if (kind == 1) for (auto& v : m.values) v = std::max(v, 0.0);                      // ReLU
+  if (kind == 2) for (int64_t i = 0; i < rows; ++i) for (int64_t j = 0; j < cols; ++j)  // rank 1
+        m.values[static_cast<size_t>(i * cols + j)] = m.values[static_cast<size_t>(i)] * m.values[static_cast<size_t>(j)];
+  if (kind == 3) for (auto& v : m.values) v = 0.0;                                    // zero
+  if (kind == 4) for (auto& v : m.values) v = std::round(8.0 * v);                    // float16-exact
+  return m;
+}
+
+std::vector<double> reference_gram(const Matrix& m, ndt::GramSide side) {
+  const bool feature = side == ndt::GramSide::feature;
+  const int64_t n = feature ? m.cols : m.rows, k = feature ? m.rows : m.cols;
+  std::vector<double> g(static_cast<size_t>(n * n));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      long double s = 0;
+      for (int64_t t = 0; t < k; ++t)
+        s += static_cast<long double>(feature ? m.at(t, i) * m.at(t, j) : m.at(i, t) * m.at(j, t));
+      g[static_cast<size_t>(i * n + j)] = static_cast<double>(s);
+    }
+  return g;
+}
+
+void test_gram_all_dtypes_layouts(std::mt19937_64& rng) {
+  const ndt::DType dtypes[] = {ndt::DType::float32, ndt::DType::float64, ndt::DType::float16, ndt::DType::bfloat16};
+  for (ndt::DType dtype : dtypes)
+    for (int layout = 0; layout < 4; ++layout)
+      for (int64_t rows : {1, 3, 17, 300})
+        for (int64_t cols : {1, 5, 33}) {
+          Matrix m = random_matrix(rng, rows, cols, dtype == ndt::DType::float16 ? 4 : 0);
+          Stored s = store(m, dtype, layout & 1, layout & 2);
+          for (ndt::GramSide side : {ndt::GramSide::feature, ndt::GramSide::sample}) {
+            const std::vector<double> ref = reference_gram(m, side);
+            const int64_t n = side == ndt::GramSide::feature ? cols : rows;
+            std::vector<double> g(static_cast<size_t>(n * n), 0.0);
+            ndt::gram_update<double>(s.view, side, g.data(), nullptr);
+            double scale = 1e-300, err = 0.0;
+            for (int64_t i = 0; i < n; ++i)
+              for (int64_t j = 0; j <= i; ++j) {
+                scale = std::max(scale, std::fabs(ref[static_cast<size_t>(i * n + j)]));
+                err = std::max(err, std::fabs(g[static_cast<size_t>(i * n + j)] - ref[static_cast<size_t>(i * n + j)]));
+              }
+            EXPECT(err <= 1e-12 * scale, "gram %s layout %d %lldx%lld side %d: err %g scale %g",
+                   ndt::dtype_name(dtype), layout, static_cast<long long>(rows), static_cast<long long>(cols),
+                   static_cast<int>(side), err, scale);
+          }
+        }
+}
+
+void test_accumulator(std::mt19937_64& rng) {
+  const int64_t d = 20;
+  ndt::GramAccumulator acc(d, ndt::GramSide::feature);
+  Matrix all{0, d, {}};
+  for (int64_t rows : {1, 7, 64, 3}) {
+    Matrix m = random_matrix(rng, rows, d, 1);
+    Stored s = store(m, ndt::DType::float32, false, false);
+    acc.add(s.view);
+    all.values.insert(all.values.end(), m.values.begin(), m.values.end());
+    all.rows += rows;
+  }
+  EXPECT(acc.rows_seen() == all.rows, "rows_seen %lld", static_cast<long long>(acc.rows_seen()));
+  std::vector<double> g(static_cast<size_t>(d * d));
+  acc.symmetric_gram(g.data(), false);
+  const std::vector<double> ref = reference_gram(all, ndt::GramSide::feature);
+  for (size_t i = 0; i < g.size(); ++i) EXPECT(std::fabs(g[i] - ref[i]) <= 1e-9 * (1 + std::fabs(ref[i])), "acc %zu", i);
+
+  // Sample side holds one batch; a second add is a user error.
+  ndt::GramAccumulator sample(4, ndt::GramSide::sample);
+  Matrix m = random_matrix(rng, 4, 9, 0);
+  Stored s = store(m, ndt::DType::float64, false, false);
+  sample.add(s.view);
+  bool threw = false;
+  try { sample.add(s.view); } catch (const std::invalid_argument&) { threw = true; }
+  EXPECT(threw, "second sample-side add must throw");
+  threw = false;
+  try { acc.add(s.view); } catch (const std::invalid_argument&) { threw = true; }
+  EXPECT(threw, "column mismatch must throw");
+}
+
+void test_eigenvalues(std::mt19937_64& rng) {
+  for (int64_t n : {1, 2, 3, 10, 40, 97, 130}) {
+    for (int kind = 0; kind < 4; ++kind) {
+      Matrix x = random_matrix(rng, n + 3, n, kind == 3 ? 0 : kind);
+      std::vector<double> a = reference_gram(x, ndt::GramSide::feature);
+      if (kind == 3) {  // repeated eigenvalues: identity times 5 plus rank-1
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j < n; ++j) a[static_cast<size_t>(i * n + j)] = (i == j ? 5.0 : 0.0) + 1.0;
+      }
+      const std::vector<double> ref = jacobi_eigenvalues(a, n);
+      for (ndt::EigenSolver solver : {ndt::EigenSolver::tridiagonal_ql, ndt::EigenSolver::automatic}) {
+        std::vector<double> work = a, w(static_cast<size_t>(n));
+        const bool ok = ndt::symmetric_eigenvalues(work.data(), n, w.data(), solver);
+        EXPECT(ok, "n=%lld kind %d did not converge", static_cast<long long>(n), kind);
+        const double scale = std::max(std::fabs(ref.front()), std::fabs(ref.back())) + 1e-300;
+        for (int64_t i = 0; i < n; ++i)
+          EXPECT(std::fabs(w[static_cast<size_t>(i)] - ref[static_cast<size_t>(i)]) <= 1e-11 * scale,
+                 "n=%lld kind %d λ[%lld] %.17g vs %.17g", static_cast<long long>(n), kind, static_cast<long long>(i),
+                 w[static_cast<size_t>(i)], ref[static_cast<size_t>(i)]);
+      }
+    }
+  }
+  // Non-finite input: false, NaN output, no hang.
+  std::vector<double> a = {1.0, std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN(), 2.0};
+  std::vector<double> w(2);
+  EXPECT(!ndt::symmetric_eigenvalues(a.data(), 2, w.data()), "NaN input must report failure");
+  EXPECT(std::isnan(w[0]) && std::isnan(w[1]), "NaN input must give NaN eigenvalues");
+  // Huge and tiny scales.
+  for (double scale : {1e150, 1e-150}) {
+    std::vector<double> b = {2.0 * scale, 1.0 * scale, 1.0 * scale, 2.0 * scale}, v(2);
+    EXPECT(ndt::symmetric_eigenvalues(b.data(), 2, v.data()), "scale %g", scale);
+    EXPECT(std::fabs(v[0] / scale - 3.0) < 1e-14 && std::fabs(v[1] / scale - 1.0) < 1e-14, "scale %g: %g %g", scale, v[0], v[1]);
+  }
+}
+
+void test_metrics(std::mt19937_64& rng) {
+  ndt::MetricOptions o;
+  // Zero matrix: every metric 0, flagged.
+  Matrix z = random_matrix(rng, 5, 8, 3);
+  Stored sz = store(z, ndt::DType::float32, false, false);
+  ndt::Metrics mz = ndt::metrics_of_matrix(sz.view, o);
+  EXPECT(mz.flags == ndt::kFlagZero && mz.stable_rank == 0.0 && mz.participation_ratio == 0.0 &&
+             mz.cumulative_90 == 0.0 && mz.nuclear_norm_ratio == 0.0 && mz.effective_rank == 0.0,
+         "zero matrix flags %u", mz.flags);
+  // NaN anywhere: every metric NaN, flagged.
+  Matrix q = random_matrix(rng, 6, 4, 0);
+  q.values[7] = std::numeric_limits<double>::infinity();
+  Stored sq = store(q, ndt::DType::float64, false, false);
+  ndt::Metrics mq = ndt::metrics_of_matrix(sq.view, o);
+  EXPECT((mq.flags & ndt::kFlagNonFinite) && std::isnan(mq.stable_rank) && std::isnan(mq.cumulative_90),
+         "non-finite flags %u", mq.flags);
+  // Rank 1: stable rank, PR, CE90, NNR, effective rank all 1 (eps = 0).
+  o.eps = 0.0;
+  Matrix r1 = random_matrix(rng, 30, 12, 2);
+  Stored s1 = store(r1, ndt::DType::float64, true, false);
+  ndt::Metrics m1 = ndt::metrics_of_matrix(s1.view, o);
+  EXPECT(std::fabs(m1.stable_rank - 1) < 1e-9 && std::fabs(m1.participation_ratio - 1) < 1e-6 &&
+             m1.cumulative_90 == 1.0 && std::fabs(m1.participation_ratio_eig - 1) < 1e-9,
+         "rank-1: sr %.17g pr %.17g ce %g pre %.17g", m1.stable_rank, m1.participation_ratio, m1.cumulative_90,
+         m1.participation_ratio_eig);
+  // Trace-only path agrees with the full path.
+  Matrix x = random_matrix(rng, 50, 40, 1);
+  Stored sx = store(x, ndt::DType::float32, false, true);
+  ndt::Metrics full = ndt::metrics_of_matrix(sx.view, o);
+  o.metrics = ndt::kStableRank | ndt::kParticipationRatioEig;
+  ndt::Metrics fast = ndt::metrics_of_matrix(sx.view, o);
+  EXPECT(std::fabs(fast.stable_rank - full.stable_rank) <= 1e-6 * full.stable_rank, "trace-only sr %.17g vs %.17g",
+         fast.stable_rank, full.stable_rank);
+  EXPECT(std::isnan(fast.participation_ratio), "unrequested metric must be NaN");
+  // Bad options are user errors.
+  bool threw = false;
+  o.energy_threshold = 1.5;
+  try { ndt::metrics_of_matrix(sx.view, o); } catch (const std::invalid_argument&) { threw = true; }
+  EXPECT(threw, "threshold 1.5 must throw");
+  // Empty and null views are user errors.
+  threw = false;
+  ndt::MatrixView empty;
+  try { ndt::metrics_of_matrix(empty, ndt::MetricOptions{}); } catch (const std::invalid_argument&) { threw = true; }
+  EXPECT(threw, "empty view must throw");
+}
+
+}  // namespace
+
+int main() {
+  const char* env = std::getenv("NDT_TEST_SEED");
+  g_seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
+  std::printf("test_core: seed %llu (set NDT_TEST_SEED to reproduce)\n", static_cast<unsigned long long>(g_seed));
+  std::mt19937_64 rng(g_seed);
+  test_gram_all_dtypes_layouts(rng);
+  test_accumulator(rng);
+  test_eigenvalues(rng);
+  test_metrics(rng);
+  std::printf("test_core: %s (%d failures)\n", g_failures ? "FAILED" : "ok", g_failures);
+  return g_failures ? 1 : 0;
+}
