@@ -187,6 +187,8 @@ bool lapack_solver(double* a, int64_t n, double* w) {
   const dsyevd_fn dsyevd = linalg().dsyevd;
   NDT_CHECK_ARG(dsyevd != nullptr, "symmetric_eigenvalues: LAPACK dsyevd is not registered (is SciPy installed?)");
   NDT_CHECK_ARG(n <= INT_MAX, "symmetric_eigenvalues: n too large for 32-bit LAPACK");
+  const double nd = static_cast<double>(n);
+  const BlasThreadScope threads(4.0 / 3.0 * nd * nd * nd);
   char jobz = 'N', uplo = 'U';  // column-major upper == row-major lower; both are filled anyway
   int in = static_cast<int>(n), lda = in, info = 0;
   int lwork = -1, liwork = -1, iwork_query = 0;

@@ -155,6 +155,8 @@ GramSide smaller_side(const MatrixView& x) {
 template <typename T>
 void gram_update(const MatrixView& x, GramSide side, T* gram, double* column_sums) {
   check_side(x, side, column_sums);
+  const double dim = static_cast<double>(gram_dim(x, side));
+  const BlasThreadScope threads(dim * dim * static_cast<double>(side == GramSide::feature ? x.rows : x.cols));
   if (try_direct_blas<T>(x, side, gram, column_sums)) return;
   gram_update_blocked<T>(x, side, gram, column_sums, have_blas<T>());
 }

@@ -8,6 +8,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <dlfcn.h>
+
 #include <string>
 #include <vector>
 
@@ -95,6 +97,18 @@ void* capsule_pointer(const py::dict& capi, const char* name) {
   return p;
 }
 
+// Finds `name` in the shared library that holds `anchor` or in its dependencies (dlsym on a
+// handle searches both): SciPy's BLAS wrappers live in cython_blas.so, OpenBLAS in its dependency.
+void* symbol_near(void* anchor, const char* name) {
+  Dl_info info;
+  if (anchor == nullptr || dladdr(anchor, &info) == 0 || info.dli_fname == nullptr) return nullptr;
+  void* handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+  if (handle == nullptr) return nullptr;
+  void* symbol = dlsym(handle, name);
+  dlclose(handle);
+  return symbol;
+}
+
 py::array_t<double> full_gram(const ViewTuple& view, const std::string& side, const std::string& accumulate,
                               bool reference) {
   const ndt::MatrixView x = to_view(view);
@@ -157,6 +171,8 @@ PYBIND11_MODULE(_core, m) {
           const auto d = lapack_capi.cast<py::dict>();
           r.dsyevd = reinterpret_cast<ndt::dsyevd_fn>(capsule_pointer(d, "dsyevd"));
         }
+        void* anchor = r.dsyrk ? reinterpret_cast<void*>(r.dsyrk) : reinterpret_cast<void*>(r.dsyevd);
+        r.set_threads_local = reinterpret_cast<ndt::set_threads_local_fn>(symbol_near(anchor, "openblas_set_num_threads_local"));
         ndt::register_linalg(r);
       },
       py::arg("blas_capi"), py::arg("lapack_capi"),
@@ -166,7 +182,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("linalg_status", [] {
     const auto& r = ndt::linalg();
     return py::dict(py::arg("dsyrk") = r.dsyrk != nullptr, py::arg("ssyrk") = r.ssyrk != nullptr,
-                    py::arg("dsyevd") = r.dsyevd != nullptr);
+                    py::arg("dsyevd") = r.dsyevd != nullptr,
+                    py::arg("set_threads_local") = r.set_threads_local != nullptr);
   });
 
   m.def(
