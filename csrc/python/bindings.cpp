@@ -266,6 +266,10 @@ PYBIND11_MODULE(_core, m) {
           py::arg("view"))
       .def("reset", &ndt::GramAccumulator::reset)
       .def_property_readonly("dim", &ndt::GramAccumulator::dim)
+      .def_property_readonly("side",
+                             [](const ndt::GramAccumulator& self) {
+                               return self.side() == ndt::GramSide::feature ? "feature" : "sample";
+                             })
       .def_property_readonly("rows_seen", &ndt::GramAccumulator::rows_seen)
       .def_property_readonly("batches", &ndt::GramAccumulator::batches)
       .def(

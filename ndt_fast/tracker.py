@@ -1,0 +1,408 @@
+"""FastTracker: a drop-in for ndtracker's ``HighFrequencyTracker``, computed natively.
+
+    from ndt_fast import FastTracker as HighFrequencyTracker   # the only change to the loop
+
+    tracker = HighFrequencyTracker(model, sampling_frequency=5)
+    for step, (x, y) in enumerate(loader):
+        loss = train_step(model, x, y)
+        tracker.log(step, loss)            # a float or a 0-d tensor; read only on sampled steps
+    results = tracker.get_results()        # {layer name: DataFrame}
+    tracker.close()
+
+How it stays cheap: forward hooks are *armed* only for the forward passes of steps that will be
+sampled (the tracker predicts the next step as the last logged step + 1). An unarmed hook returns
+at once — no activation kept alive, no native call. An armed hook folds the activation into a
+Gram matrix natively (the smaller side, or the feature side when ``window > 1``), so nothing is
+kept past the forward pass; ``log()`` then computes the spectra and metrics of every layer in
+one native call with the GIL released.
+
+Robustness: outputs that are tuples/lists/dicts, any rank, float16/bfloat16/autocast, channels_last,
+a batch of 1 and varying batch sizes are handled (see ``ndt_fast.layers``). Forwards in eval mode
+or under ``torch.no_grad()`` are ignored by default, so a validation pass between training steps
+does not replace the sample. An exception inside a hook is caught, counted in ``tracker.errors``
+and logged once per layer; the forward pass always completes. NaN/Inf activations give NaN metrics
+with ``flags & FLAG_NON_FINITE``; an all-zero (dead) layer gives zeros with ``FLAG_ZERO``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ndt_fast._buffer import describe
+from ndt_fast._native import core
+from ndt_fast._store import RecordTable
+from ndt_fast.jumps import Jump, JumpDetector
+from ndt_fast.layers import CONV_TYPES, activation_matrix, auto_select_layers, default_layer_names, first_tensor
+from ndt_fast.metrics import metric_mask
+
+logger = logging.getLogger(__name__)
+
+NDT_COLUMNS = ("step", "stable_rank", "participation_ratio", "cumulative_90", "nuclear_norm_ratio", "loss", "grad_norm")
+EXTRA_COLUMNS = ("participation_ratio_eig", "effective_rank", "trace", "lambda_max", "flags", "rows")
+WEIGHT_COLUMNS = tuple(
+    f"weight_{m}"
+    for m in ("stable_rank", "participation_ratio", "cumulative_90", "nuclear_norm_ratio",
+              "participation_ratio_eig", "effective_rank")
+)
+# Which columns of a native record (core.RECORD_COLUMNS) feed which table columns.
+_RECORD = {name: i for i, name in enumerate(core.RECORD_COLUMNS)}
+_METRIC_NAMES = ("stable_rank", "participation_ratio", "cumulative_90", "nuclear_norm_ratio",
+                 "participation_ratio_eig", "effective_rank")
+
+
+def _scalar(value: Any) -> float:
+    """A Python float from a float, int, numpy scalar or 0-d/1-element tensor (None → NaN)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().reshape(-1)[0].item()) if value.numel() else math.nan
+    return float(value)
+
+
+class _LayerSlot:
+    """Everything the tracker keeps per tracked module."""
+
+    __slots__ = ("name", "module", "handle", "accumulator", "captured", "errors", "spatial_rows", "table")
+
+    def __init__(self, name: str, module: nn.Module, spatial_rows: bool, columns: tuple[str, ...]) -> None:
+        self.name = name
+        self.module = module
+        self.handle: Any = None
+        self.accumulator: Any = None  # core.GramAccumulator, created on first capture
+        self.captured = False
+        self.errors = 0
+        self.spatial_rows = spatial_rows
+        self.table = RecordTable(columns)
+
+
+class FastTracker:
+    """Tracks the dimensionality of a model's layers during training (ndt-compatible surface).
+
+    Args (ndt's, same defaults):
+        model: the ``nn.Module`` being trained.
+        layers: modules to track; ``None`` selects them automatically (``ndt_fast.layers``).
+        layer_names: names for ``layers`` (default ndt's ``f"{ClassName}_{i}"``).
+        sampling_frequency: sample when ``step % sampling_frequency == 0`` (or ``force=True``).
+        enable_jump_detection, jump_window_size, jump_z_threshold: ndt's offline jump detector
+            used by ``detect_jumps``.
+        device: accepted for compatibility; metrics are computed where the data is.
+
+    Keyword-only extras:
+        window: accumulate the feature-side Gram over the ``window`` steps ending at each sampled
+            step (exact: the Gram of all their rows stacked), 1 ≤ window ≤ sampling_frequency.
+            1 (default) = ndt's behaviour, the last forward pass before ``log``.
+        metrics: names of the metrics to compute (default all six; asking only for
+            ``stable_rank``/``participation_ratio_eig`` skips the eigensolver).
+        center: subtract column means first (ndt does not).
+        track_weights: also record the metrics of each tracked layer's weight matrix
+            (``weight.reshape(out, -1)``) in ``weight_*`` columns.
+        select: ``output → tensor`` callable to pick the tracked tensor from a module's output.
+        conv_rows: ``"flatten"`` (ndt: ``(batch, C·H·W)``) or ``"spatial"`` (``(batch·H·W, C)``).
+        skip_eval_forwards: ignore forwards in eval mode or with grad disabled (default True).
+        eps, energy_threshold: as in ``ndt_fast.compute_all_metrics``.
+
+    Raises ValueError/TypeError for invalid arguments; never raises from inside a forward pass.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[nn.Module] | None = None,
+        layer_names: Sequence[str] | None = None,
+        sampling_frequency: int = 1,
+        enable_jump_detection: bool = True,
+        jump_window_size: int = 50,
+        jump_z_threshold: float = 3.0,
+        device: torch.device | str | None = None,
+        *,
+        window: int = 1,
+        metrics: Iterable[str] | None = None,
+        center: bool = False,
+        track_weights: bool = False,
+        select: Callable[[Any], torch.Tensor] | None = None,
+        conv_rows: str = "flatten",
+        skip_eval_forwards: bool = True,
+        eps: float = 1e-10,
+        energy_threshold: float = 0.9,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError("model must be a torch.nn.Module")
+        if isinstance(sampling_frequency, bool) or not isinstance(sampling_frequency, int) or sampling_frequency < 1:
+            raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be an integer >= 1, got {window!r}")
+        if window > sampling_frequency:
+            raise ValueError(f"window ({window}) must not exceed sampling_frequency ({sampling_frequency}): "
+                             "the windows of consecutive samples would overlap")
+        if conv_rows not in ("flatten", "spatial"):
+            raise ValueError(f"conv_rows must be 'flatten' or 'spatial', got {conv_rows!r}")
+        if select is not None and not callable(select):
+            raise TypeError("select must be a callable output -> tensor")
+        if not (0.0 < energy_threshold <= 1.0):
+            raise ValueError(f"energy_threshold must be in (0, 1], got {energy_threshold}")
+        if not (eps >= 0.0 and math.isfinite(eps)):
+            raise ValueError(f"eps must be finite and >= 0, got {eps}")
+
+        self.model = model
+        self.sampling_frequency = sampling_frequency
+        self.device = device
+        self.window = window
+        self.center = bool(center)
+        self.track_weights = bool(track_weights)
+        self.select = select
+        self.skip_eval_forwards = bool(skip_eval_forwards)
+        self.eps = float(eps)
+        self.energy_threshold = float(energy_threshold)
+        self._metric_mask = metric_mask(metrics)
+
+        layers = list(layers) if layers is not None else auto_select_layers(model)
+        if not layers:
+            raise ValueError("No layers to track. Provide layers explicitly or use a supported architecture.")
+        for layer in layers:
+            if not isinstance(layer, nn.Module):
+                raise TypeError(f"layers must be nn.Module instances, got {type(layer).__name__}")
+        names = list(layer_names) if layer_names is not None else default_layer_names(layers)
+        if len(names) != len(layers):
+            raise ValueError(f"Number of layer names ({len(names)}) must match number of layers ({len(layers)})")
+        if len(set(names)) != len(names):
+            raise ValueError(f"layer names must be unique, got {names}")
+        self.layer_names = names
+
+        columns = NDT_COLUMNS + EXTRA_COLUMNS + (WEIGHT_COLUMNS if self.track_weights else ())
+        self._slots = [
+            _LayerSlot(name, layer, conv_rows == "spatial" and isinstance(layer, CONV_TYPES), columns)
+            for name, layer in zip(names, layers)
+        ]
+        self._by_name = {slot.name: slot for slot in self._slots}
+
+        self.enable_jump_detection = enable_jump_detection
+        self.jump_detector = (
+            JumpDetector(window_size=jump_window_size, z_threshold=jump_z_threshold) if enable_jump_detection else None
+        )
+        self.step_counter = 0
+        self._samples = 0
+        self._missed: dict[str, int] = {}
+        self._next_step = 0
+        self._armed = False
+        self._arm(self._next_step)
+        for slot in self._slots:
+            slot.handle = slot.module.register_forward_hook(self._make_hook(slot))
+
+    # ---- hooks ----------------------------------------------------------------------------------
+
+    def _make_hook(self, slot: _LayerSlot) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if self._armed:  # the whole cost of a hook on a step that is not sampled
+                self._capture(slot, output)
+
+        return hook
+
+    def _capture(self, slot: _LayerSlot, output: Any) -> None:
+        try:
+            if self.skip_eval_forwards and (not slot.module.training or not torch.is_grad_enabled()):
+                return
+            tensor = self.select(output) if self.select is not None else first_tensor(output)
+            if not isinstance(tensor, torch.Tensor):
+                raise TypeError(f"the module output holds no tensor to track (got {type(output).__name__})")
+            x = activation_matrix(tensor, slot.spatial_rows)
+            if x.device.type != "cpu":
+                x = x.to("cpu")  # CUDA-side Gram updates are a later milestone
+            if x.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+                x = x.float()
+            _, view = describe(x, slot.name)
+            rows, cols = view[2], view[3]
+            if self.window == 1:
+                # One batch: the smaller Gram; each armed forward replaces the previous one (ndt
+                # keeps the last forward's activation too).
+                side, dim = ("sample", rows) if rows < cols else ("feature", cols)
+                acc = slot.accumulator
+                if acc is None or acc.dim != dim or acc.side != side:
+                    acc = core.GramAccumulator(dim, side)
+                    slot.accumulator = acc
+                else:
+                    acc.reset()
+            else:
+                acc = slot.accumulator
+                if acc is None or acc.dim != cols:
+                    if acc is not None and acc.rows_seen:
+                        raise ValueError(f"feature count changed inside a window ({acc.dim} -> {cols})")
+                    acc = core.GramAccumulator(cols, "feature")
+                    slot.accumulator = acc
+            acc.add(view)
+            slot.captured = True
+        except Exception as error:  # never break the user's forward pass
+            self._report_error(slot, error)
+
+    def _report_error(self, slot: _LayerSlot, error: Exception) -> None:
+        slot.errors += 1
+        if slot.errors == 1:
+            logger.error("ndt_fast: tracking layer %r failed (%s: %s); training continues, further errors "
+                         "for this layer are counted in tracker.errors", slot.name, type(error).__name__, error)
+
+    # ---- arming: which forwards to capture --------------------------------------------------------
+
+    def _is_due(self, step: int) -> bool:
+        return step % self.sampling_frequency == 0
+
+    def _in_window(self, step: int) -> bool:
+        """Whether forwards of ``step`` belong to the window of some sampled step ≥ ``step``."""
+        until_due = (-step) % self.sampling_frequency  # steps from `step` to the next due step
+        return until_due < self.window
+
+    def _arm(self, next_step: int) -> None:
+        self._armed = self._in_window(next_step)
+
+    # ---- the training-loop API ------------------------------------------------------------------
+
+    def log(self, step: int, loss: Any, grad_norm: Any = None, force: bool = False) -> None:
+        """Record the sample of ``step`` if it is due (``step % sampling_frequency == 0``) or forced.
+
+        ``loss`` and ``grad_norm`` may be floats or 0-d tensors; they are read only on sampled
+        steps. A layer with no captured forward since the last sample gets no row (as in ndt);
+        such misses are counted in ``tracker.missed``.
+        """
+        step = int(step)
+        if force or self._is_due(step):
+            self._record(step, loss, grad_norm)
+        elif not self._in_window(step):
+            for slot in self._slots:  # captured for a step that turned out not to be sampled
+                slot.captured = False
+        self._next_step = step + 1
+        self._arm(self._next_step)
+
+    def _record(self, step: int, loss: Any, grad_norm: Any) -> None:
+        self.step_counter = step
+        ready = [slot for slot in self._slots if slot.captured]
+        for slot in self._slots:
+            if not slot.captured:
+                self._missed[slot.name] = self._missed.get(slot.name, 0) + 1
+                if self._missed[slot.name] == 1:
+                    logger.warning("ndt_fast: no activation captured for layer %r at step %d (was its forward "
+                                   "run in eval mode / no_grad, or at an unexpected step?)", slot.name, step)
+        if not ready:
+            return
+        try:
+            records = core.metrics_of_accumulators(
+                [slot.accumulator for slot in ready], eps=self.eps, energy_threshold=self.energy_threshold,
+                center=self.center, metrics=self._metric_mask, solver="auto")
+            weight_records = self._weight_records(ready) if self.track_weights else None
+        except Exception as error:  # a bug of ours must not end the user's run
+            for slot in ready:
+                self._report_error(slot, error)
+                slot.captured = False
+            return
+        loss_value, grad_value = _scalar(loss), _scalar(grad_norm)
+        for i, slot in enumerate(ready):
+            rec = records[i]
+            row = [step, *(rec[_RECORD[m]] for m in _METRIC_NAMES[:4]), loss_value, grad_value,
+                   rec[_RECORD["participation_ratio_eig"]], rec[_RECORD["effective_rank"]], rec[_RECORD["trace"]],
+                   rec[_RECORD["lambda_max"]], rec[_RECORD["flags"]], slot.accumulator.rows_seen]
+            if weight_records is not None:
+                row.extend(weight_records[i][_RECORD[m]] for m in _METRIC_NAMES)
+            slot.table.append(np.asarray(row, dtype=np.float64))
+            slot.captured = False
+            slot.accumulator.reset()
+        self._samples += 1
+
+    def _weight_records(self, slots: list[_LayerSlot]) -> np.ndarray:
+        out = np.full((len(slots), len(core.RECORD_COLUMNS)), np.nan)
+        owners, views, where = [], [], []
+        for i, slot in enumerate(slots):
+            weight = getattr(slot.module, "weight", None)
+            if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
+                w = weight.detach()
+                w = w.reshape(w.shape[0], -1)
+                if w.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+                    w = w.float()
+                owner, view = describe(w, f"{slot.name}.weight")
+                owners.append(owner)
+                views.append(view)
+                where.append(i)
+        if views:
+            out[where] = core.metrics(views, eps=self.eps, energy_threshold=self.energy_threshold,
+                                      center=self.center, metrics=self._metric_mask, solver="auto")
+        return out
+
+    # ---- results --------------------------------------------------------------------------------
+
+    def _frame(self, slot: _LayerSlot) -> pd.DataFrame:
+        if len(slot.table) == 0:
+            return pd.DataFrame()
+        df = pd.DataFrame(slot.table.table(), columns=list(slot.table.columns))
+        for name in ("step", "rows", "flags"):
+            df[name] = df[name].astype(np.int64)
+        for name in ("cumulative_90", "weight_cumulative_90"):
+            if name in df and not df[name].isna().any():
+                df[name] = df[name].astype(np.int64)
+        return df
+
+    def get_results(self, layer_name: str | None = None) -> pd.DataFrame | dict[str, pd.DataFrame]:
+        """One DataFrame per layer: ndt's columns ``step, stable_rank, participation_ratio,
+        cumulative_90, nuclear_norm_ratio, loss, grad_norm`` first, then ``participation_ratio_eig,
+        effective_rank, trace, lambda_max, flags, rows`` (and ``weight_*`` with track_weights).
+        ``grad_norm`` is NaN where none was given. Unknown ``layer_name`` → ValueError."""
+        if layer_name is not None:
+            if layer_name not in self._by_name:
+                raise ValueError(f"Unknown layer name: {layer_name}")
+            return self._frame(self._by_name[layer_name])
+        return {slot.name: self._frame(slot) for slot in self._slots}
+
+    def detect_jumps(self, layer_name: str | None = None, metric: str = "stable_rank") -> dict[str, list[Jump]]:
+        """ndt's offline z-score jumps per layer; ``Jump.step`` is the training step."""
+        if self.jump_detector is None:
+            raise ValueError("Jump detection is disabled. Enable it during initialization.")
+        valid = _METRIC_NAMES + (WEIGHT_COLUMNS if self.track_weights else ())
+        if metric not in valid:
+            raise ValueError(f"metric must be one of {list(valid)}, got {metric}")
+        if layer_name is not None and layer_name not in self._by_name:
+            raise ValueError(f"Unknown layer name: {layer_name}")
+        slots = [self._by_name[layer_name]] if layer_name is not None else self._slots
+        out: dict[str, list[Jump]] = {}
+        for slot in slots:
+            values = slot.table.column(metric)
+            steps = slot.table.column("step").astype(np.int64)
+            out[slot.name] = [
+                Jump(int(steps[i]), z, float(values[i - 1]), float(values[i]), f"{slot.name}_{metric}")
+                for i, z in self.jump_detector.detect_indices(values)
+            ]
+        return out
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Exceptions caught inside hooks, per layer name."""
+        return {slot.name: slot.errors for slot in self._slots}
+
+    @property
+    def missed(self) -> dict[str, int]:
+        """Sampled steps at which a layer had no captured forward (no row recorded)."""
+        return dict(self._missed)
+
+    # ---- lifetime ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Remove every hook (the model is left exactly as it was). Results stay readable."""
+        for slot in self._slots:
+            if slot.handle is not None:
+                slot.handle.remove()
+                slot.handle = None
+            slot.accumulator = None
+            slot.captured = False
+        self._armed = False
+
+    def __enter__(self) -> FastTracker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if hasattr(self, "_slots"):
+            self.close()
