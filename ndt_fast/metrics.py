@@ -28,6 +28,11 @@ Defined answers for bad input:
 * an all-zero matrix → every metric is 0 (it spans no direction). ndt returns a participation
   ratio of 1e10 there. ``compute_metrics`` sets ``flags & FLAG_ZERO``.
 * ``center=True`` subtracts the column means first (ndt never centres; the default is False).
+  The rows are shifted by their means *before* the Gram is formed, so a collapsed layer (all rows
+  equal) gives exactly the zero result, not round-off; a centred matrix whose Frobenius norm is
+  below 1e-12 of the uncentred one is treated as zero (``FLAG_ZERO``).
+* float64 values beyond ~1e154 (their squares overflow) count as non-finite; below ~1e-154 their
+  squares underflow to zero. Within that range the metrics are scale-invariant (with ``eps=0``).
 """
 
 from __future__ import annotations

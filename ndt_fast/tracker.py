@@ -225,7 +225,7 @@ class FastTracker:
                 side, dim = ("sample", rows) if rows < cols else ("feature", cols)
                 acc = slot.accumulator
                 if acc is None or acc.dim != dim or acc.side != side:
-                    acc = core.GramAccumulator(dim, side)
+                    acc = core.GramAccumulator(dim, side, center=self.center)
                     slot.accumulator = acc
                 else:
                     acc.reset()
@@ -234,7 +234,7 @@ class FastTracker:
                 if acc is None or acc.dim != cols:
                     if acc is not None and acc.rows_seen:
                         raise ValueError(f"feature count changed inside a window ({acc.dim} -> {cols})")
-                    acc = core.GramAccumulator(cols, "feature")
+                    acc = core.GramAccumulator(cols, "feature", center=self.center)
                     slot.accumulator = acc
             acc.add(view)
             slot.captured = True

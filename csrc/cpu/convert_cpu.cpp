@@ -1,5 +1,7 @@
 // Strided, any-dtype → contiguous float/double copies (the only place that knows element formats).
+#include <algorithm>
 #include <cstring>
+#include <vector>
 #include <type_traits>
 
 #include "ndt/check.h"
@@ -52,38 +54,44 @@ double read_element(const unsigned char* p) {
 
 template <DType D, typename T>
 void copy_block(const MatrixView& x, int64_t row0, int64_t nrows, int64_t col0, int64_t ncols,
-                T* out, double* column_sums) {
+                T* out, const ColumnShift& columns) {
   const int64_t elem = dtype_size(D);
   const auto* base = static_cast<const unsigned char*>(x.data);
+  const double* shift = columns.shift ? columns.shift + col0 : nullptr;
   for (int64_t i = 0; i < nrows; ++i) {
     const unsigned char* row = base + (row0 + i) * x.row_stride * elem + col0 * x.col_stride * elem;
     T* dst = out + i * ncols;
     if constexpr ((D == DType::float32 && std::is_same_v<T, float>) ||
                   (D == DType::float64 && std::is_same_v<T, double>)) {
-      if (x.col_stride == 1) {
+      if (x.col_stride == 1 && shift == nullptr) {
         std::memcpy(dst, row, static_cast<size_t>(ncols) * sizeof(T));
         continue;
       }
     }
     const int64_t step = x.col_stride * elem;
-    for (int64_t j = 0; j < ncols; ++j) dst[j] = static_cast<T>(read_element<D>(row + j * step));
+    if (shift) {
+      for (int64_t j = 0; j < ncols; ++j) dst[j] = static_cast<T>(read_element<D>(row + j * step) - shift[j]);
+    } else {
+      for (int64_t j = 0; j < ncols; ++j) dst[j] = static_cast<T>(read_element<D>(row + j * step));
+    }
   }
-  if (column_sums) {
+  if (columns.sums) {
+    double* sums = columns.sums + col0;
     for (int64_t i = 0; i < nrows; ++i) {
       const T* src = out + i * ncols;
-      for (int64_t j = 0; j < ncols; ++j) column_sums[j] += static_cast<double>(src[j]);
+      for (int64_t j = 0; j < ncols; ++j) sums[j] += static_cast<double>(src[j]);
     }
   }
 }
 
 template <typename T>
 void copy_block_any(const MatrixView& x, int64_t row0, int64_t nrows, int64_t col0, int64_t ncols,
-                    T* out, double* column_sums) {
+                    T* out, const ColumnShift& columns) {
   switch (x.dtype) {
-    case DType::float32: return copy_block<DType::float32>(x, row0, nrows, col0, ncols, out, column_sums);
-    case DType::float64: return copy_block<DType::float64>(x, row0, nrows, col0, ncols, out, column_sums);
-    case DType::float16: return copy_block<DType::float16>(x, row0, nrows, col0, ncols, out, column_sums);
-    case DType::bfloat16: return copy_block<DType::bfloat16>(x, row0, nrows, col0, ncols, out, column_sums);
+    case DType::float32: return copy_block<DType::float32>(x, row0, nrows, col0, ncols, out, columns);
+    case DType::float64: return copy_block<DType::float64>(x, row0, nrows, col0, ncols, out, columns);
+    case DType::float16: return copy_block<DType::float16>(x, row0, nrows, col0, ncols, out, columns);
+    case DType::bfloat16: return copy_block<DType::bfloat16>(x, row0, nrows, col0, ncols, out, columns);
   }
   NDT_ASSERT(false, "unknown dtype " << static_cast<int>(x.dtype));
 }
@@ -110,20 +118,32 @@ void validate(const MatrixView& x, const char* what) {
 }
 
 template <typename T>
-void load_rows(const MatrixView& x, int64_t row0, int64_t nrows, T* out, double* column_sums) {
+void load_rows(const MatrixView& x, int64_t row0, int64_t nrows, T* out, const ColumnShift& columns) {
   NDT_ASSERT(row0 >= 0 && nrows >= 0 && row0 + nrows <= x.rows, "row range out of bounds");
-  copy_block_any<T>(x, row0, nrows, 0, x.cols, out, column_sums);
+  copy_block_any<T>(x, row0, nrows, 0, x.cols, out, columns);
 }
 
 template <typename T>
-void load_cols(const MatrixView& x, int64_t col0, int64_t ncols, T* out) {
+void load_cols(const MatrixView& x, int64_t col0, int64_t ncols, T* out, const ColumnShift& columns) {
   NDT_ASSERT(col0 >= 0 && ncols >= 0 && col0 + ncols <= x.cols, "column range out of bounds");
-  copy_block_any<T>(x, 0, x.rows, col0, ncols, out, nullptr);
+  copy_block_any<T>(x, 0, x.rows, col0, ncols, out, columns);
 }
 
-template void load_rows<float>(const MatrixView&, int64_t, int64_t, float*, double*);
-template void load_rows<double>(const MatrixView&, int64_t, int64_t, double*, double*);
-template void load_cols<float>(const MatrixView&, int64_t, int64_t, float*);
-template void load_cols<double>(const MatrixView&, int64_t, int64_t, double*);
+void column_means(const MatrixView& x, double* out) {
+  validate(x, "column_means");
+  std::fill(out, out + x.cols, 0.0);
+  constexpr int64_t kRows = 64;
+  std::vector<double> block(static_cast<size_t>(std::min(kRows, x.rows) * x.cols));
+  ColumnShift columns;
+  columns.sums = out;
+  for (int64_t r0 = 0; r0 < x.rows; r0 += kRows) load_rows<double>(x, r0, std::min(kRows, x.rows - r0), block.data(), columns);
+  const double inv = 1.0 / static_cast<double>(x.rows);
+  for (int64_t j = 0; j < x.cols; ++j) out[j] *= inv;
+}
+
+template void load_rows<float>(const MatrixView&, int64_t, int64_t, float*, const ColumnShift&);
+template void load_rows<double>(const MatrixView&, int64_t, int64_t, double*, const ColumnShift&);
+template void load_cols<float>(const MatrixView&, int64_t, int64_t, float*, const ColumnShift&);
+template void load_cols<double>(const MatrixView&, int64_t, int64_t, double*, const ColumnShift&);
 
 }  // namespace ndt

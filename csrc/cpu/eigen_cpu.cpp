@@ -248,26 +248,39 @@ bool largest_eigenvalue_psd(const double* a, int64_t n, double* lambda_max, doub
     norm_sq += vi * vi;
   }
   for (auto& vi : v) vi /= std::sqrt(norm_sq);
+  // Iterate on A / max|Aᵢⱼ| so that ‖Av‖² can neither overflow nor underflow.
+  double scale = 0.0;
+  for (int64_t i = 0; i < n * n; ++i) scale = std::max(scale, std::fabs(a[i]));
+  if (!std::isfinite(scale)) {
+    *lambda_max = std::numeric_limits<double>::quiet_NaN();
+    return false;
+  }
+  if (scale == 0.0) {
+    *lambda_max = 0.0;
+    return true;
+  }
+  const double inv_scale = 1.0 / scale;
   for (int64_t it = 0; it < max_iter; ++it) {
     double rayleigh = 0.0, av_sq = 0.0;
     for (int64_t i = 0; i < n; ++i) {
       const double* ai = a + i * n;
       double s = 0.0;
       for (int64_t j = 0; j < n; ++j) s += ai[j] * v[static_cast<size_t>(j)];
+      s *= inv_scale;
       av[static_cast<size_t>(i)] = s;
       rayleigh += s * v[static_cast<size_t>(i)];
       av_sq += s * s;
     }
-    if (!(av_sq > 0.0)) {  // A v = 0 (zero matrix) or NaN
-      *lambda_max = av_sq == 0.0 ? 0.0 : std::numeric_limits<double>::quiet_NaN();
-      return av_sq == 0.0;
+    if (!(av_sq > 0.0)) {  // A v = 0 (v in the null space) or NaN: let the full solver decide
+      *lambda_max = std::numeric_limits<double>::quiet_NaN();
+      return false;
     }
     // ‖Av − ρv‖² = ‖Av‖² − ρ² for unit v: below tol the Rayleigh quotient is within tol·ρ of an
     // eigenvalue. Power iteration converges to the largest one unless the start vector has no
     // component along it; for the non-negative Grams of ReLU data the top eigenvector is
     // non-negative (Perron), so the positive start vector always has one.
     const double residual_sq = std::max(av_sq - rayleigh * rayleigh, 0.0);
-    *lambda_max = rayleigh;
+    *lambda_max = rayleigh * scale;
     if (residual_sq <= rel_tol * rel_tol * rayleigh * rayleigh) return true;
     const double inv = 1.0 / std::sqrt(av_sq);
     for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = av[static_cast<size_t>(i)] * inv;

@@ -77,18 +77,10 @@ constexpr DType dtype_of() {
   return std::is_same_v<T, double> ? DType::float64 : DType::float32;
 }
 
-template <typename T>
-void add_column_sums_direct(const MatrixView& x, double* column_sums) {
-  const T* base = static_cast<const T*>(x.data);
-  for (int64_t i = 0; i < x.rows; ++i)
-    for (int64_t j = 0; j < x.cols; ++j)
-      column_sums[j] += static_cast<double>(base[i * x.row_stride + j * x.col_stride]);
-}
-
 // Zero-copy BLAS path when x already has the accumulation dtype and a unit stride on one axis.
 template <typename T>
-bool try_direct_blas(const MatrixView& x, GramSide side, T* gram, double* column_sums) {
-  if (x.dtype != dtype_of<T>() || !have_blas<T>()) return false;
+bool try_direct_blas(const MatrixView& x, GramSide side, T* gram, const ColumnShift& columns) {
+  if (x.dtype != dtype_of<T>() || !have_blas<T>() || columns.shift || columns.sums) return false;
   const T* a = static_cast<const T*>(x.data);
   const bool feature = side == GramSide::feature;
   if (x.col_stride == 1 && (x.row_stride >= x.cols || x.rows == 1)) {
@@ -104,12 +96,11 @@ bool try_direct_blas(const MatrixView& x, GramSide side, T* gram, double* column
   } else {
     return false;
   }
-  if (column_sums) add_column_sums_direct<T>(x, column_sums);
   return true;
 }
 
 template <typename T>
-void gram_update_blocked(const MatrixView& x, GramSide side, T* gram, double* column_sums, bool use_blas) {
+void gram_update_blocked(const MatrixView& x, GramSide side, T* gram, const ColumnShift& columns, bool use_blas) {
   std::vector<T>& block = scratch<T>();
   if (side == GramSide::feature) {
     const int64_t d = x.cols;
@@ -117,7 +108,7 @@ void gram_update_blocked(const MatrixView& x, GramSide side, T* gram, double* co
     for (int64_t r0 = 0; r0 < x.rows; r0 += kBlock) {
       const int64_t nr = std::min(kBlock, x.rows - r0);
       block.resize(static_cast<size_t>(nr * d));
-      load_rows<T>(x, r0, nr, block.data(), column_sums);
+      load_rows<T>(x, r0, nr, block.data(), columns);
       if (use_blas) {
         blas_syrk<T>('N', d, nr, block.data(), d, gram);  // block is column-major d × nr
       } else {
@@ -132,18 +123,16 @@ void gram_update_blocked(const MatrixView& x, GramSide side, T* gram, double* co
     for (int64_t c0 = 0; c0 < x.cols; c0 += kBlock) {
       const int64_t nc = std::min(kBlock, x.cols - c0);
       block.resize(static_cast<size_t>(n * nc));
-      load_cols<T>(x, c0, nc, block.data());
+      load_cols<T>(x, c0, nc, block.data(), columns);
       if (use_blas) blas_syrk<T>('T', n, nc, block.data(), nc, gram);  // column-major nc × n
       else own_syrk_rows<T>(block.data(), n, nc, gram);
     }
   }
 }
 
-void check_side(const MatrixView& x, GramSide side, const double* column_sums) {
+void check_side(const MatrixView& x, GramSide side) {
   validate(x, "gram_update");
   NDT_CHECK_ARG(side == GramSide::feature || side == GramSide::sample, "gram_update: unknown side");
-  NDT_CHECK_ARG(side == GramSide::feature || column_sums == nullptr,
-                "gram_update: column sums are kept on the feature side only");
 }
 
 }  // namespace
@@ -153,29 +142,29 @@ GramSide smaller_side(const MatrixView& x) {
 }
 
 template <typename T>
-void gram_update(const MatrixView& x, GramSide side, T* gram, double* column_sums) {
-  check_side(x, side, column_sums);
+void gram_update(const MatrixView& x, GramSide side, T* gram, const ColumnShift& columns) {
+  check_side(x, side);
   const double dim = static_cast<double>(gram_dim(x, side));
   const BlasThreadScope threads(dim * dim * static_cast<double>(side == GramSide::feature ? x.rows : x.cols));
-  if (try_direct_blas<T>(x, side, gram, column_sums)) return;
-  gram_update_blocked<T>(x, side, gram, column_sums, have_blas<T>());
+  if (try_direct_blas<T>(x, side, gram, columns)) return;
+  gram_update_blocked<T>(x, side, gram, columns, have_blas<T>());
 }
 
 template <typename T>
-void gram_update_reference(const MatrixView& x, GramSide side, T* gram, double* column_sums) {
-  check_side(x, side, column_sums);
-  gram_update_blocked<T>(x, side, gram, column_sums, false);
+void gram_update_reference(const MatrixView& x, GramSide side, T* gram, const ColumnShift& columns) {
+  check_side(x, side);
+  gram_update_blocked<T>(x, side, gram, columns, false);
 }
 
-template void gram_update<float>(const MatrixView&, GramSide, float*, double*);
-template void gram_update<double>(const MatrixView&, GramSide, double*, double*);
-template void gram_update_reference<float>(const MatrixView&, GramSide, float*, double*);
-template void gram_update_reference<double>(const MatrixView&, GramSide, double*, double*);
+template void gram_update<float>(const MatrixView&, GramSide, float*, const ColumnShift&);
+template void gram_update<double>(const MatrixView&, GramSide, double*, const ColumnShift&);
+template void gram_update_reference<float>(const MatrixView&, GramSide, float*, const ColumnShift&);
+template void gram_update_reference<double>(const MatrixView&, GramSide, double*, const ColumnShift&);
 
 // ---- GramAccumulator -------------------------------------------------------------------------
 
-GramAccumulator::GramAccumulator(int64_t dim, GramSide side, Accumulate accumulate)
-    : dim_(dim), side_(side), accumulate_(accumulate) {
+GramAccumulator::GramAccumulator(int64_t dim, GramSide side, Accumulate accumulate, bool center)
+    : dim_(dim), side_(side), accumulate_(accumulate), center_(center) {
   NDT_CHECK_ARG(dim >= 1, "GramAccumulator: dim must be >= 1, got " << dim);
   NDT_CHECK_ARG(dim <= 65536, "GramAccumulator: dim " << dim << " exceeds 65536 (the Gram would need "
                                                       << dim * dim * 8 / (1 << 20) << " MiB)");
@@ -185,19 +174,28 @@ GramAccumulator::GramAccumulator(int64_t dim, GramSide side, Accumulate accumula
   const auto size = static_cast<size_t>(dim * dim);
   if (accumulate == Accumulate::float64) gram64_.assign(size, 0.0);
   else gram32_.assign(size, 0.0f);
-  if (side == GramSide::feature) column_sums_.assign(static_cast<size_t>(dim), 0.0);
 }
 
 void GramAccumulator::add(const MatrixView& x) {
   validate(x, "GramAccumulator.add");
-  NDT_CHECK_ARG(gram_dim(x, side_) == dim_,
-                "GramAccumulator.add: expected " << (side_ == GramSide::feature ? "cols" : "rows") << " == " << dim_
-                                                 << ", got shape (" << x.rows << ", " << x.cols << ")");
+  const int64_t x_dim = side_ == GramSide::feature ? x.cols : x.rows;
+  NDT_CHECK_ARG(x_dim == dim_, "GramAccumulator.add: expected " << (side_ == GramSide::feature ? "cols" : "rows")
+                                                                << " == " << dim_ << ", got shape (" << x.rows << ", "
+                                                                << x.cols << ")");
   NDT_CHECK_ARG(side_ == GramSide::feature || batches_ == 0,
                 "GramAccumulator.add: a sample-side Gram holds one batch; call reset() first");
-  double* sums = side_ == GramSide::feature ? column_sums_.data() : nullptr;
-  if (accumulate_ == Accumulate::float64) gram_update<double>(x, side_, gram64_.data(), sums);
-  else gram_update<float>(x, side_, gram32_.data(), sums);
+  ColumnShift columns;
+  if (center_) {
+    if (batches_ == 0) {  // the first batch's means: exact for one batch, a good shift for the rest
+      shift_.resize(static_cast<size_t>(x.cols));
+      column_means(x, shift_.data());
+      shifted_sums_.assign(static_cast<size_t>(x.cols), 0.0);
+    }
+    columns.shift = shift_.data();
+    columns.sums = shifted_sums_.data();
+  }
+  if (accumulate_ == Accumulate::float64) gram_update<double>(x, side_, gram64_.data(), columns);
+  else gram_update<float>(x, side_, gram32_.data(), columns);
   rows_seen_ += x.rows;
   batches_ += 1;
 }
@@ -205,12 +203,30 @@ void GramAccumulator::add(const MatrixView& x) {
 void GramAccumulator::reset() {
   std::fill(gram64_.begin(), gram64_.end(), 0.0);
   std::fill(gram32_.begin(), gram32_.end(), 0.0f);
-  std::fill(column_sums_.begin(), column_sums_.end(), 0.0);
+  shift_.clear();
+  shifted_sums_.clear();
   rows_seen_ = 0;
   batches_ = 0;
 }
 
-void GramAccumulator::symmetric_gram(double* out, bool center) const {
+double GramAccumulator::diagonal_sum() const {
+  double trace = 0.0;
+  for (int64_t i = 0; i < dim_; ++i) {
+    const size_t k = static_cast<size_t>(i * dim_ + i);
+    trace += accumulate_ == Accumulate::float64 ? gram64_[k] : static_cast<double>(gram32_[k]);
+  }
+  return trace;
+}
+
+double GramAccumulator::uncentered_trace() const {
+  double trace = diagonal_sum();
+  // Σ‖x‖² = Σ‖x − c‖² + 2 cᵀ Σ(x − c) + N ‖c‖²
+  const double rows = static_cast<double>(rows_seen_);
+  for (size_t j = 0; j < shift_.size(); ++j) trace += shift_[j] * (2.0 * shifted_sums_[j] + rows * shift_[j]);
+  return trace;
+}
+
+void GramAccumulator::symmetric_gram(double* out) const {
   const int64_t n = dim_;
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = 0; j <= i; ++j) {
@@ -220,26 +236,14 @@ void GramAccumulator::symmetric_gram(double* out, bool center) const {
       out[j * n + i] = v;
     }
   }
-  if (!center || rows_seen_ == 0) return;
-  if (side_ == GramSide::feature) {
+  if (center_ && side_ == GramSide::feature && rows_seen_ > 0) {
+    // The rows were shifted by the first batch's means; remove what is left of the mean.
     const double inv_rows = 1.0 / static_cast<double>(rows_seen_);
     for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < n; ++j) out[i * n + j] -= column_sums_[static_cast<size_t>(i)] * column_sums_[static_cast<size_t>(j)] * inv_rows;
-  } else {
-    // H G H: subtract row means and column means, add back the grand mean.
-    std::vector<double> row_mean(static_cast<size_t>(n), 0.0);
-    double grand = 0.0;
-    for (int64_t i = 0; i < n; ++i) {
-      double s = 0.0;
-      for (int64_t j = 0; j < n; ++j) s += out[i * n + j];
-      row_mean[static_cast<size_t>(i)] = s / static_cast<double>(n);
-      grand += s;
-    }
-    grand /= static_cast<double>(n) * static_cast<double>(n);
-    for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < n; ++j)
-        out[i * n + j] += grand - row_mean[static_cast<size_t>(i)] - row_mean[static_cast<size_t>(j)];
+        out[i * n + j] -= shifted_sums_[static_cast<size_t>(i)] * shifted_sums_[static_cast<size_t>(j)] * inv_rows;
   }
+  // Sample side: one batch shifted by its own means is already centred (up to round-off).
 }
 
 }  // namespace ndt

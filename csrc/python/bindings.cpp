@@ -125,13 +125,13 @@ py::array_t<double> full_gram(const ViewTuple& view, const std::string& side, co
     };
     if (to_accumulate(accumulate) == ndt::Accumulate::float64) {
       std::vector<double> g(static_cast<size_t>(n * n), 0.0);
-      if (reference) ndt::gram_update_reference<double>(x, s, g.data(), nullptr);
-      else ndt::gram_update<double>(x, s, g.data(), nullptr);
+      if (reference) ndt::gram_update_reference<double>(x, s, g.data());
+      else ndt::gram_update<double>(x, s, g.data());
       fill(g.data());
     } else {
       std::vector<float> g(static_cast<size_t>(n * n), 0.0f);
-      if (reference) ndt::gram_update_reference<float>(x, s, g.data(), nullptr);
-      else ndt::gram_update<float>(x, s, g.data(), nullptr);
+      if (reference) ndt::gram_update_reference<float>(x, s, g.data());
+      else ndt::gram_update<float>(x, s, g.data());
       fill(g.data());
     }
   }
@@ -243,7 +243,7 @@ PYBIND11_MODULE(_core, m) {
         if (lambda.ndim() != 1 || lambda.shape(0) < 1)
           throw std::invalid_argument("metrics_from_spectrum: expected a non-empty 1-D spectrum");
         const ndt::MetricOptions o = to_options(eps, energy_threshold, false, metrics, "auto");
-        const auto nan = std::numeric_limits<double>::quiet_NaN();
+        const auto nan = std::numeric_limits<double>::quiet_NaN();  // trace and PR_eig from λ
         return records_to_array({ndt::metrics_from_spectrum(lambda.data(), lambda.shape(0), nan, nan, o)});
       },
       py::arg("lambda_"), py::kw_only(), py::arg("eps"), py::arg("energy_threshold"), py::arg("metrics"));
@@ -252,10 +252,10 @@ PYBIND11_MODULE(_core, m) {
         py::arg("reference"), "The full symmetric Gram (float64 array) of one matrix, for tests.");
 
   py::class_<ndt::GramAccumulator>(m, "GramAccumulator")
-      .def(py::init([](int64_t dim, const std::string& side, const std::string& accumulate) {
-             return new ndt::GramAccumulator(dim, to_side(side), to_accumulate(accumulate));
+      .def(py::init([](int64_t dim, const std::string& side, const std::string& accumulate, bool center) {
+             return new ndt::GramAccumulator(dim, to_side(side), to_accumulate(accumulate), center);
            }),
-           py::arg("dim"), py::arg("side") = "feature", py::arg("accumulate") = "float64")
+           py::arg("dim"), py::arg("side") = "feature", py::arg("accumulate") = "float64", py::arg("center") = false)
       .def(
           "add",
           [](ndt::GramAccumulator& self, const ViewTuple& view) {
@@ -272,14 +272,16 @@ PYBIND11_MODULE(_core, m) {
                              })
       .def_property_readonly("rows_seen", &ndt::GramAccumulator::rows_seen)
       .def_property_readonly("batches", &ndt::GramAccumulator::batches)
+      .def_property_readonly("centered", &ndt::GramAccumulator::centered)
+      .def_property_readonly("uncentered_trace", &ndt::GramAccumulator::uncentered_trace)
       .def(
           "gram",
-          [](const ndt::GramAccumulator& self, bool center) {
+          [](const ndt::GramAccumulator& self) {
             py::array_t<double> out({self.dim(), self.dim()});
-            self.symmetric_gram(out.mutable_data(), center);
+            self.symmetric_gram(out.mutable_data());
             return out;
           },
-          py::arg("center") = false);
+          "The full symmetric Gram (float64), of the centred rows if the accumulator is centred.");
 
   m.def(
       "metrics_of_accumulators",

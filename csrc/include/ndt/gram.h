@@ -22,26 +22,34 @@ enum class Accumulate : int { float64 = 0, float32 = 1 };
 /// The side with the smaller Gram (sample side when rows < cols).
 GramSide smaller_side(const MatrixView& x);
 
-/// Adds XᵀX (feature side, dim = x.cols) or XXᵀ (sample side, dim = x.rows) to the lower triangle
-/// of `gram`, a row-major dim × dim buffer of T (float or double); the strict upper triangle is
-/// not touched. Exploits symmetry: only the lower triangle is computed. Uses the registered BLAS
-/// syrk when present, the core's own kernel otherwise. If `column_sums` is not null (feature side
-/// only) each column's sum is added to it (length x.cols), for centering.
+/// Adds XᵀX (feature side, dim = x.cols) or XXᵀ (sample side, dim = x.rows) of the shifted rows
+/// (x − columns.shift, if given) to the lower triangle of `gram`, a row-major dim × dim buffer of T
+/// (float or double); the strict upper triangle is not touched. Exploits symmetry: only the lower
+/// triangle is computed. Uses the registered BLAS syrk when present (zero-copy when x already has
+/// dtype T, a unit stride and no shift), the core's own kernel otherwise. `columns.sums` (length
+/// x.cols), if given, receives the column sums of the shifted rows.
 template <typename T>
-void gram_update(const MatrixView& x, GramSide side, T* gram, double* column_sums);
+void gram_update(const MatrixView& x, GramSide side, T* gram, const ColumnShift& columns = {});
 
 /// Same computation with the core's own kernel only (the BLAS path's test reference).
 template <typename T>
-void gram_update_reference(const MatrixView& x, GramSide side, T* gram, double* column_sums);
+void gram_update_reference(const MatrixView& x, GramSide side, T* gram, const ColumnShift& columns = {});
 
 /// Owns an accumulating Gram matrix of one layer.
 ///
 /// Feature side: any number of add() calls with x.cols == dim, any row counts.
 /// Sample side: exactly one add() (rows == dim) between resets; a second throws, because Grams
 /// of different sample sets do not add up to the Gram of their union on that side.
+///
+/// Centred (`center = true`): the Gram of the column-centred rows. Centring after the fact
+/// (G − s sᵀ/N) cancels catastrophically when a layer's columns vary little around a large mean
+/// — a collapsed layer would show round-off as structure — so the rows are shifted *before* the
+/// product: by their own column means (one batch: exact centring), and on the feature side by the
+/// first batch's means for every later batch, with the small remaining correction G − s sᵀ/N
+/// taken on the sums s of the shifted rows (the shifted-data variance algorithm).
 class GramAccumulator {
  public:
-  GramAccumulator(int64_t dim, GramSide side, Accumulate accumulate = Accumulate::float64);
+  GramAccumulator(int64_t dim, GramSide side, Accumulate accumulate = Accumulate::float64, bool center = false);
 
   void add(const MatrixView& x);
   void reset();
@@ -49,23 +57,31 @@ class GramAccumulator {
   int64_t dim() const { return dim_; }
   GramSide side() const { return side_; }
   Accumulate accumulate() const { return accumulate_; }
+  bool centered() const { return center_; }
   int64_t rows_seen() const { return rows_seen_; }
   int64_t batches() const { return batches_; }
 
-  /// Writes the full symmetric Gram (float64, row-major dim × dim) into `out`; when `center`,
-  /// the Gram of the column-centred rows instead (feature side: G − s sᵀ / N with s the column
-  /// sums over all N rows seen; sample side: H G H with H = I − 11ᵀ / n).
-  void symmetric_gram(double* out, bool center) const;
+  /// Writes the full symmetric Gram (float64, row-major dim × dim) into `out` — of the centred
+  /// rows if the accumulator is centred.
+  void symmetric_gram(double* out) const;
+
+  /// Σ‖xᵢ‖² of the rows as given (before centring): the scale against which a centred Gram's
+  /// trace is judged to be round-off (see metrics_of_accumulator).
+  double uncentered_trace() const;
 
  private:
+  double diagonal_sum() const;
+
   int64_t dim_;
   GramSide side_;
   Accumulate accumulate_;
+  bool center_;
   int64_t rows_seen_ = 0;
   int64_t batches_ = 0;
   std::vector<double> gram64_;
   std::vector<float> gram32_;
-  std::vector<double> column_sums_;
+  std::vector<double> shift_;        // centred only: per column of x
+  std::vector<double> shifted_sums_; // centred only: Σ (x − shift) per column of x
 };
 
 }  // namespace ndt

@@ -39,15 +39,25 @@ struct MatrixView {
 /// Throws std::invalid_argument unless `x` describes a non-empty matrix with a non-null pointer.
 void validate(const MatrixView& x, const char* what);
 
+/// Per-column side channels of a copy (both optional, both indexed by the column of `x`):
+/// `shift` is subtracted from every element of its column (in double, before rounding to T);
+/// `sums` receives += the column sums of the copied (shifted) values.
+struct ColumnShift {
+  const double* shift = nullptr;
+  double* sums = nullptr;
+};
+
 /// Copies rows [row0, row0 + nrows) of `x`, converted to T (float or double), into `out`, a
-/// contiguous row-major nrows × x.cols buffer. If `column_sums` is not null, adds each column's
-/// sum over the copied rows to it (length x.cols, accumulated in double).
+/// contiguous row-major nrows × x.cols buffer.
 template <typename T>
-void load_rows(const MatrixView& x, int64_t row0, int64_t nrows, T* out, double* column_sums);
+void load_rows(const MatrixView& x, int64_t row0, int64_t nrows, T* out, const ColumnShift& columns = {});
 
 /// Copies columns [col0, col0 + ncols) of all rows of `x`, converted to T, into `out`, a
 /// contiguous row-major x.rows × ncols buffer.
 template <typename T>
-void load_cols(const MatrixView& x, int64_t col0, int64_t ncols, T* out);
+void load_cols(const MatrixView& x, int64_t col0, int64_t ncols, T* out, const ColumnShift& columns = {});
+
+/// Column means of `x` (length x.cols), computed in double.
+void column_means(const MatrixView& x, double* out);
 
 }  // namespace ndt

@@ -62,14 +62,19 @@ struct Metrics {
 void validate(const MetricOptions& options);
 
 /// Metrics from eigenvalues `lambda` (length n, descending; small negative round-off is clamped to
-/// 0) and the Gram's trace and squared Frobenius norm (pass NaN to derive them from λ).
-Metrics metrics_from_spectrum(const double* lambda, int64_t n, double trace, double frobenius_sq,
+/// 0), the Gram's trace and its eigenvalue participation ratio tr(G)²/‖G‖F² (pass NaN for either
+/// to derive it from λ). Sums of squares are taken relative to λmax, so no finite spectrum
+/// overflows or underflows.
+Metrics metrics_from_spectrum(const double* lambda, int64_t n, double trace, double participation_ratio_eig,
                               const MetricOptions& options);
 
-/// Metrics of the symmetric Gram `gram` (row-major n × n, full; destroyed).
-Metrics metrics_from_gram(double* gram, int64_t n, const MetricOptions& options);
+/// Metrics of the symmetric Gram `gram` (row-major n × n, full; destroyed). A trace at or below
+/// `zero_trace` counts as the zero matrix (kFlagZero).
+Metrics metrics_from_gram(double* gram, int64_t n, const MetricOptions& options, double zero_trace = 0.0);
 
-/// Metrics of an accumulated Gram.
+/// Metrics of an accumulated Gram; options.center must equal acc.centered() (std::invalid_argument
+/// otherwise). A centred Gram whose trace is below 1e-24 of the uncentred one — rows equal to
+/// their mean up to the rounding of that mean — is the zero matrix (kFlagZero), not noise.
 Metrics metrics_of_accumulator(const GramAccumulator& acc, const MetricOptions& options);
 
 /// Metrics of one activation matrix, computed from its smaller Gram (float64 accumulation).
