@@ -6,6 +6,7 @@
 
 #include "ndt/check.h"
 #include "ndt/metrics.h"
+#include "ndt/parallel.h"
 
 namespace ndt {
 namespace {
@@ -165,15 +166,25 @@ Metrics metrics_of_matrix(const MatrixView& x, const MetricOptions& options) {
 }
 
 void metrics_of_matrices(const std::vector<MatrixView>& xs, const MetricOptions& options, Metrics* out) {
-  for (size_t i = 0; i < xs.size(); ++i) out[i] = metrics_of_matrix(xs[i], options);
+  double flops = 0.0;
+  for (const MatrixView& x : xs) {
+    const double small = static_cast<double>(std::min(x.rows, x.cols)), large = static_cast<double>(std::max(x.rows, x.cols));
+    flops += small * small * (large + small);
+  }
+  parallel_for(static_cast<int64_t>(xs.size()), flops,
+               [&](int64_t i) { out[i] = metrics_of_matrix(xs[static_cast<size_t>(i)], options); });
 }
 
 void metrics_of_accumulators(const std::vector<const GramAccumulator*>& accs, const MetricOptions& options,
                              Metrics* out) {
-  for (size_t i = 0; i < accs.size(); ++i) {
-    NDT_CHECK_ARG(accs[i] != nullptr, "metrics: null accumulator");
-    out[i] = metrics_of_accumulator(*accs[i], options);
+  double flops = 0.0;
+  for (const GramAccumulator* acc : accs) {
+    NDT_CHECK_ARG(acc != nullptr, "metrics: null accumulator");
+    const double n = static_cast<double>(acc->dim());
+    flops += n * n * n;
   }
+  parallel_for(static_cast<int64_t>(accs.size()), flops,
+               [&](int64_t i) { out[i] = metrics_of_accumulator(*accs[static_cast<size_t>(i)], options); });
 }
 
 std::vector<double> gram_eigenvalues(const MatrixView& x, bool center, EigenSolver solver) {

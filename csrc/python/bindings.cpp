@@ -17,6 +17,7 @@
 #include "ndt/gram.h"
 #include "ndt/linalg_registry.h"
 #include "ndt/metrics.h"
+#include "ndt/parallel.h"
 
 namespace py = pybind11;
 
@@ -178,6 +179,10 @@ PYBIND11_MODULE(_core, m) {
       py::arg("blas_capi"), py::arg("lapack_capi"),
       "Registers SciPy's BLAS/LAPACK (the __pyx_capi__ dicts of scipy.linalg.cython_blas/_lapack); "
       "None disables that library. Call at import time only.");
+
+  m.def("set_num_threads", &ndt::set_max_threads, py::arg("n"),
+        "Threads the batched entry points may use across layers (default: hardware concurrency).");
+  m.def("get_num_threads", &ndt::max_threads);
 
   m.def("linalg_status", [] {
     const auto& r = ndt::linalg();

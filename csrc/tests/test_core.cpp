@@ -15,11 +15,13 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ndt/eigen.h"
 #include "ndt/gram.h"
 #include "ndt/metrics.h"
+#include "ndt/parallel.h"
 
 namespace {
 
@@ -312,6 +314,31 @@ void test_metrics(std::mt19937_64& rng) {
   EXPECT(threw, "empty view must throw");
 }
 
+void test_batched_parallel(std::mt19937_64& rng) {
+  // The batched entry point (threads across matrices) gives what one-at-a-time calls give.
+  std::vector<Matrix> ms;
+  std::vector<Stored> stored;
+  for (int64_t n : {90, 70, 8, 120}) ms.push_back(random_matrix(rng, n, n + 30, 1));
+  for (auto& m : ms) stored.push_back(store(m, ndt::DType::float32, false, false));
+  std::vector<ndt::MatrixView> views;
+  for (auto& s : stored) views.push_back(s.view);
+  ndt::MetricOptions o;
+  std::vector<ndt::Metrics> batch(views.size());
+  ndt::set_max_threads(4);
+  ndt::metrics_of_matrices(views, o, batch.data());
+  for (size_t i = 0; i < views.size(); ++i) {
+    const ndt::Metrics one = ndt::metrics_of_matrix(views[i], o);
+    EXPECT(one.stable_rank == batch[i].stable_rank && one.cumulative_90 == batch[i].cumulative_90,
+           "batch %zu: %.17g vs %.17g", i, batch[i].stable_rank, one.stable_rank);
+  }
+  // A failing task's exception reaches the caller after every thread has finished.
+  views[2].data = nullptr;
+  bool threw = false;
+  try { ndt::metrics_of_matrices(views, o, batch.data()); } catch (const std::invalid_argument&) { threw = true; }
+  EXPECT(threw, "an invalid view inside a batch must throw std::invalid_argument");
+  ndt::set_max_threads(static_cast<int>(std::thread::hardware_concurrency()));
+}
+
 }  // namespace
 
 int main() {
@@ -323,6 +350,7 @@ int main() {
   test_accumulator(rng);
   test_eigenvalues(rng);
   test_metrics(rng);
+  test_batched_parallel(rng);
   std::printf("test_core: %s (%d failures)\n", g_failures ? "FAILED" : "ok", g_failures);
   return g_failures ? 1 : 0;
 }

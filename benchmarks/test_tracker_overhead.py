@@ -1,0 +1,113 @@
+"""Training-loop overhead of tracking: untracked, ndtracker and FastTracker in one group.
+
+Each timed call runs ``STEPS`` full training steps (forward, loss, backward, Adam step, and for the
+tracked variants ``tracker.log(step, loss)``) on data prepared in advance, so the ratio
+``tracked median / untracked median`` is the overhead a user sees. Models:
+
+* ``tds-mlp``: the TDS article's MLP 784-256-128-10, batch 64, Adam 1e-3, its three Linear layers
+  tracked — at ``sampling_frequency`` 5 (the article) and 1 (every step);
+* ``resnet18``: torchvision resnet18 (10 classes) on 8 × 3 × 64 × 64 images, layers auto-selected
+  (8 residual blocks + fc), sampling 5;
+* ``transformer``: ``nn.TransformerEncoder`` (4 layers, d=128, 4 heads, batch-first) on 16 × 32
+  tokens with a linear head, layers auto-selected (4 blocks + head), sampling 5.
+
+ndtracker receives ``loss.item()`` as its documentation shows; FastTracker the loss tensor (it
+reads it only on sampled steps). Default threads only: that is how a training run runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from ndt.core.tracker import HighFrequencyTracker
+from torch import nn
+
+from ndt_fast import FastTracker
+
+STEPS = 20  # a multiple of every sampling frequency used, so each call samples the same number of steps
+VARIANTS = {
+    "untracked": ("untracked loop", "reference"),
+    "ndtracker": ("ndt HighFrequencyTracker", "baseline"),
+    "ndt_fast": ("ndt_fast FastTracker", "subject"),
+}
+
+
+def _tds_mlp() -> tuple[nn.Module, list[nn.Module] | None, torch.Tensor, torch.Tensor]:
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+    return model, [model[0], model[2], model[4]], torch.randn(STEPS, 64, 784), torch.randint(0, 10, (STEPS, 64))
+
+
+def _resnet18() -> tuple[nn.Module, list[nn.Module] | None, torch.Tensor, torch.Tensor]:
+    from torchvision.models import resnet18
+
+    return resnet18(num_classes=10), None, torch.randn(STEPS, 8, 3, 64, 64), torch.randint(0, 10, (STEPS, 8))
+
+
+class _SmallTransformer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d_model=128, nhead=4, dim_feedforward=256, batch_first=True, dropout=0.0)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=4, enable_nested_tensor=False)
+        self.head = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x).mean(dim=1))
+
+
+def _transformer() -> tuple[nn.Module, list[nn.Module] | None, torch.Tensor, torch.Tensor]:
+    return _SmallTransformer(), None, torch.randn(STEPS, 16, 32, 128), torch.randint(0, 10, (STEPS, 16))
+
+
+MODELS: dict[str, Callable[[], tuple[nn.Module, list[nn.Module] | None, torch.Tensor, torch.Tensor]]] = {
+    "tds-mlp": _tds_mlp,
+    "resnet18": _resnet18,
+    "transformer": _transformer,
+}
+CASES = [("tds-mlp", 5), ("tds-mlp", 1), ("resnet18", 5), ("transformer", 5)]
+
+
+def _make_loop(model: nn.Module, tracker: Any, inputs: torch.Tensor, labels: torch.Tensor, item: bool) -> Callable[[], None]:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    state = {"step": 0}
+
+    def run_steps() -> None:
+        for i in range(STEPS):
+            loss = nn.functional.cross_entropy(model(inputs[i]), labels[i])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if tracker is not None:
+                tracker.log(state["step"], loss.item() if item else loss)
+            state["step"] += 1
+
+    return run_steps
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize(("model_name", "frequency"), CASES, ids=[f"{m}-freq{f}" for m, f in CASES])
+def test_tracker_overhead(benchmark, measure, model_name, frequency, variant):
+    torch.manual_seed(0)
+    model, layers, inputs, labels = MODELS[model_name]()
+    model.train()
+    label, role = VARIANTS[variant]
+    benchmark.group = f"training overhead {model_name} sampling={frequency} ({STEPS} steps per call)"
+    benchmark.extra_info.update(label=label, role=role, steps=STEPS, sampling_frequency=frequency)
+    tracker: Any = None
+    if variant == "ndtracker":
+        tracker = HighFrequencyTracker(model, layers=layers, sampling_frequency=frequency)
+    elif variant == "ndt_fast":
+        tracker = FastTracker(model, layers=layers, sampling_frequency=frequency)
+    try:
+        measure(_make_loop(model, tracker, inputs, labels, item=variant == "ndtracker"))
+    finally:
+        if tracker is not None:
+            results = tracker.get_results()
+            tracker.close()
+    if tracker is not None:
+        # Not a test, a guard: a tracker that recorded nothing would time as free.
+        assert all(len(df) > 0 for df in results.values()), f"{variant} recorded nothing"
+        if variant == "ndt_fast":
+            assert sum(tracker.errors.values()) == 0, tracker.errors

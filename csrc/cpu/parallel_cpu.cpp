@@ -1,0 +1,56 @@
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "ndt/parallel.h"
+
+namespace ndt {
+namespace {
+
+constexpr double kMinParallelFlops = 2e5;
+
+int default_threads() {
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+std::atomic<int> g_max_threads{default_threads()};
+
+}  // namespace
+
+void set_max_threads(int n) { g_max_threads.store(std::max(n, 1)); }
+
+int max_threads() { return g_max_threads.load(); }
+
+void parallel_for(int64_t count, double total_flops, const std::function<void(int64_t)>& task) {
+  const int64_t threads = std::min<int64_t>(max_threads(), count);
+  if (threads < 2 || total_flops < kMinParallelFlops) {
+    for (int64_t i = 0; i < count; ++i) task(i);
+    return;
+  }
+  // Tasks are claimed one at a time from a shared counter: layers differ a lot in cost.
+  std::atomic<int64_t> next{0};
+  std::exception_ptr first_error;
+  std::mutex error_mutex;
+  auto worker = [&] {
+    for (int64_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) {
+      try {
+        task(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!first_error) first_error = std::current_exception();
+      }
+    }
+  };
+  std::vector<std::thread> helpers;
+  helpers.reserve(static_cast<size_t>(threads - 1));
+  for (int64_t t = 1; t < threads; ++t) helpers.emplace_back(worker);
+  worker();
+  for (auto& h : helpers) h.join();
+  if (first_error) std::rethrow_exception(first_error);
+}
+
+}  // namespace ndt
