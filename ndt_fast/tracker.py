@@ -267,7 +267,8 @@ class FastTracker:
 
         ``loss`` and ``grad_norm`` may be floats or 0-d tensors; they are read only on sampled
         steps. A layer with no captured forward since the last sample gets no row (as in ndt);
-        such misses are counted in ``tracker.missed``.
+        such misses are counted in ``tracker.missed`` and logged once. ``force=True`` on a step
+        that is not scheduled needs ``arm()`` before that step's forward pass (see ``arm``).
         """
         step = int(step)
         if force or self._is_due(step):
@@ -275,8 +276,19 @@ class FastTracker:
         elif not self._in_window(step):
             for slot in self._slots:  # captured for a step that turned out not to be sampled
                 slot.captured = False
+                if slot.accumulator is not None:
+                    slot.accumulator.reset()
         self._next_step = step + 1
         self._arm(self._next_step)
+
+    def arm(self) -> None:
+        """Capture the next forward pass(es) whatever the schedule, until the next ``log()``.
+
+        Hooks capture only the forwards of steps that will be sampled, so a ``log(step, …,
+        force=True)`` on an unscheduled step has nothing to compute from unless ``arm()`` was
+        called before that step's forward pass (ndt keeps every forward's output alive instead).
+        """
+        self._armed = True
 
     def _record(self, step: int, loss: Any, grad_norm: Any) -> None:
         self.step_counter = step
@@ -285,8 +297,10 @@ class FastTracker:
             if not slot.captured:
                 self._missed[slot.name] = self._missed.get(slot.name, 0) + 1
                 if self._missed[slot.name] == 1:
-                    logger.warning("ndt_fast: no activation captured for layer %r at step %d (was its forward "
-                                   "run in eval mode / no_grad, or at an unexpected step?)", slot.name, step)
+                    logger.warning("ndt_fast: no activation captured for layer %r at step %d: its forward ran "
+                                   "in eval mode / no_grad, did not run, or ran at an unscheduled step (for "
+                                   "log(..., force=True) on such a step, call tracker.arm() before its forward "
+                                   "pass)", slot.name, step)
         if not ready:
             return
         try:
