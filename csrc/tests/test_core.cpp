@@ -318,7 +318,7 @@ void test_batched_parallel(std::mt19937_64& rng) {
   // The batched entry point (threads across matrices) gives what one-at-a-time calls give.
   std::vector<Matrix> ms;
   std::vector<Stored> stored;
-  for (int64_t n : {90, 70, 8, 120}) ms.push_back(random_matrix(rng, n, n + 30, 1));
+  for (int64_t n : {250, 240, 8, 260}) ms.push_back(random_matrix(rng, n, n + 30, 1));  // > 5e7 flops: threaded
   for (auto& m : ms) stored.push_back(store(m, ndt::DType::float32, false, false));
   std::vector<ndt::MatrixView> views;
   for (auto& s : stored) views.push_back(s.view);

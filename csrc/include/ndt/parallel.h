@@ -7,9 +7,8 @@
 namespace ndt {
 
 /// Runs task(i) for i in [0, count) on up to max_threads() threads, the caller's included.
-/// Runs serially when count < 2 or `total_flops` is below ~2e5 (thread start-up would cost more
-/// than it saves). The first exception thrown by a task is rethrown in the caller after every
-/// thread has finished.
+/// Runs serially when count < 2 or `total_flops` is below 5e7 (see parallel_cpu.cpp for why).
+/// The first exception thrown by a task is rethrown in the caller after every thread has finished.
 void parallel_for(int64_t count, double total_flops, const std::function<void(int64_t)>& task);
 
 /// Upper bound on threads for parallel_for (default: the hardware concurrency). n < 1 → 1.
