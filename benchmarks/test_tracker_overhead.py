@@ -6,10 +6,14 @@ tracked variants ``tracker.log(step, loss)``) on data prepared in advance, so th
 
 * ``tds-mlp``: the TDS article's MLP 784-256-128-10, batch 64, Adam 1e-3, its three Linear layers
   tracked — at ``sampling_frequency`` 5 (the article) and 1 (every step);
-* ``resnet18``: torchvision resnet18 (10 classes) on 8 × 3 × 64 × 64 images, layers auto-selected
-  (8 residual blocks + fc), sampling 5;
+* ``resnet18``: torchvision resnet18 (10 classes) on 8 × 3 × 64 × 64 images, the 8 residual blocks
+  + fc (``ndt_fast.layers.auto_select_layers``), sampling 5;
 * ``transformer``: ``nn.TransformerEncoder`` (4 layers, d=128, 4 heads, batch-first) on 16 × 32
-  tokens with a linear head, layers auto-selected (4 blocks + head), sampling 5.
+  tokens with a linear head, the 4 blocks + head, sampling 5.
+
+Both trackers get the same explicit layer list. (Left to itself, ndt's auto-selection picks every
+Linear and Conv2d; on the transformer that includes ``self_attn.out_proj``, whose forward hook
+never fires because ``nn.MultiheadAttention`` uses its weight directly — ndt records no row for it.)
 
 ndtracker receives ``loss.item()`` as its documentation shows; FastTracker the loss tensor (it
 reads it only on sampled steps). Default threads only: that is how a training run runs.
@@ -26,6 +30,7 @@ from ndt.core.tracker import HighFrequencyTracker
 from torch import nn
 
 from ndt_fast import FastTracker
+from ndt_fast.layers import auto_select_layers
 
 STEPS = 20  # a multiple of every sampling frequency used, so each call samples the same number of steps
 VARIANTS = {
@@ -36,6 +41,7 @@ VARIANTS = {
 
 
 def _tds_mlp() -> tuple[nn.Module, list[nn.Module] | None, torch.Tensor, torch.Tensor]:
+    """The model, its tracked layers (None: auto-selected), inputs and labels for STEPS steps."""
     model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
     return model, [model[0], model[2], model[4]], torch.randn(STEPS, 64, 784), torch.randint(0, 10, (STEPS, 64))
 
@@ -91,6 +97,8 @@ def _make_loop(model: nn.Module, tracker: Any, inputs: torch.Tensor, labels: tor
 def test_tracker_overhead(benchmark, measure, model_name, frequency, variant):
     torch.manual_seed(0)
     model, layers, inputs, labels = MODELS[model_name]()
+    if layers is None:
+        layers = auto_select_layers(model)
     model.train()
     label, role = VARIANTS[variant]
     benchmark.group = f"training overhead {model_name} sampling={frequency} ({STEPS} steps per call)"
