@@ -59,11 +59,16 @@ _METRIC_NAMES = ("stable_rank", "participation_ratio", "cumulative_90", "nuclear
 
 
 def _scalar(value: Any) -> float:
-    """A Python float from a float, int, numpy scalar or 0-d/1-element tensor (None → NaN)."""
+    """A Python float from a float, int, numpy scalar or one-element tensor (None → NaN).
+
+    Raises TypeError/ValueError for anything else (the caller records NaN and reports it once).
+    """
     if value is None:
         return math.nan
     if isinstance(value, torch.Tensor):
-        return float(value.detach().reshape(-1)[0].item()) if value.numel() else math.nan
+        if value.numel() != 1:
+            raise ValueError(f"expected a scalar, got a tensor of shape {tuple(value.shape)}")
+        return float(value.detach().reshape(()).item())
     return float(value)
 
 
@@ -190,6 +195,7 @@ class FastTracker:
         self.step_counter = 0
         self._samples = 0
         self._missed: dict[str, int] = {}
+        self._bad_scalars: set[str] = set()
         self._next_step = 0
         self._armed = False
         self._arm(self._next_step)
@@ -313,7 +319,7 @@ class FastTracker:
                 self._report_error(slot, error)
                 slot.captured = False
             return
-        loss_value, grad_value = _scalar(loss), _scalar(grad_norm)
+        loss_value, grad_value = self._read_scalar(loss, "loss"), self._read_scalar(grad_norm, "grad_norm")
         for i, slot in enumerate(ready):
             rec = records[i]
             row = [step, *(rec[_RECORD[m]] for m in _METRIC_NAMES[:4]), loss_value, grad_value,
@@ -325,6 +331,16 @@ class FastTracker:
             slot.captured = False
             slot.accumulator.reset()
         self._samples += 1
+
+    def _read_scalar(self, value: Any, name: str) -> float:
+        try:
+            return _scalar(value)
+        except (TypeError, ValueError, RuntimeError) as error:
+            if name not in self._bad_scalars:
+                self._bad_scalars.add(name)
+                logger.error("ndt_fast: %s=%r is not a scalar (%s); recorded as NaN, training continues",
+                             name, value, error)
+            return math.nan
 
     def _weight_records(self, slots: list[_LayerSlot]) -> np.ndarray:
         out = np.full((len(slots), len(core.RECORD_COLUMNS)), np.nan)

@@ -1001,3 +1001,20 @@ def test_sampled_step_without_forward_records_no_row_and_counts_missed(caplog):
     assert len(warnings) == 2 and all("step 5" in r.getMessage() for r in warnings)
     ndt.close()
     fast.close()
+
+
+@pytest.mark.parametrize("bad_loss", ["not a number", torch.ones(3), object()])
+def test_loss_that_is_not_a_scalar_is_recorded_as_nan_and_reported_once(bad_loss, caplog):
+    """A loss the tracker cannot read must not end the training run: NaN in the row, one log line."""
+    model = mlp(6, 5, 3)
+    fast = FastTracker(model, sampling_frequency=1)
+    with caplog.at_level(logging.ERROR, logger=TRACKER_LOGGER):
+        for step in range(3):
+            model(torch.randn(4, 6))
+            fast.log(step, bad_loss, grad_norm=torch.tensor(2.0))
+    fast.close()
+    df = fast.get_results("Linear_0")
+    assert list(df["step"]) == [0, 1, 2]
+    assert df["loss"].isna().all()
+    assert (df["grad_norm"] == 2.0).all()
+    assert sum("loss=" in r.getMessage() for r in caplog.records) == 1
