@@ -70,6 +70,28 @@ class Probe:
         self.handle.remove()
 
 
+def check_against_probe(model: nn.Module, layer: nn.Module, name: str, pick, input_shape: tuple[int, ...],
+                        steps: int, seed: int, frequency: int = 1, **tracker_kwargs) -> FastTracker:
+    """Train-free loop: ``steps`` forwards of random ``input_shape`` inputs with FastTracker on
+    ``layer`` and a Probe keeping ``pick(output)``; every recorded row must match the reference
+    metrics of what the probe saw, with no hook error. Returns the (closed) tracker."""
+    tracker = FastTracker(model, layers=[layer], layer_names=[name], sampling_frequency=frequency, **tracker_kwargs)
+    probe = Probe(layer, pick=pick)
+    gen = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        probe.step = step
+        model(torch.randn(*input_shape, generator=gen))
+        tracker.log(step, 0.0)
+    tracker.close()
+    probe.remove()
+    assert tracker.errors == {name: 0}
+    rows = by_step(tracker.get_results(name))
+    assert sorted(rows) == list(range(0, steps, frequency))
+    for step, row in rows.items():
+        assert_row_matches(row, probe.seen[step], f"{name} step {step}")
+    return tracker
+
+
 def mlp(*sizes: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -380,34 +402,13 @@ class AttentionModel(nn.Module):
 
 def test_multihead_attention_tuple_output(seed):
     model = AttentionModel()
-    tracker = FastTracker(model, layers=[model.attn], sampling_frequency=2)
-    probe = Probe(model.attn, pick=lambda o: o[0].reshape(-1, 16))
-    gen = torch.Generator().manual_seed(seed)
-    for step in range(5):
-        probe.step = step
-        model(torch.randn(3, 7, 16, generator=gen))
-        tracker.log(step, 0.0)
-    assert tracker.errors == {"MultiheadAttention_0": 0}
-    rows = by_step(tracker.get_results("MultiheadAttention_0"))
-    assert sorted(rows) == [0, 2, 4]
-    for step, row in rows.items():
-        assert_row_matches(row, probe.seen[step], f"MHA step {step}")
+    check_against_probe(model, model.attn, "MultiheadAttention_0", lambda o: o[0].reshape(-1, 16), (3, 7, 16),
+                        steps=5, seed=seed, frequency=2)
 
 
 def test_lstm_output_and_state_tuple(seed):
     lstm = nn.LSTM(8, 12, batch_first=True)
-    tracker = FastTracker(lstm, layers=[lstm], sampling_frequency=1)
-    probe = Probe(lstm, pick=lambda o: o[0].reshape(-1, 12))
-    gen = torch.Generator().manual_seed(seed)
-    for step in range(3):
-        probe.step = step
-        lstm(torch.randn(4, 5, 8, generator=gen))
-        tracker.log(step, 0.0)
-    assert tracker.errors == {"LSTM_0": 0}
-    rows = by_step(tracker.get_results("LSTM_0"))
-    assert sorted(rows) == [0, 1, 2]
-    for step, row in rows.items():
-        assert_row_matches(row, probe.seen[step], f"LSTM step {step}")
+    check_against_probe(lstm, lstm, "LSTM_0", lambda o: o[0].reshape(-1, 12), (4, 5, 8), steps=3, seed=seed)
 
 
 class DictOutput(nn.Module):
@@ -447,34 +448,17 @@ class ToTupleOutput(nn.Module):
 )
 def test_hugging_face_style_outputs(make, pick, seed):
     module = make()
-    tracker = FastTracker(module, layers=[module], layer_names=["block"], sampling_frequency=1)
-    probe = Probe(module, pick=pick)
-    gen = torch.Generator().manual_seed(seed)
-    for step in range(2):
-        probe.step = step
-        module(torch.randn(5, 8, generator=gen))
-        tracker.log(step, 0.0)
-    assert tracker.errors == {"block": 0}
-    rows = by_step(tracker.get_results("block"))
-    assert sorted(rows) == [0, 1]
-    for step, row in rows.items():
-        assert_row_matches(row, probe.seen[step], f"{make.__name__} step {step}")
+    check_against_probe(module, module, "block", pick, (5, 8), steps=2, seed=seed)
 
 
 def test_select_callable_picks_the_tracked_tensor(seed):
     lstm = nn.LSTM(8, 12, num_layers=2, batch_first=True)
-    tracker = FastTracker(lstm, layers=[lstm], sampling_frequency=1, select=lambda o: o[1][0][-1])
-    probe = Probe(lstm, pick=lambda o: o[1][0][-1])  # h_n of the last layer, (batch, hidden)
-    gen = torch.Generator().manual_seed(seed)
-    for step in range(2):
-        probe.step = step
-        lstm(torch.randn(6, 5, 8, generator=gen))
-        tracker.log(step, 0.0)
-    rows = by_step(tracker.get_results("LSTM_0"))
-    assert sorted(rows) == [0, 1]
-    for step, row in rows.items():
-        assert probe.seen[step].shape == (6, 12)
-        assert_row_matches(row, probe.seen[step], f"select step {step}")
+
+    def last_hidden(output):  # h_n of the last layer, (batch, hidden)
+        assert output[1][0][-1].shape == (6, 12)
+        return output[1][0][-1]
+
+    check_against_probe(lstm, lstm, "LSTM_0", last_hidden, (6, 5, 8), steps=2, seed=seed, select=last_hidden)
 
 
 @pytest.mark.parametrize(
@@ -490,17 +474,7 @@ def test_select_callable_picks_the_tracked_tensor(seed):
 )
 def test_output_rank_reshape_rules(make_module, shape, as_matrix, seed):
     module = make_module()
-    tracker = FastTracker(module, layers=[module], layer_names=["m"], sampling_frequency=1)
-    probe = Probe(module, pick=as_matrix)
-    gen = torch.Generator().manual_seed(seed)
-    for step in range(2):
-        probe.step = step
-        module(torch.randn(*shape, generator=gen))
-        tracker.log(step, 0.0)
-    rows = by_step(tracker.get_results("m"))
-    assert sorted(rows) == [0, 1]
-    for step, row in rows.items():
-        assert_row_matches(row, probe.seen[step], f"shape {shape} step {step}")
+    check_against_probe(module, module, "m", as_matrix, shape, steps=2, seed=seed)
 
 
 @pytest.mark.parametrize(
@@ -513,14 +487,7 @@ def test_output_rank_reshape_rules(make_module, shape, as_matrix, seed):
 )
 def test_conv_rows_spatial(make_module, shape, as_matrix, seed):
     module = make_module()
-    tracker = FastTracker(module, layers=[module], layer_names=["m"], sampling_frequency=1, conv_rows="spatial")
-    probe = Probe(module, pick=as_matrix)
-    gen = torch.Generator().manual_seed(seed)
-    probe.step = 0
-    module(torch.randn(*shape, generator=gen))
-    tracker.log(0, 0.0)
-    row = by_step(tracker.get_results("m"))[0]
-    assert_row_matches(row, probe.seen[0], "spatial rows")
+    check_against_probe(module, module, "m", as_matrix, shape, steps=1, seed=seed, conv_rows="spatial")
 
 
 @pytest.mark.parametrize("conv_rows", ["flatten", "spatial"])
