@@ -215,6 +215,10 @@ class FastTracker:
         try:
             if self.skip_eval_forwards and (not slot.module.training or not torch.is_grad_enabled()):
                 return
+            if self.window == 1:
+                # This forward replaces the sample; until it is in, there is none (a capture that
+                # fails half-way must not leave an empty or stale Gram marked as captured).
+                slot.captured = False
             tensor = self.select(output) if self.select is not None else first_tensor(output)
             if not isinstance(tensor, torch.Tensor):
                 raise TypeError(f"the module output holds no tensor to track (got {type(output).__name__})")

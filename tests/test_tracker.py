@@ -985,3 +985,30 @@ def test_loss_that_is_not_a_scalar_is_recorded_as_nan_and_reported_once(bad_loss
     assert df["loss"].isna().all()
     assert (df["grad_norm"] == 2.0).all()
     assert sum("loss=" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_failed_capture_after_a_good_one_keeps_other_layers_rows(seed):
+    """window=1: each forward replaces the sample, so a forward whose capture fails leaves that
+    layer without a sample for the step (no row, counted as missed) rather than a stale or empty
+    one; the other layers' rows are recorded as usual."""
+    model = mlp(6, 5, 3)
+    fail = {"now": False}
+
+    def select(output):
+        if fail["now"] and output.shape[-1] == 5:  # only layer "a" (5 features) fails
+            raise RuntimeError("boom")
+        return output
+
+    tracker = FastTracker(model, layers=[model[0], model[2]], layer_names=["a", "b"], sampling_frequency=1,
+                          select=select)
+    gen = torch.Generator().manual_seed(seed)
+    model(torch.randn(4, 6, generator=gen))  # a good capture for step 0 ...
+    fail["now"] = True
+    model(torch.randn(4, 6, generator=gen))  # ... then a second forward whose capture fails
+    tracker.log(0, 0.0)
+    tracker.close()
+    assert tracker.errors == {"a": 1, "b": 0}
+    assert tracker.missed == {"a": 1}
+    results = tracker.get_results()
+    assert results["a"].empty
+    assert list(results["b"]["step"]) == [0] and results["b"]["flags"].iloc[0] == 0
