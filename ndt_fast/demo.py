@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     worst_rel = 0.0
     for step in range(args.steps):
         labels = torch.randint(0, 10, (64,))
-        x = means[labels] + 0.8 * torch.randn(64, 784)
+        x = means[labels] + 3.0 * torch.randn(64, 784)
         loss = nn.functional.cross_entropy(model(x), labels)
         optimizer.zero_grad()
         loss.backward()
