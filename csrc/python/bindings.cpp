@@ -116,6 +116,7 @@ py::array_t<double> full_gram(const ViewTuple& view, const std::string& side, co
   ndt::validate(x, "gram");
   const ndt::GramSide s = to_side(side);
   const int64_t n = s == ndt::GramSide::feature ? x.cols : x.rows;
+  const ndt::Accumulate acc = to_accumulate(accumulate);  // parse while holding the GIL
   py::array_t<double> out({n, n});
   double* o = out.mutable_data();
   {
@@ -124,7 +125,7 @@ py::array_t<double> full_gram(const ViewTuple& view, const std::string& side, co
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j <= i; ++j) o[i * n + j] = o[j * n + i] = static_cast<double>(lower[i * n + j]);
     };
-    if (to_accumulate(accumulate) == ndt::Accumulate::float64) {
+    if (acc == ndt::Accumulate::float64) {
       std::vector<double> g(static_cast<size_t>(n * n), 0.0);
       if (reference) ndt::gram_update_reference<double>(x, s, g.data());
       else ndt::gram_update<double>(x, s, g.data());
