@@ -8,6 +8,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "ndt/check.h"
@@ -96,32 +97,58 @@ NDT_MULTIVERSION void householder_tridiagonalize(double* a, int64_t n, double* d
   e[n - 1] = 0.0;
 }
 
-// Eigenvalues of the symmetric tridiagonal matrix (d, e): the implicit QL iteration with a
+// Eigenvalues of symmetric tridiagonal matrices (d, e): the implicit QL iteration with a
 // Wilkinson-type shift in its square-root-free form (Pal, Walker & Kahan; Reinsch's tqlrat), which
 // works on e² and needs no sqrt in the rotation loop. That loop is a chain of dependent divisions
-// (~20 ns per rotation here, ~2.2 sweeps per eigenvalue; see benchmarks/NOTES.md), so it, not the
-// O(n³) reduction, dominates up to n ≈ 128. d is overwritten with the
-// eigenvalues (unsorted), e is destroyed. Returns false after 30·n sweeps without convergence.
-NDT_MULTIVERSION bool tridiagonal_ql_eigenvalues(double* d, double* e, int64_t n) {
-  constexpr double kEps = std::numeric_limits<double>::epsilon();
-  constexpr double kEps2 = kEps * kEps;
-  // Scale to max |entry| = 1: squares can neither overflow nor (harmfully) underflow, and the
-  // absolute deflation floor below is eps·‖T‖.
+// (~20 ns per rotation here, ~2 sweeps per eigenvalue; see benchmarks/NOTES.md), so it, not the
+// O(n³) reduction, dominates up to n ≈ 128 — and two independent matrices rotated in lockstep
+// fill each other's latency. Hence the iteration is written as a resumable "chase" per matrix.
+
+// The QL iteration on one tridiagonal matrix, resumable between sweeps.
+struct QlChase {
+  double* d = nullptr;   // diagonal (scaled); the eigenvalues on return
+  double* e2 = nullptr;  // squared sub-diagonal (scaled), destroyed
+  int64_t n = 0;
   double scale = 0.0;
-  for (int64_t i = 0; i < n; ++i) scale = std::max({scale, std::fabs(d[i]), std::fabs(e[i])});
-  if (scale == 0.0) return true;
-  const double inv_scale = 1.0 / scale;
-  double* e2 = e;
+  int64_t l = 0;  // d[0..l) have converged
+  int64_t m = 0;  // the current sweep chases the bulge from m − 1 up to l
+  int64_t i = 0;  // next rotation index of the current sweep
+  double c = 1.0, s = 0.0, gamma = 0.0, p = 0.0, sigma = 0.0;
+  int64_t sweeps_left = 0;
+  bool sweeping = false, done = false, failed = false;
+};
+
+// Scales to max |entry| = 1 (squares can then neither overflow nor harmfully underflow, and the
+// absolute deflation floor is eps·‖T‖) and squares the sub-diagonal in place.
+void ql_begin(QlChase& q, double* d, double* e, int64_t n) {
+  q.d = d;
+  q.e2 = e;
+  q.n = n;
+  q.sweeps_left = 30 * n;
+  for (int64_t i = 0; i < n; ++i) q.scale = std::max({q.scale, std::fabs(d[i]), std::fabs(e[i])});
+  if (q.scale == 0.0) {
+    q.done = true;
+    return;
+  }
+  const double inv_scale = 1.0 / q.scale;
   for (int64_t i = 0; i < n; ++i) {
     d[i] *= inv_scale;
     const double ei = e[i] * inv_scale;
-    e2[i] = ei * ei;
+    e[i] = ei * ei;
   }
-  e2[n - 1] = 0.0;
+  e[n - 1] = 0.0;
+}
 
-  int64_t sweeps_left = 30 * n;
-  int64_t l = 0;
-  while (l < n) {
+// Deflates what has converged and sets up the next sweep, or marks the chase done (or failed
+// after 30·n sweeps).
+void ql_next_sweep(QlChase& q) {
+  constexpr double kEps = std::numeric_limits<double>::epsilon();
+  constexpr double kEps2 = kEps * kEps;
+  double* d = q.d;
+  double* e2 = q.e2;
+  const int64_t n = q.n;
+  while (q.l < n) {
+    const int64_t l = q.l;
     // Deflate at the first negligible e[m], m ≥ l: |e| ≤ eps·(|d_m| + |d_m+1|), or ≤ eps·‖T‖.
     int64_t m = l;
     for (; m + 1 < n; ++m) {
@@ -130,7 +157,7 @@ NDT_MULTIVERSION bool tridiagonal_ql_eigenvalues(double* d, double* e, int64_t n
     }
     if (m + 1 < n) e2[m] = 0.0;
     if (m == l) {  // 1 × 1 block: converged
-      ++l;
+      q.l += 1;
       continue;
     }
     if (m == l + 1) {  // 2 × 2 block: closed form, the smaller root from the product to avoid cancellation
@@ -141,46 +168,94 @@ NDT_MULTIVERSION bool tridiagonal_ql_eigenvalues(double* d, double* e, int64_t n
       d[l] = big;
       d[l + 1] = big != 0.0 ? (a * c - b2) / big : 0.0;
       e2[l] = 0.0;
-      l += 2;
+      q.l += 2;
       continue;
     }
-    if (sweeps_left-- == 0) return false;
-
+    if (q.sweeps_left-- == 0) {
+      q.failed = q.done = true;
+      return;
+    }
     // Shift: the eigenvalue of the leading 2 × 2 block closer to d[l].
     const double rte = std::sqrt(e2[l]);
-    double sigma = (d[l + 1] - d[l]) / (2.0 * rte);
-    const double r0 = std::sqrt(sigma * sigma + 1.0);
-    sigma = d[l] - rte / (sigma + std::copysign(r0, sigma));
-
-    // Chase the bulge from m up to l.
-    double c = 1.0, s = 0.0;
-    double gamma = d[m] - sigma;
-    double p = gamma * gamma;
-    for (int64_t i = m - 1; i >= l; --i) {
-      const double bb = e2[i];
-      const double r = p + bb;  // > 0: e2[i] > 0 inside an unreduced block
-      if (i != m - 1) e2[i + 1] = s * r;
-      const double old_c = c;
-      c = p / r;
-      s = bb / r;
-      const double old_gamma = gamma;
-      const double alpha = d[i];
-      gamma = c * (alpha - sigma) - s * old_gamma;
-      d[i + 1] = old_gamma + (alpha - gamma);
-      p = c != 0.0 ? (gamma * gamma) / c : old_c * bb;
-    }
-    e2[l] = s * p;
-    d[l] = sigma + gamma;
+    const double g = (d[l + 1] - d[l]) / (2.0 * rte);
+    const double r = std::sqrt(g * g + 1.0);
+    q.sigma = d[l] - rte / (g + std::copysign(r, g));
+    q.c = 1.0;
+    q.s = 0.0;
+    q.gamma = d[m] - q.sigma;
+    q.p = q.gamma * q.gamma;
+    q.m = m;
+    q.i = m - 1;
+    q.sweeping = true;
+    return;
   }
-  for (int64_t i = 0; i < n; ++i) d[i] *= scale;
-  return true;
+  q.done = true;
 }
 
-bool own_solver(double* a, int64_t n, double* w) {
-  std::vector<double> scratch(static_cast<size_t>(3 * n));
-  double* e = scratch.data();
-  householder_tridiagonalize(a, n, w, e, scratch.data() + n);
-  return tridiagonal_ql_eigenvalues(w, e, n);
+// Rotates K sweeping chases in lockstep until (at least) one of them ends its sweep. The state
+// lives in locals, i.e. registers, and the K rotation chains are independent, so the CPU overlaps
+// them.
+template <int K>
+void ql_rotate_lockstep(QlChase* const* qs) {
+  double* d[K];
+  double* e2[K];
+  int64_t i[K], l[K], m[K];
+  double c[K], s[K], gamma[K], p[K], sigma[K];
+  for (int k = 0; k < K; ++k) {
+    const QlChase& q = *qs[k];
+    d[k] = q.d, e2[k] = q.e2, i[k] = q.i, l[k] = q.l, m[k] = q.m;
+    c[k] = q.c, s[k] = q.s, gamma[k] = q.gamma, p[k] = q.p, sigma[k] = q.sigma;
+  }
+  bool running = true;
+  while (running) {
+    for (int k = 0; k < K; ++k) {
+      const double bb = e2[k][i[k]];
+      const double r = p[k] + bb;  // > 0: e2 > 0 inside an unreduced block
+      if (i[k] != m[k] - 1) e2[k][i[k] + 1] = s[k] * r;
+      const double old_c = c[k];
+      c[k] = p[k] / r;
+      s[k] = bb / r;
+      const double old_gamma = gamma[k];
+      const double alpha = d[k][i[k]];
+      gamma[k] = c[k] * (alpha - sigma[k]) - s[k] * old_gamma;
+      d[k][i[k] + 1] = old_gamma + (alpha - gamma[k]);
+      p[k] = c[k] != 0.0 ? (gamma[k] * gamma[k]) / c[k] : old_c * bb;
+      if (--i[k] < l[k]) running = false;
+    }
+  }
+  for (int k = 0; k < K; ++k) {
+    QlChase& q = *qs[k];
+    q.i = i[k], q.c = c[k], q.s = s[k], q.gamma = gamma[k], q.p = p[k];
+    if (i[k] < l[k]) {  // sweep complete
+      e2[k][l[k]] = s[k] * p[k];
+      d[k][l[k]] = sigma[k] + gamma[k];
+      q.sweeping = false;
+    }
+  }
+}
+
+// Eigenvalues (unsorted, in d[k]) of `count` tridiagonal matrices (d[k], e[k]) of sizes n[k];
+// e is destroyed. ok[k] is false where the iteration did not converge.
+void tridiagonal_ql_eigenvalues(double* const* d, double* const* e, const int64_t* n, int64_t count, bool* ok) {
+  std::vector<QlChase> chases(static_cast<size_t>(count));
+  for (int64_t k = 0; k < count; ++k) ql_begin(chases[static_cast<size_t>(k)], d[k], e[k], n[k]);
+  std::vector<QlChase*> sweeping;
+  for (;;) {
+    sweeping.clear();
+    for (QlChase& q : chases) {
+      if (!q.done && !q.sweeping) ql_next_sweep(q);
+      if (q.sweeping) sweeping.push_back(&q);
+    }
+    if (sweeping.empty()) break;
+    size_t k = 0;
+    for (; k + 2 <= sweeping.size(); k += 2) ql_rotate_lockstep<2>(&sweeping[k]);
+    if (k < sweeping.size()) ql_rotate_lockstep<1>(&sweeping[k]);
+  }
+  for (int64_t k = 0; k < count; ++k) {
+    const QlChase& q = chases[static_cast<size_t>(k)];
+    ok[k] = !q.failed;
+    for (int64_t j = 0; j < q.n; ++j) q.d[j] *= q.scale;
+  }
 }
 
 bool lapack_solver(double* a, int64_t n, double* w) {
@@ -207,32 +282,56 @@ bool lapack_solver(double* a, int64_t n, double* w) {
 
 int64_t own_solver_max_dim() { return kOwnSolverMaxDim; }
 
+void symmetric_eigenvalues_many(double* const* a, const int64_t* n, double* const* w, int64_t count, bool* ok,
+                                EigenSolver solver) {
+  NDT_CHECK_ARG(solver == EigenSolver::automatic || solver == EigenSolver::tridiagonal_ql ||
+                    solver == EigenSolver::lapack,
+                "symmetric_eigenvalues: unknown solver " << static_cast<int>(solver));
+  // Matrices for the own solver are reduced one by one, then their QL phases run together.
+  std::vector<double*> ql_d, ql_e;
+  std::vector<int64_t> ql_n, ql_index;
+  std::vector<std::vector<double>> off_diagonals;
+  for (int64_t k = 0; k < count; ++k) {
+    NDT_CHECK_ARG(n[k] >= 1, "symmetric_eigenvalues: n must be >= 1, got " << n[k]);
+    ok[k] = all_finite(a[k], n[k] * n[k]);
+    if (!ok[k]) continue;
+    if (n[k] == 1) {
+      w[k][0] = a[k][0];
+      continue;
+    }
+    EigenSolver use = solver;
+    if (use == EigenSolver::automatic)
+      use = (n[k] <= kOwnSolverMaxDim || linalg().dsyevd == nullptr) ? EigenSolver::tridiagonal_ql
+                                                                     : EigenSolver::lapack;
+    if (use == EigenSolver::lapack) {
+      ok[k] = lapack_solver(a[k], n[k], w[k]);
+      continue;
+    }
+    std::vector<double> scratch(static_cast<size_t>(3 * n[k]));
+    householder_tridiagonalize(a[k], n[k], w[k], scratch.data(), scratch.data() + n[k]);
+    scratch.resize(static_cast<size_t>(n[k]));  // keep e, drop the work space
+    off_diagonals.push_back(std::move(scratch));
+    ql_index.push_back(k);
+  }
+  for (size_t j = 0; j < ql_index.size(); ++j) {
+    ql_d.push_back(w[ql_index[j]]);
+    ql_e.push_back(off_diagonals[j].data());
+    ql_n.push_back(n[ql_index[j]]);
+  }
+  const std::unique_ptr<bool[]> converged(new bool[ql_index.size() + 1]);  // vector<bool> has no data()
+  tridiagonal_ql_eigenvalues(ql_d.data(), ql_e.data(), ql_n.data(), static_cast<int64_t>(ql_index.size()),
+                             converged.get());
+  for (size_t j = 0; j < ql_index.size(); ++j) ok[ql_index[j]] = converged[j];
+  for (int64_t k = 0; k < count; ++k) {
+    if (ok[k]) std::sort(w[k], w[k] + n[k], std::greater<double>());
+    else std::fill(w[k], w[k] + n[k], std::numeric_limits<double>::quiet_NaN());
+  }
+}
+
 bool symmetric_eigenvalues(double* a, int64_t n, double* w, EigenSolver solver) {
-  NDT_CHECK_ARG(n >= 1, "symmetric_eigenvalues: n must be >= 1, got " << n);
-  if (!all_finite(a, n * n)) {
-    std::fill(w, w + n, std::numeric_limits<double>::quiet_NaN());
-    return false;
-  }
-  if (solver == EigenSolver::automatic)
-    solver = (n <= kOwnSolverMaxDim || linalg().dsyevd == nullptr) ? EigenSolver::tridiagonal_ql
-                                                                   : EigenSolver::lapack;
-  bool ok;
-  if (n == 1) {
-    w[0] = a[0];
-    ok = true;
-  } else if (solver == EigenSolver::tridiagonal_ql) {
-    ok = own_solver(a, n, w);
-  } else if (solver == EigenSolver::lapack) {
-    ok = lapack_solver(a, n, w);
-  } else {
-    NDT_CHECK_ARG(false, "symmetric_eigenvalues: unknown solver " << static_cast<int>(solver));
-  }
-  if (!ok) {
-    std::fill(w, w + n, std::numeric_limits<double>::quiet_NaN());
-    return false;
-  }
-  std::sort(w, w + n, std::greater<double>());
-  return true;
+  bool ok = false;
+  symmetric_eigenvalues_many(&a, &n, &w, 1, &ok, solver);
+  return ok;
 }
 
 bool largest_eigenvalue_psd(const double* a, int64_t n, double* lambda_max, double rel_tol, int64_t max_iter) {

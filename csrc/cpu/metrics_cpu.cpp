@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "ndt/check.h"
@@ -105,9 +106,13 @@ Metrics metrics_from_spectrum(const double* lambda, int64_t n, double trace, dou
   return m;
 }
 
-Metrics metrics_from_gram(double* gram, int64_t n, const MetricOptions& options, double zero_trace) {
-  validate(options);
-  NDT_CHECK_ARG(n >= 1, "metrics_from_gram: n must be >= 1");
+namespace {
+
+// Everything metrics_from_gram does before the eigensolve. Returns true when `out` is already
+// final (non-finite, zero, or only trace-type metrics asked for); otherwise leaves the trace and
+// the eigenvalue participation ratio for metrics_from_spectrum.
+bool gram_prelude(double* gram, int64_t n, const MetricOptions& options, double zero_trace, Metrics* out,
+                  double* trace_out, double* participation_ratio_eig_out) {
   const uint32_t want = options.metrics;
   double trace = 0.0, max_abs = 0.0;
   bool finite = true;
@@ -115,14 +120,22 @@ Metrics metrics_from_gram(double* gram, int64_t n, const MetricOptions& options,
     if (!std::isfinite(gram[i])) finite = false;
     max_abs = std::max(max_abs, std::fabs(gram[i]));
   }
-  if (!finite) return filled(kNaN, want, kFlagNonFinite);
+  if (!finite) {
+    *out = filled(kNaN, want, kFlagNonFinite);
+    return true;
+  }
   for (int64_t i = 0; i < n; ++i) trace += gram[i * n + i];
-  if (trace <= zero_trace || max_abs == 0.0) return filled(0.0, want, kFlagZero);
+  if (trace <= zero_trace || max_abs == 0.0) {
+    *out = filled(0.0, want, kFlagZero);
+    return true;
+  }
   // tr(G)² / ‖G‖F² with both taken relative to max|Gᵢⱼ|: finite for every finite Gram.
   double scaled_frobenius_sq = 0.0;
   const double inv_max = 1.0 / max_abs;
   for (int64_t i = 0; i < n * n; ++i) scaled_frobenius_sq += (gram[i] * inv_max) * (gram[i] * inv_max);
   const double participation_ratio_eig = (trace * inv_max) * (trace * inv_max) / scaled_frobenius_sq;
+  *trace_out = trace;
+  *participation_ratio_eig_out = participation_ratio_eig;
 
   if ((want & kSpectrumMetrics) == 0) {
     // Trace-only shortcut: PR_eig needs no eigenvalues, stable rank only λmax.
@@ -133,27 +146,40 @@ Metrics metrics_from_gram(double* gram, int64_t n, const MetricOptions& options,
       m.lambda_max = lambda_max;
       if (want & kStableRank) m.stable_rank = trace / (lambda_max + options.eps);
       if (want & kParticipationRatioEig) m.participation_ratio_eig = participation_ratio_eig;
-      return m;
+      *out = m;
+      return true;
     }
-    // Power iteration too slow for this spectrum: fall through to the full solver.
+    // Power iteration too slow for this spectrum: the full solver decides.
   }
+  return false;
+}
+
+void check_accumulator(const GramAccumulator* acc, const MetricOptions& options) {
+  NDT_CHECK_ARG(acc != nullptr, "metrics: null accumulator");
+  NDT_CHECK_ARG(acc->rows_seen() > 0, "metrics: the Gram accumulator is empty (no rows were added)");
+  NDT_CHECK_ARG(options.center == acc->centered(),
+                "metrics: center=" << (options.center ? "true" : "false") << " but the accumulator is "
+                                   << (acc->centered() ? "centred" : "not centred"));
+}
+
+}  // namespace
+
+Metrics metrics_from_gram(double* gram, int64_t n, const MetricOptions& options, double zero_trace) {
+  validate(options);
+  NDT_CHECK_ARG(n >= 1, "metrics_from_gram: n must be >= 1");
+  Metrics m{};
+  double trace = kNaN, participation_ratio_eig = kNaN;
+  if (gram_prelude(gram, n, options, zero_trace, &m, &trace, &participation_ratio_eig)) return m;
   std::vector<double> lambda(static_cast<size_t>(n));
-  if (!symmetric_eigenvalues(gram, n, lambda.data(), options.solver)) return filled(kNaN, want, kFlagNotConverged);
+  if (!symmetric_eigenvalues(gram, n, lambda.data(), options.solver))  // finite here: not converged
+    return filled(kNaN, options.metrics, kFlagNotConverged);
   return metrics_from_spectrum(lambda.data(), n, trace, participation_ratio_eig, options);
 }
 
 Metrics metrics_of_accumulator(const GramAccumulator& acc, const MetricOptions& options) {
-  validate(options);
-  NDT_CHECK_ARG(acc.rows_seen() > 0, "metrics: the Gram accumulator is empty (no rows were added)");
-  NDT_CHECK_ARG(options.center == acc.centered(),
-                "metrics: center=" << (options.center ? "true" : "false") << " but the accumulator is "
-                                   << (acc.centered() ? "centred" : "not centred"));
-  const int64_t n = acc.dim();
-  std::vector<double>& gram = gram_scratch(static_cast<size_t>(n * n));
-  acc.symmetric_gram(gram.data());
-  constexpr double kCentredRoundOff = 1e-24;  // (1e-12 relative in the values)²
-  const double zero_trace = acc.centered() ? kCentredRoundOff * acc.uncentered_trace() : 0.0;
-  return metrics_from_gram(gram.data(), n, options, zero_trace);
+  Metrics out{};
+  metrics_of_accumulators({&acc}, options, &out);
+  return out;
 }
 
 Metrics metrics_of_matrix(const MatrixView& x, const MetricOptions& options) {
@@ -166,25 +192,77 @@ Metrics metrics_of_matrix(const MatrixView& x, const MetricOptions& options) {
 }
 
 void metrics_of_matrices(const std::vector<MatrixView>& xs, const MetricOptions& options, Metrics* out) {
+  validate(options);
   double flops = 0.0;
   for (const MatrixView& x : xs) {
     const double small = static_cast<double>(std::min(x.rows, x.cols)), large = static_cast<double>(std::max(x.rows, x.cols));
     flops += small * small * (large + small);
   }
-  parallel_for(static_cast<int64_t>(xs.size()), flops,
-               [&](int64_t i) { out[i] = metrics_of_matrix(xs[static_cast<size_t>(i)], options); });
+  const auto count = static_cast<int64_t>(xs.size());
+  if (parallel_worthwhile(count, flops)) {
+    parallel_for(count, flops, [&](int64_t i) { out[i] = metrics_of_matrix(xs[static_cast<size_t>(i)], options); });
+    return;
+  }
+  std::vector<std::unique_ptr<GramAccumulator>> accs;
+  std::vector<const GramAccumulator*> pointers;
+  for (const MatrixView& x : xs) {
+    validate(x, "metrics");
+    const GramSide side = smaller_side(x);
+    accs.push_back(std::make_unique<GramAccumulator>(side == GramSide::feature ? x.cols : x.rows, side,
+                                                     Accumulate::float64, options.center));
+    accs.back()->add(x);
+    pointers.push_back(accs.back().get());
+  }
+  metrics_of_accumulators(pointers, options, out);
 }
 
 void metrics_of_accumulators(const std::vector<const GramAccumulator*>& accs, const MetricOptions& options,
                              Metrics* out) {
+  validate(options);
   double flops = 0.0;
   for (const GramAccumulator* acc : accs) {
-    NDT_CHECK_ARG(acc != nullptr, "metrics: null accumulator");
+    check_accumulator(acc, options);
     const double n = static_cast<double>(acc->dim());
     flops += n * n * n;
   }
-  parallel_for(static_cast<int64_t>(accs.size()), flops,
-               [&](int64_t i) { out[i] = metrics_of_accumulator(*accs[static_cast<size_t>(i)], options); });
+  const auto count = static_cast<int64_t>(accs.size());
+  if (parallel_worthwhile(count, flops)) {
+    parallel_for(count, flops, [&](int64_t i) { out[i] = metrics_of_accumulator(*accs[static_cast<size_t>(i)], options); });
+    return;
+  }
+  // One thread: every Gram's prelude first, then one batched eigensolve, whose own-solver part
+  // iterates the matrices' QL phases together (see symmetric_eigenvalues_many).
+  constexpr double kCentredRoundOff = 1e-24;  // (1e-12 relative in the values)²: see metrics.h
+  std::vector<std::vector<double>> grams(accs.size()), spectra;
+  std::vector<double> traces(accs.size()), participation_ratios(accs.size());
+  std::vector<size_t> pending;  // inputs that need their spectrum
+  std::vector<double*> a, w;
+  std::vector<int64_t> dims;
+  for (size_t k = 0; k < accs.size(); ++k) {
+    const GramAccumulator& acc = *accs[k];
+    const int64_t n = acc.dim();
+    grams[k].resize(static_cast<size_t>(n * n));
+    acc.symmetric_gram(grams[k].data());
+    const double zero_trace = acc.centered() ? kCentredRoundOff * acc.uncentered_trace() : 0.0;
+    if (!gram_prelude(grams[k].data(), n, options, zero_trace, &out[k], &traces[k], &participation_ratios[k]))
+      pending.push_back(k);
+  }
+  spectra.resize(pending.size());
+  for (size_t j = 0; j < pending.size(); ++j) {
+    const int64_t n = accs[pending[j]]->dim();
+    spectra[j].resize(static_cast<size_t>(n));
+    a.push_back(grams[pending[j]].data());
+    w.push_back(spectra[j].data());
+    dims.push_back(n);
+  }
+  const std::unique_ptr<bool[]> ok(new bool[pending.size() + 1]);
+  symmetric_eigenvalues_many(a.data(), dims.data(), w.data(), static_cast<int64_t>(pending.size()), ok.get(),
+                             options.solver);
+  for (size_t j = 0; j < pending.size(); ++j) {
+    const size_t k = pending[j];
+    out[k] = ok[j] ? metrics_from_spectrum(w[j], dims[j], traces[k], participation_ratios[k], options)
+                   : filled(kNaN, options.metrics, kFlagNotConverged);
+  }
 }
 
 std::vector<double> gram_eigenvalues(const MatrixView& x, bool center, EigenSolver solver) {

@@ -29,9 +29,13 @@ void set_max_threads(int n) { g_max_threads.store(std::max(n, 1)); }
 
 int max_threads() { return g_max_threads.load(); }
 
+bool parallel_worthwhile(int64_t count, double total_flops) {
+  return std::min<int64_t>(max_threads(), count) >= 2 && total_flops >= kMinParallelFlops;
+}
+
 void parallel_for(int64_t count, double total_flops, const std::function<void(int64_t)>& task) {
   const int64_t threads = std::min<int64_t>(max_threads(), count);
-  if (threads < 2 || total_flops < kMinParallelFlops) {
+  if (!parallel_worthwhile(count, total_flops)) {
     for (int64_t i = 0; i < count; ++i) task(i);
     return;
   }

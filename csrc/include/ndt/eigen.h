@@ -20,6 +20,12 @@ int64_t own_solver_max_dim();
 /// converge; it never loops forever.
 bool symmetric_eigenvalues(double* a, int64_t n, double* w, EigenSolver solver = EigenSolver::automatic);
 
+/// The same for `count` independent matrices a[k] (n[k] × n[k]) → w[k]; ok[k] as the return value
+/// above. Matrices that the own solver takes have their QL phases iterated together: each is a
+/// chain of dependent divisions, and two chains rotated in lockstep fill each other's latency.
+void symmetric_eigenvalues_many(double* const* a, const int64_t* n, double* const* w, int64_t count, bool* ok,
+                                EigenSolver solver = EigenSolver::automatic);
+
 /// Largest eigenvalue of the symmetric positive semidefinite n × n matrix `a` (row-major, full,
 /// not modified) by power iteration with a Rayleigh quotient. Returns false if the residual
 /// ‖Av − λv‖ did not fall below rel_tol · λ within max_iter iterations (callers then use the full

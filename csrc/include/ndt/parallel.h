@@ -11,6 +11,9 @@ namespace ndt {
 /// The first exception thrown by a task is rethrown in the caller after every thread has finished.
 void parallel_for(int64_t count, double total_flops, const std::function<void(int64_t)>& task);
 
+/// Whether parallel_for would use more than one thread for this work.
+bool parallel_worthwhile(int64_t count, double total_flops);
+
 /// Upper bound on threads for parallel_for (default: the hardware concurrency). n < 1 → 1.
 void set_max_threads(int n);
 int max_threads();
