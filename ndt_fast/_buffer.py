@@ -32,21 +32,32 @@ def _torch_code(dtype: Any) -> int | None:
     return _TORCH_CODES.get(dtype)
 
 
+def torch_matrix_view(x: Any) -> ViewTuple | None:
+    """View tuple of a 2-D CPU torch tensor, or None if its dtype is not one of the four floats.
+
+    No other checks (the caller guarantees 2-D, CPU, non-empty): this is the tracker's hook path.
+    """
+    code = _torch_code(x.dtype)
+    if code is None:
+        return None
+    rows, cols = x.shape
+    row_stride, col_stride = x.stride()
+    return (x.data_ptr(), code, rows, cols, row_stride, col_stride)
+
+
 def _torch_view(x: Any, what: str) -> tuple[Any, ViewTuple]:
     x = x.detach()
     if x.device.type != "cpu":
         # The functional API is not a training-loop hot path; the tracker keeps device data on device.
         x = x.to("cpu")
-    code = _torch_code(x.dtype)
-    if code is None:
-        raise TypeError(f"{what}: unsupported dtype {x.dtype}; expected float32, float64, float16 or bfloat16")
     if x.dim() != 2:
         raise ValueError(f"{what}: expected a 2-D matrix, got shape {tuple(x.shape)}")
-    rows, cols = x.shape
-    if rows == 0 or cols == 0:
+    if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{what}: expected a non-empty matrix, got shape {tuple(x.shape)}")
-    row_stride, col_stride = x.stride()
-    return x, (x.data_ptr(), code, rows, cols, row_stride, col_stride)
+    view = torch_matrix_view(x)
+    if view is None:
+        raise TypeError(f"{what}: unsupported dtype {x.dtype}; expected float32, float64, float16 or bfloat16")
+    return x, view
 
 
 def _numpy_view(x: Any, what: str) -> tuple[Any, ViewTuple]:

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ndt_fast._buffer import describe
+from ndt_fast._buffer import describe, torch_matrix_view
 from ndt_fast._native import core
 from ndt_fast._store import RecordTable
 from ndt_fast.jumps import Jump, JumpDetector
@@ -75,13 +75,15 @@ def _scalar(value: Any) -> float:
 class _LayerSlot:
     """Everything the tracker keeps per tracked module."""
 
-    __slots__ = ("name", "module", "handle", "accumulator", "captured", "errors", "spatial_rows", "table")
+    __slots__ = ("name", "module", "handle", "accumulator", "accumulator_key", "captured", "errors", "spatial_rows",
+                 "table")
 
     def __init__(self, name: str, module: nn.Module, spatial_rows: bool, columns: tuple[str, ...]) -> None:
         self.name = name
         self.module = module
         self.handle: Any = None
         self.accumulator: Any = None  # core.GramAccumulator, created on first capture
+        self.accumulator_key: tuple[str, int] | None = None  # its (side, dim), kept here: no native call to ask
         self.captured = False
         self.errors = 0
         self.spatial_rows = spatial_rows
@@ -222,31 +224,31 @@ class FastTracker:
             tensor = self.select(output) if self.select is not None else first_tensor(output)
             if not isinstance(tensor, torch.Tensor):
                 raise TypeError(f"the module output holds no tensor to track (got {type(output).__name__})")
-            x = activation_matrix(tensor, slot.spatial_rows)
+            x = activation_matrix(tensor, slot.spatial_rows)  # detached, 2-D
             if x.device.type != "cpu":
                 x = x.to("cpu")  # CUDA-side Gram updates are a later milestone
-            if x.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            view = torch_matrix_view(x)
+            if view is None:  # float8, integer, … outputs: measured in float32
                 x = x.float()
-            _, view = describe(x, slot.name)
+                view = torch_matrix_view(x)
             rows, cols = view[2], view[3]
+            if rows == 0 or cols == 0:
+                raise ValueError(f"empty activation of shape {tuple(tensor.shape)}")
             if self.window == 1:
                 # One batch: the smaller Gram; each armed forward replaces the previous one (ndt
                 # keeps the last forward's activation too).
-                side, dim = ("sample", rows) if rows < cols else ("feature", cols)
-                acc = slot.accumulator
-                if acc is None or acc.dim != dim or acc.side != side:
-                    acc = core.GramAccumulator(dim, side, center=self.center)
-                    slot.accumulator = acc
+                key = ("sample", rows) if rows < cols else ("feature", cols)
+                if slot.accumulator_key != key:
+                    slot.accumulator = core.GramAccumulator(key[1], key[0], center=self.center)
+                    slot.accumulator_key = key
                 else:
-                    acc.reset()
-            else:
-                acc = slot.accumulator
-                if acc is None or acc.dim != cols:
-                    if acc is not None and acc.rows_seen:
-                        raise ValueError(f"feature count changed inside a window ({acc.dim} -> {cols})")
-                    acc = core.GramAccumulator(cols, "feature", center=self.center)
-                    slot.accumulator = acc
-            acc.add(view)
+                    slot.accumulator.reset()
+            elif slot.accumulator_key != ("feature", cols):
+                if slot.accumulator is not None and slot.accumulator.rows_seen:
+                    raise ValueError(f"feature count changed inside a window ({slot.accumulator_key[1]} -> {cols})")
+                slot.accumulator = core.GramAccumulator(cols, "feature", center=self.center)
+                slot.accumulator_key = ("feature", cols)
+            slot.accumulator.add(view)
             slot.captured = True
         except Exception as error:  # never break the user's forward pass
             self._report_error(slot, error)
@@ -428,6 +430,7 @@ class FastTracker:
                 slot.handle.remove()
                 slot.handle = None
             slot.accumulator = None
+            slot.accumulator_key = None
             slot.captured = False
         self._armed = False
 
