@@ -195,7 +195,6 @@ class FastTracker:
             JumpDetector(window_size=jump_window_size, z_threshold=jump_z_threshold) if enable_jump_detection else None
         )
         self.step_counter = 0
-        self._samples = 0
         self._missed: dict[str, int] = {}
         self._bad_scalars: set[str] = set()
         self._next_step = 0
@@ -336,7 +335,6 @@ class FastTracker:
             slot.table.append(np.asarray(row, dtype=np.float64))
             slot.captured = False
             slot.accumulator.reset()
-        self._samples += 1
 
     def _read_scalar(self, value: Any, name: str) -> float:
         try:

@@ -108,7 +108,8 @@ Metrics metrics_from_spectrum(const double* lambda, int64_t n, double trace, dou
 
 namespace {
 
-// Everything metrics_from_gram does before the eigensolve. Returns true when `out` is already
+// Everything before the eigensolve, for one symmetric Gram `gram` (row-major n × n, full; a trace
+// at or below `zero_trace` counts as the zero matrix). Returns true when `out` is already
 // final (non-finite, zero, or only trace-type metrics asked for); otherwise leaves the trace and
 // the eigenvalue participation ratio for metrics_from_spectrum.
 bool gram_prelude(double* gram, int64_t n, const MetricOptions& options, double zero_trace, Metrics* out,
@@ -163,18 +164,6 @@ void check_accumulator(const GramAccumulator* acc, const MetricOptions& options)
 }
 
 }  // namespace
-
-Metrics metrics_from_gram(double* gram, int64_t n, const MetricOptions& options, double zero_trace) {
-  validate(options);
-  NDT_CHECK_ARG(n >= 1, "metrics_from_gram: n must be >= 1");
-  Metrics m{};
-  double trace = kNaN, participation_ratio_eig = kNaN;
-  if (gram_prelude(gram, n, options, zero_trace, &m, &trace, &participation_ratio_eig)) return m;
-  std::vector<double> lambda(static_cast<size_t>(n));
-  if (!symmetric_eigenvalues(gram, n, lambda.data(), options.solver))  // finite here: not converged
-    return filled(kNaN, options.metrics, kFlagNotConverged);
-  return metrics_from_spectrum(lambda.data(), n, trace, participation_ratio_eig, options);
-}
 
 Metrics metrics_of_accumulator(const GramAccumulator& acc, const MetricOptions& options) {
   Metrics out{};

@@ -68,10 +68,6 @@ void validate(const MetricOptions& options);
 Metrics metrics_from_spectrum(const double* lambda, int64_t n, double trace, double participation_ratio_eig,
                               const MetricOptions& options);
 
-/// Metrics of the symmetric Gram `gram` (row-major n × n, full; destroyed). A trace at or below
-/// `zero_trace` counts as the zero matrix (kFlagZero).
-Metrics metrics_from_gram(double* gram, int64_t n, const MetricOptions& options, double zero_trace = 0.0);
-
 /// Metrics of an accumulated Gram; options.center must equal acc.centered() (std::invalid_argument
 /// otherwise). A centred Gram whose trace is below 1e-24 of the uncentred one — rows equal to
 /// their mean up to the rounding of that mean — is the zero matrix (kFlagZero), not noise.
