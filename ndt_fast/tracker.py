@@ -286,9 +286,7 @@ class FastTracker:
             self._record(step, loss, grad_norm)
         elif not self._in_window(step):
             for slot in self._slots:  # captured for a step that turned out not to be sampled
-                slot.captured = False
-                if slot.accumulator is not None:
-                    slot.accumulator.reset()
+                self._discard(slot)
         self._next_step = step + 1
         self._arm(self._next_step)
 
@@ -322,7 +320,7 @@ class FastTracker:
         except Exception as error:  # a bug of ours must not end the user's run
             for slot in ready:
                 self._report_error(slot, error)
-                slot.captured = False
+                self._discard(slot)
             return
         loss_value, grad_value = self._read_scalar(loss, "loss"), self._read_scalar(grad_norm, "grad_norm")
         for i, slot in enumerate(ready):
@@ -333,7 +331,13 @@ class FastTracker:
             if weight_records is not None:
                 row.extend(weight_records[i][_RECORD[m]] for m in _METRIC_NAMES)
             slot.table.append(np.asarray(row, dtype=np.float64))
-            slot.captured = False
+            self._discard(slot)
+
+    @staticmethod
+    def _discard(slot: _LayerSlot) -> None:
+        """Forget what the slot captured (its Gram too: with window > 1 the next add accumulates)."""
+        slot.captured = False
+        if slot.accumulator is not None:
             slot.accumulator.reset()
 
     def _read_scalar(self, value: Any, name: str) -> float:

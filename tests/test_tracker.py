@@ -1012,3 +1012,31 @@ def test_failed_capture_after_a_good_one_keeps_other_layers_rows(seed):
     results = tracker.get_results()
     assert results["a"].empty
     assert list(results["b"]["step"]) == [0] and results["b"]["flags"].iloc[0] == 0
+
+
+def test_failed_sample_does_not_leak_rows_into_the_next_window(seed, monkeypatch):
+    """window > 1: if computing a sample fails, its Grams are discarded, so the next sample covers
+    exactly its own window."""
+    import ndt_fast.tracker as tracker_module
+
+    model = mlp(6, 5, 3)
+    tracker = FastTracker(model, layers=[model[0]], layer_names=["a"], sampling_frequency=2, window=2)
+    real = tracker_module.core.metrics_of_accumulators
+    calls = {"n": 0}
+
+    def failing_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracker_module.core, "metrics_of_accumulators", failing_once)
+    gen = torch.Generator().manual_seed(seed)
+    for step in range(5):  # samples at 0 (fails), 2 and 4; windows {1, 2} and {3, 4} follow at once
+        model(torch.randn(3, 6, generator=gen))
+        tracker.log(step, 0.0)
+    tracker.close()
+    df = tracker.get_results("a")
+    assert list(df["step"]) == [2, 4]
+    assert list(df["rows"]) == [6, 6]  # two forwards of 3 rows each, nothing from step 0's failed sample
+    assert tracker.errors == {"a": 1}
