@@ -48,7 +48,7 @@ def torch_matrix_view(x: Any) -> ViewTuple | None:
 def _torch_view(x: Any, what: str) -> tuple[Any, ViewTuple]:
     x = x.detach()
     if x.device.type != "cpu":
-        # The functional API is not a training-loop hot path; the tracker keeps device data on device.
+        # The CPU core reads host memory; this copy (a device sync) is the only device support so far.
         x = x.to("cpu")
     if x.dim() != 2:
         raise ValueError(f"{what}: expected a 2-D matrix, got shape {tuple(x.shape)}")
