@@ -26,8 +26,11 @@ with ``flags & FLAG_NON_FINITE``; an all-zero (dead) layer gives zeros with ``FL
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
+import os
+import platform
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -38,10 +41,11 @@ from torch import nn
 
 from ndt_fast._buffer import describe, torch_matrix_view
 from ndt_fast._native import core
-from ndt_fast._store import RecordTable
 from ndt_fast.jumps import Jump, JumpDetector
 from ndt_fast.layers import CONV_TYPES, activation_matrix, auto_select_layers, default_layer_names, first_tensor
 from ndt_fast.metrics import metric_mask
+from ndt_fast.storage.records import RecordLayout, jumps_frame, samples_frame
+from ndt_fast.storage.stream import RecordStream
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +60,15 @@ WEIGHT_COLUMNS = tuple(
 _RECORD = {name: i for i, name in enumerate(core.RECORD_COLUMNS)}
 _METRIC_NAMES = ("stable_rank", "participation_ratio", "cumulative_90", "nuclear_norm_ratio",
                  "participation_ratio_eig", "effective_rank")
+# Native record columns in table order: ndt's four metrics; the extras up to `flags` (`rows` comes
+# from the accumulator); the weight metrics.
+_COLUMN = {name: i for i, name in enumerate(NDT_COLUMNS + EXTRA_COLUMNS + WEIGHT_COLUMNS)}  # table positions
+_NDT_METRIC_RECORD = [_RECORD[m] for m in _METRIC_NAMES[:4]]
+_NDT_METRIC_COLUMNS = [_COLUMN[m] for m in _METRIC_NAMES[:4]]
+_EXTRA_RECORD = [_RECORD[m] for m in EXTRA_COLUMNS[:-1]]
+_EXTRA_COLUMNS = [_COLUMN[m] for m in EXTRA_COLUMNS[:-1]]
+_WEIGHT_RECORD = [_RECORD[m] for m in _METRIC_NAMES]
+_WEIGHT_COLUMNS = [_COLUMN[m] for m in WEIGHT_COLUMNS]
 
 
 def _scalar(value: Any) -> float:
@@ -75,11 +88,12 @@ def _scalar(value: Any) -> float:
 class _LayerSlot:
     """Everything the tracker keeps per tracked module."""
 
-    __slots__ = ("name", "module", "handle", "accumulator", "accumulator_key", "captured", "errors", "spatial_rows",
-                 "table")
+    __slots__ = ("name", "index", "module", "handle", "accumulator", "accumulator_key", "captured", "errors",
+                 "spatial_rows", "resumed_from")
 
-    def __init__(self, name: str, module: nn.Module, spatial_rows: bool, columns: tuple[str, ...]) -> None:
+    def __init__(self, name: str, index: int, module: nn.Module, spatial_rows: bool) -> None:
         self.name = name
+        self.index = index  # in the tracker's layer list and in its records
         self.module = module
         self.handle: Any = None
         self.accumulator: Any = None  # core.GramAccumulator, created on first capture
@@ -87,7 +101,7 @@ class _LayerSlot:
         self.captured = False
         self.errors = 0
         self.spatial_rows = spatial_rows
-        self.table = RecordTable(columns)
+        self.resumed_from = -1  # with resume=True: the last step already in the file (its rows are skipped)
 
 
 class FastTracker:
@@ -115,6 +129,13 @@ class FastTracker:
         conv_rows: ``"flatten"`` (ndt: ``(batch, C·H·W)``) or ``"spatial"`` (``(batch·H·W, C)``).
         skip_eval_forwards: ignore forwards in eval mode or with grad disabled (default True).
         eps, energy_threshold: as in ``ndt_fast.compute_all_metrics``.
+        output: path of an HDF5 run file written while training (``ndt_fast.storage.hdf5``):
+            live-readable, crash-safe, read back with ``ndt_fast.load``. An existing file is
+            refused unless ``resume=True``. None (default): records are kept in memory.
+        resume: append to the run in ``output``; rows for steps already in the file are skipped.
+        capacity: records the bounded native ring holds between writes (default 65536).
+        flush_interval: with ``output``, the most seconds a record waits before it is on disk
+            (default 1.0).
 
     Raises ValueError/TypeError for invalid arguments; never raises from inside a forward pass.
     """
@@ -139,6 +160,10 @@ class FastTracker:
         skip_eval_forwards: bool = True,
         eps: float = 1e-10,
         energy_threshold: float = 0.9,
+        output: str | os.PathLike[str] | None = None,
+        resume: bool = False,
+        capacity: int = 65536,
+        flush_interval: float = 1.0,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError("model must be a torch.nn.Module")
@@ -157,6 +182,14 @@ class FastTracker:
             raise ValueError(f"energy_threshold must be in (0, 1], got {energy_threshold}")
         if not (eps >= 0.0 and math.isfinite(eps)):
             raise ValueError(f"eps must be finite and >= 0, got {eps}")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+        if not (isinstance(flush_interval, (int, float)) and 0 < flush_interval < math.inf):
+            raise ValueError(f"flush_interval must be a positive number of seconds, got {flush_interval!r}")
+        if output is not None and not isinstance(output, (str, os.PathLike)):
+            raise TypeError(f"output must be a file path (str or os.PathLike), got {type(output).__name__}")
+        if resume and output is None:
+            raise ValueError("resume=True needs output= (the run file to append to)")
 
         self.model = model
         self.sampling_frequency = sampling_frequency
@@ -183,12 +216,17 @@ class FastTracker:
             raise ValueError(f"layer names must be unique, got {names}")
         self.layer_names = names
 
-        columns = NDT_COLUMNS + EXTRA_COLUMNS + (WEIGHT_COLUMNS if self.track_weights else ())
         self._slots = [
-            _LayerSlot(name, layer, conv_rows == "spatial" and isinstance(layer, CONV_TYPES), columns)
-            for name, layer in zip(names, layers)
+            _LayerSlot(name, i, layer, conv_rows == "spatial" and isinstance(layer, CONV_TYPES))
+            for i, (name, layer) in enumerate(zip(names, layers))
         ]
         self._by_name = {slot.name: slot for slot in self._slots}
+        self._layout = RecordLayout(
+            layer_names=tuple(names),
+            sample_columns=NDT_COLUMNS + EXTRA_COLUMNS + (WEIGHT_COLUMNS if self.track_weights else ()),
+            metric_names=_METRIC_NAMES + (WEIGHT_COLUMNS if self.track_weights else ()),
+            rule_names=("ndt", "default"),
+        )
 
         self.enable_jump_detection = enable_jump_detection
         self.jump_detector = (
@@ -200,8 +238,48 @@ class FastTracker:
         self._next_step = 0
         self._armed = False
         self._arm(self._next_step)
+        run_file = None
+        if output is not None:
+            from ndt_fast.storage.hdf5 import RunFile  # h5py only when a file is asked for
+
+            run_file = RunFile(output, self._layout, self._metadata(model, sampling_frequency, jump_window_size,
+                                                                      jump_z_threshold, capacity, flush_interval),
+                               resume=resume)
+            for slot in self._slots:
+                slot.resumed_from = run_file.resumed_from.get(slot.name, -1)
+        self._records = RecordStream(self._layout, capacity=capacity, output=run_file, flush_interval=flush_interval)
+        # Hooks last: nothing above may fail after the model has been touched.
         for slot in self._slots:
             slot.handle = slot.module.register_forward_hook(self._make_hook(slot))
+
+    def _metadata(self, model: nn.Module, sampling_frequency: int, jump_window_size: int, jump_z_threshold: float,
+                  capacity: int, flush_interval: float) -> dict[str, Any]:
+        """What a run file records about the run (JSON-serialisable)."""
+        import h5py
+
+        import ndt_fast
+
+        parameters = list(model.parameters())
+        return {
+            "start_time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "model": {
+                "class": type(model).__qualname__,
+                "parameters": sum(p.numel() for p in parameters),
+                "trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
+                "summary": repr(model)[:20000],
+            },
+            "tracker": {
+                "layers": list(self.layer_names), "sampling_frequency": sampling_frequency, "window": self.window,
+                "metrics": [m for m, bit in core.METRIC_BITS.items() if self._metric_mask & bit],
+                "center": self.center, "track_weights": self.track_weights, "skip_eval_forwards":
+                self.skip_eval_forwards, "eps": self.eps, "energy_threshold": self.energy_threshold,
+                "enable_jump_detection": self.enable_jump_detection, "jump_window_size": jump_window_size,
+                "jump_z_threshold": jump_z_threshold, "capacity": capacity, "flush_interval": flush_interval,
+            },
+            "versions": {"ndt_fast": ndt_fast.__version__, "torch": torch.__version__, "numpy": np.__version__,
+                         "pandas": pd.__version__, "h5py": h5py.__version__, "python": platform.python_version()},
+            "host": {"platform": platform.platform(), "pid": os.getpid()},
+        }
 
     # ---- hooks ----------------------------------------------------------------------------------
 
@@ -323,14 +401,20 @@ class FastTracker:
                 self._discard(slot)
             return
         loss_value, grad_value = self._read_scalar(loss, "loss"), self._read_scalar(grad_norm, "grad_norm")
-        for i, slot in enumerate(ready):
-            rec = records[i]
-            row = [step, *(rec[_RECORD[m]] for m in _METRIC_NAMES[:4]), loss_value, grad_value,
-                   rec[_RECORD["participation_ratio_eig"]], rec[_RECORD["effective_rank"]], rec[_RECORD["trace"]],
-                   rec[_RECORD["lambda_max"]], rec[_RECORD["flags"]], slot.accumulator.rows_seen]
+        fresh = [i for i, slot in enumerate(ready) if step > slot.resumed_from]  # resume: no step twice
+        if fresh:
+            rec = records[fresh]
+            values = np.empty((len(fresh), len(self._layout.sample_columns)))
+            values[:, _COLUMN["step"]] = step
+            values[:, _NDT_METRIC_COLUMNS] = rec[:, _NDT_METRIC_RECORD]
+            values[:, _COLUMN["loss"]] = loss_value
+            values[:, _COLUMN["grad_norm"]] = grad_value
+            values[:, _EXTRA_COLUMNS] = rec[:, _EXTRA_RECORD]
+            values[:, _COLUMN["rows"]] = [ready[i].accumulator.rows_seen for i in fresh]
             if weight_records is not None:
-                row.extend(weight_records[i][_RECORD[m]] for m in _METRIC_NAMES)
-            slot.table.append(np.asarray(row, dtype=np.float64))
+                values[:, _WEIGHT_COLUMNS] = weight_records[fresh][:, _WEIGHT_RECORD]
+            self._records.append(self._layout.sample_rows(np.array([ready[i].index for i in fresh]), values))
+        for slot in ready:
             self._discard(slot)
 
     @staticmethod
@@ -371,27 +455,20 @@ class FastTracker:
 
     # ---- results --------------------------------------------------------------------------------
 
-    def _frame(self, slot: _LayerSlot) -> pd.DataFrame:
-        if len(slot.table) == 0:
-            return pd.DataFrame()
-        df = pd.DataFrame(slot.table.table(), columns=list(slot.table.columns))
-        for name in ("step", "rows", "flags"):
-            df[name] = df[name].astype(np.int64)
-        for name in ("cumulative_90", "weight_cumulative_90"):
-            if name in df and not df[name].isna().any():
-                df[name] = df[name].astype(np.int64)
-        return df
-
     def get_results(self, layer_name: str | None = None) -> pd.DataFrame | dict[str, pd.DataFrame]:
         """One DataFrame per layer: ndt's columns ``step, stable_rank, participation_ratio,
         cumulative_90, nuclear_norm_ratio, loss, grad_norm`` first, then ``participation_ratio_eig,
         effective_rank, trace, lambda_max, flags, rows`` (and ``weight_*`` with track_weights).
-        ``grad_norm`` is NaN where none was given. Unknown ``layer_name`` → ValueError."""
+        ``grad_norm`` is NaN where none was given. Everything recorded is returned: with
+        ``output=``, what the file holds (earlier runs too, with ``resume=True``) plus what has not
+        been written yet. Unknown ``layer_name`` → ValueError."""
+        if layer_name is not None and layer_name not in self._by_name:
+            raise ValueError(f"Unknown layer name: {layer_name}")
+        samples, _ = self._records.results()
+        columns = self._layout.sample_columns
         if layer_name is not None:
-            if layer_name not in self._by_name:
-                raise ValueError(f"Unknown layer name: {layer_name}")
-            return self._frame(self._by_name[layer_name])
-        return {slot.name: self._frame(slot) for slot in self._slots}
+            return samples_frame(columns, samples[self._by_name[layer_name].index])
+        return {slot.name: samples_frame(columns, samples[slot.index]) for slot in self._slots}
 
     def detect_jumps(self, layer_name: str | None = None, metric: str = "stable_rank") -> dict[str, list[Jump]]:
         """ndt's offline z-score jumps per layer; ``Jump.step`` is the training step."""
@@ -403,15 +480,26 @@ class FastTracker:
         if layer_name is not None and layer_name not in self._by_name:
             raise ValueError(f"Unknown layer name: {layer_name}")
         slots = [self._by_name[layer_name]] if layer_name is not None else self._slots
+        samples, _ = self._records.results()
+        column, step_column = self._layout.sample_columns.index(metric), self._layout.sample_columns.index("step")
         out: dict[str, list[Jump]] = {}
         for slot in slots:
-            values = slot.table.column(metric)
-            steps = slot.table.column("step").astype(np.int64)
+            values, steps = samples[slot.index][:, column], samples[slot.index][:, step_column].astype(np.int64)
             out[slot.name] = [
                 Jump(int(steps[i]), z, float(values[i - 1]), float(values[i]), f"{slot.name}_{metric}")
                 for i, z in self.jump_detector.detect_indices(values)
             ]
         return out
+
+    @property
+    def output(self) -> str | None:
+        """The run file being written (None: records are kept in memory)."""
+        return self._records.path
+
+    @property
+    def write_error(self) -> BaseException | None:
+        """The error that stopped writing ``output`` (records are then kept in memory), or None."""
+        return self._records.write_error
 
     @property
     def errors(self) -> dict[str, int]:
@@ -426,7 +514,8 @@ class FastTracker:
     # ---- lifetime ----------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Remove every hook (the model is left exactly as it was). Results stay readable."""
+        """Remove every hook (the model is left exactly as it was), write what is left to
+        ``output`` and close it. Results stay readable. Idempotent."""
         for slot in self._slots:
             if slot.handle is not None:
                 slot.handle.remove()
@@ -435,6 +524,8 @@ class FastTracker:
             slot.accumulator_key = None
             slot.captured = False
         self._armed = False
+        if hasattr(self, "_records"):
+            self._records.close()
 
     def __enter__(self) -> FastTracker:
         return self

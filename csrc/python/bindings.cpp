@@ -10,14 +10,18 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
+
 #include <string>
 #include <vector>
 
+#include "ndt/check.h"
 #include "ndt/eigen.h"
 #include "ndt/gram.h"
 #include "ndt/linalg_registry.h"
 #include "ndt/metrics.h"
 #include "ndt/parallel.h"
+#include "ndt/record_ring.h"
 
 namespace py = pybind11;
 
@@ -303,4 +307,41 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("accumulators"), py::kw_only(), py::arg("eps"), py::arg("energy_threshold"), py::arg("center"),
       py::arg("metrics"), py::arg("solver"));
+
+  py::class_<ndt::RecordRing>(m, "RecordRing")
+      .def(py::init<int64_t, int64_t>(), py::arg("capacity"), py::arg("width"))
+      .def(
+          "push",
+          [](ndt::RecordRing& self, const py::array_t<double, py::array::c_style | py::array::forcecast>& rows) {
+            NDT_CHECK_ARG(rows.ndim() == 2 && rows.shape(1) == self.width(),
+                          "records must be a 2-D array with " << self.width() << " columns");
+            return self.push(rows.data(), rows.shape(0));
+          },
+          py::arg("rows"), "Append all rows (n × width float64) if they fit; False (nothing appended) if not.")
+      .def(
+          "pop",
+          [](ndt::RecordRing& self, int64_t max_count) {
+            NDT_CHECK_ARG(max_count >= 0, "max_count must be >= 0");
+            const int64_t n = std::min(max_count, self.capacity());
+            std::vector<double> buffer(static_cast<size_t>(n * self.width()));
+            const int64_t got = self.pop(buffer.data(), n);
+            py::array_t<double> out({got, self.width()});
+            std::copy_n(buffer.data(), got * self.width(), out.mutable_data());
+            return out;
+          },
+          py::arg("max_count"), "Remove and return up to max_count oldest records (k × width float64).")
+      .def(
+          "peek",
+          [](const ndt::RecordRing& self) {
+            std::vector<double> buffer(static_cast<size_t>(self.capacity() * self.width()));
+            const int64_t got = self.peek(buffer.data());
+            py::array_t<double> out({got, self.width()});
+            std::copy_n(buffer.data(), got * self.width(), out.mutable_data());
+            return out;
+          },
+          "A copy of the records held, oldest first (k × width float64); nothing is removed.")
+      .def("__len__", &ndt::RecordRing::size)
+      .def_property_readonly("capacity", &ndt::RecordRing::capacity)
+      .def_property_readonly("width", &ndt::RecordRing::width)
+      .def_property_readonly("total_pushed", &ndt::RecordRing::total_pushed);
 }

@@ -1,0 +1,155 @@
+"""RecordStream: records from the training thread → native ring → memory or an HDF5 run file.
+
+The training thread only pushes rows into the bounded native ring (``core.RecordRing``): a
+memcpy, no I/O, no allocation. With a file, a writer thread drains the ring every
+``flush_interval / 2`` seconds and flushes, so a record is durable within ``flush_interval``
+of being logged (while a write takes less than half the interval). Without a file the ring is
+drained into in-memory tables when it fills and whenever results are read.
+
+Nothing recorded is lost:
+- If the ring is full because the writer lags, rows wait in a spill queue (memory grows only
+  while that lasts; ``spilled`` counts them) and are written after the ring's older rows.
+- If writing fails (disk full, file removed, …), the failure is logged once, ``write_error``
+  keeps it, and from then on records stay in memory; ``results()`` joins what the file
+  committed with what memory holds, so every record is returned exactly once.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+
+import numpy as np
+
+from ndt_fast._native import core
+from ndt_fast.storage.hdf5 import RunFile
+from ndt_fast.storage.records import MemoryRecords, RecordLayout
+
+logger = logging.getLogger(__name__)
+
+
+class RecordStream:
+    """Where a tracker's records go. ``append`` is called from the training thread only.
+
+    Args:
+        layout: the meaning of the record columns.
+        capacity: records the native ring holds (memory: capacity × layout.width × 8 bytes).
+        output: an open ``RunFile`` to stream to, or None to keep records in memory.
+        flush_interval: with ``output``, the most seconds a logged record waits before it is durable.
+    """
+
+    def __init__(self, layout: RecordLayout, *, capacity: int, output: RunFile | None,
+                 flush_interval: float) -> None:
+        self.layout = layout
+        self._ring = core.RecordRing(capacity, layout.width)
+        self._memory = MemoryRecords(layout)
+        self._file = output
+        self._spill: collections.deque[np.ndarray] = collections.deque()
+        self.spilled = 0
+        self.write_error: BaseException | None = None
+        self.records_written = 0
+        self._drain_lock = threading.Lock()  # one drain at a time: the writer thread or a reader
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        if output is not None:
+            self._period = flush_interval / 2
+            self._thread = threading.Thread(target=self._writer_loop, name="ndt_fast-writer", daemon=True)
+            self._thread.start()
+
+    @property
+    def path(self) -> str | None:
+        return self._file.path if self._file is not None else None
+
+    def append(self, rows: np.ndarray) -> None:
+        """Record ``rows`` (n × layout.width float64). Never raises for a full ring."""
+        # Rows spilled earlier are older than anything pushed now: keep the order by spilling
+        # too until the writer has emptied the queue.
+        if not self._spill and self._ring.push(rows):
+            return
+        if self._thread is None:  # no writer: make room by draining to memory, here
+            self.sync()
+            if self._ring.push(rows):
+                return
+        self._spill.append(rows)
+        self.spilled += len(rows)
+        self._wake.set()
+
+    def sync(self) -> None:
+        """Drain everything appended so far to its destination (and flush the file)."""
+        with self._drain_lock:
+            self._drain()
+
+    def _drain(self) -> None:
+        pieces = [self._ring.pop(self._ring.capacity)]
+        while self._spill:
+            pieces.append(self._spill.popleft())
+        rows = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+        if len(rows) == 0:
+            return
+        if self._file is None or self.write_error is not None:
+            self._memory.add(rows)
+            return
+        try:
+            by_layer, jumps = self.layout.split(rows)
+            self._file.append(by_layer, jumps)
+            self._file.flush()
+            self.records_written += len(rows)
+        except Exception as error:  # never let storage end the user's run
+            self._fail(error)
+            # Earlier drains were committed by their own flush (and are in memory now); this
+            # drain's rows were not.
+            self._memory.add(rows)
+
+    def _fail(self, error: BaseException) -> None:
+        """Switch to memory: copy what the file committed into memory, then let the file go."""
+        self.write_error = error
+        logger.error("ndt_fast: writing %s failed (%s: %s); the run's records are kept in memory from now "
+                     "on (get_results() returns all of them) and training continues",
+                     self._file.path, type(error).__name__, error)
+        try:
+            # Through the still-open handle, so this works even if the file was unlinked.
+            samples, jumps = self._file.committed_frames()
+            for table, values in zip(self._memory.samples, samples):
+                table.extend(values)
+            self._memory.jumps.extend(jumps)
+        except Exception as read_error:
+            logger.error("ndt_fast: could not read back the records %s had committed (%s); they are only "
+                         "in that file", self._file.path, read_error)
+        try:
+            self._file.close(compress=False)
+        except Exception:  # the file is broken already
+            pass
+
+    def _writer_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._period)
+            self._wake.clear()
+            self.sync()
+
+    def results(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """Everything recorded: (per layer: sample values k × columns, jumps m × 7), oldest first."""
+        with self._drain_lock:
+            self._drain()
+            memory_samples = [table.rows() for table in self._memory.samples]
+            memory_jumps = self._memory.jumps.rows()
+            if self._file is None or self.write_error is not None:
+                return memory_samples, memory_jumps
+            file_samples, file_jumps = self._file.committed_frames()
+        return ([np.concatenate([a, b]) for a, b in zip(file_samples, memory_samples)],
+                np.concatenate([file_jumps, memory_jumps]))
+
+    def close(self) -> None:
+        """Stop the writer, write what is left, close the file. Results stay readable."""
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+        self.sync()
+        if self._file is not None and self.write_error is None:
+            try:
+                self._file.close()
+            except Exception as error:
+                self._fail(error)
