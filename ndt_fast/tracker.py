@@ -44,7 +44,7 @@ from ndt_fast._native import core
 from ndt_fast.jumps import Jump, JumpDetector
 from ndt_fast.layers import CONV_TYPES, activation_matrix, auto_select_layers, default_layer_names, first_tensor
 from ndt_fast.metrics import metric_mask
-from ndt_fast.storage.records import RecordLayout, jumps_frame, samples_frame
+from ndt_fast.storage.records import KIND_SAMPLE, SAMPLE_OFFSET, RecordLayout, samples_frame
 from ndt_fast.storage.stream import RecordStream
 
 logger = logging.getLogger(__name__)
@@ -56,19 +56,18 @@ WEIGHT_COLUMNS = tuple(
     for m in ("stable_rank", "participation_ratio", "cumulative_90", "nuclear_norm_ratio",
               "participation_ratio_eig", "effective_rank")
 )
-# Which columns of a native record (core.RECORD_COLUMNS) feed which table columns.
-_RECORD = {name: i for i, name in enumerate(core.RECORD_COLUMNS)}
 _METRIC_NAMES = ("stable_rank", "participation_ratio", "cumulative_90", "nuclear_norm_ratio",
                  "participation_ratio_eig", "effective_rank")
-# Native record columns in table order: ndt's four metrics; the extras up to `flags` (`rows` comes
-# from the accumulator); the weight metrics.
-_COLUMN = {name: i for i, name in enumerate(NDT_COLUMNS + EXTRA_COLUMNS + WEIGHT_COLUMNS)}  # table positions
-_NDT_METRIC_RECORD = [_RECORD[m] for m in _METRIC_NAMES[:4]]
-_NDT_METRIC_COLUMNS = [_COLUMN[m] for m in _METRIC_NAMES[:4]]
-_EXTRA_RECORD = [_RECORD[m] for m in EXTRA_COLUMNS[:-1]]
-_EXTRA_COLUMNS = [_COLUMN[m] for m in EXTRA_COLUMNS[:-1]]
-_WEIGHT_RECORD = [_RECORD[m] for m in _METRIC_NAMES]
-_WEIGHT_COLUMNS = [_COLUMN[m] for m in WEIGHT_COLUMNS]
+# Where each table column sits in a sample record (ndt_fast.storage.records: two header fields
+# first). The native record (core.RECORD_COLUMNS) lists ndt's four metrics, then the extras up to
+# `flags`, in table order, so each part is one contiguous slice copy in `_record`.
+_AT = {name: SAMPLE_OFFSET + i for i, name in enumerate(NDT_COLUMNS + EXTRA_COLUMNS + WEIGHT_COLUMNS)}
+_RECORD_STEP, _RECORD_LOSS, _RECORD_GRAD, _RECORD_ROWS = _AT["step"], _AT["loss"], _AT["grad_norm"], _AT["rows"]
+_NDT_METRICS_AT = slice(_AT["stable_rank"], _AT["nuclear_norm_ratio"] + 1)
+_EXTRAS_AT = slice(_AT["participation_ratio_eig"], _AT["flags"] + 1)
+_WEIGHTS_AT = slice(_AT[WEIGHT_COLUMNS[0]], _AT[WEIGHT_COLUMNS[-1]] + 1)
+if core.RECORD_COLUMNS[:9] != _METRIC_NAMES[:4] + EXTRA_COLUMNS[:-1] or _METRIC_NAMES != core.RECORD_COLUMNS[:6]:
+    raise ImportError(f"ndt_fast: native record columns {core.RECORD_COLUMNS} do not match the tracker's table")
 
 
 def _scalar(value: Any) -> float:
@@ -403,17 +402,22 @@ class FastTracker:
         loss_value, grad_value = self._read_scalar(loss, "loss"), self._read_scalar(grad_norm, "grad_norm")
         fresh = [i for i, slot in enumerate(ready) if step > slot.resumed_from]  # resume: no step twice
         if fresh:
-            rec = records[fresh]
-            values = np.empty((len(fresh), len(self._layout.sample_columns)))
-            values[:, _COLUMN["step"]] = step
-            values[:, _NDT_METRIC_COLUMNS] = rec[:, _NDT_METRIC_RECORD]
-            values[:, _COLUMN["loss"]] = loss_value
-            values[:, _COLUMN["grad_norm"]] = grad_value
-            values[:, _EXTRA_COLUMNS] = rec[:, _EXTRA_RECORD]
-            values[:, _COLUMN["rows"]] = [ready[i].accumulator.rows_seen for i in fresh]
+            if len(fresh) < len(ready):
+                records = records[fresh]
+                weight_records = weight_records[fresh] if weight_records is not None else None
+            # One record per layer, written in place (this runs at every sample: few numpy calls).
+            rows = np.empty((len(fresh), self._layout.width))
+            rows[:, 0] = KIND_SAMPLE
+            rows[:, 1] = [ready[i].index for i in fresh]
+            rows[:, _RECORD_STEP] = step
+            rows[:, _RECORD_LOSS] = loss_value
+            rows[:, _RECORD_GRAD] = grad_value
+            rows[:, _RECORD_ROWS] = [ready[i].accumulator.rows_seen for i in fresh]
+            rows[:, _NDT_METRICS_AT] = records[:, :4]
+            rows[:, _EXTRAS_AT] = records[:, 4:9]
             if weight_records is not None:
-                values[:, _WEIGHT_COLUMNS] = weight_records[fresh][:, _WEIGHT_RECORD]
-            self._records.append(self._layout.sample_rows(np.array([ready[i].index for i in fresh]), values))
+                rows[:, _WEIGHTS_AT] = weight_records[:, :6]
+            self._records.append(rows)
         for slot in ready:
             self._discard(slot)
 

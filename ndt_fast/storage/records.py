@@ -19,6 +19,7 @@ import pandas as pd
 
 KIND_SAMPLE = 0
 KIND_JUMP = 1
+SAMPLE_OFFSET = 2  # the sample columns start after the two header fields (kind, layer)
 JUMP_COLUMNS = ("step", "metric", "rule", "z_score", "value_before", "value_after")
 # Columns stored and returned as int64 (cumulative_90 too, unless it holds NaN: not computed).
 INTEGER_COLUMNS = frozenset({"step", "flags", "rows"})
@@ -43,14 +44,14 @@ class RecordLayout:
 
     @property
     def width(self) -> int:
-        return 2 + max(len(self.sample_columns), len(JUMP_COLUMNS))
+        return SAMPLE_OFFSET + max(len(self.sample_columns), len(JUMP_COLUMNS))
 
     def sample_rows(self, layers: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Records for ``values`` (n × len(sample_columns)) of layers ``layers`` (n indices)."""
         out = np.full((len(values), self.width), np.nan)
         out[:, 0] = KIND_SAMPLE
         out[:, 1] = layers
-        out[:, 2 : 2 + len(self.sample_columns)] = values
+        out[:, SAMPLE_OFFSET : SAMPLE_OFFSET + len(self.sample_columns)] = values
         return out
 
     def jump_rows(self, jumps: np.ndarray) -> np.ndarray:
@@ -66,7 +67,8 @@ class RecordLayout:
         samples = rows[kind == KIND_SAMPLE]
         layer_of = samples[:, 1].astype(np.int64)
         by_layer = {
-            int(i): samples[layer_of == i, 2 : 2 + len(self.sample_columns)] for i in np.unique(layer_of)
+            int(i): samples[layer_of == i, SAMPLE_OFFSET : SAMPLE_OFFSET + len(self.sample_columns)]
+            for i in np.unique(layer_of)
         }
         jumps = rows[kind == KIND_JUMP, 1 : 2 + len(JUMP_COLUMNS)]
         return by_layer, jumps
