@@ -22,13 +22,26 @@ from ndt_fast.metrics import (
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    # FastTracker needs torch and pandas; import them only when the tracker is asked for, so the
-    # functional API works with numpy alone.
-    if name == "FastTracker":
-        from ndt_fast.tracker import FastTracker
+# Names whose modules need torch, pandas, h5py or matplotlib: imported only when asked for, so
+# the functional API works with numpy alone.
+_LAZY = {
+    "FastTracker": "ndt_fast.tracker",
+    "load": "ndt_fast.storage",
+    "export_to_csv": "ndt_fast.storage",
+    "export_to_json": "ndt_fast.storage",
+    "export_to_hdf5": "ndt_fast.storage",
+    "load_mnist": "ndt_fast.data",
+    "plot_phases": "ndt_fast.plots",
+    "plot_metrics_comparison": "ndt_fast.plots",
+    "plot_jumps": "ndt_fast.plots",
+}
 
-        return FastTracker
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'ndt_fast' has no attribute {name!r}")
 
 
@@ -42,13 +55,21 @@ __all__ = [
     "JumpDetector",
     "RECORD_COLUMNS",
     "compute_all_metrics",
+    "export_to_csv",
+    "export_to_hdf5",
+    "export_to_json",
     "compute_metrics",
     "compute_metrics_batch",
     "cumulative_energy_90",
     "effective_rank",
     "gram_eigenvalues",
+    "load",
+    "load_mnist",
     "nuclear_norm_ratio",
     "participation_ratio",
     "participation_ratio_eig",
+    "plot_jumps",
+    "plot_metrics_comparison",
+    "plot_phases",
     "stable_rank",
 ]
