@@ -416,3 +416,21 @@ def test_load_rejects_what_is_not_a_run(tmp_path):
         f["x"] = np.arange(3)
     with pytest.raises(ValueError, match="not an ndt_fast run"):
         load(tmp_path / "other.h5")
+
+
+def test_a_script_that_never_closes_the_tracker_still_gets_every_record(tmp_path):
+    path = tmp_path / "run.h5"
+    script = ("import sys, torch\n"
+              "from torch import nn\n"
+              "from ndt_fast import FastTracker\n"
+              "model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))\n"
+              "tracker = FastTracker(model, sampling_frequency=1, output=sys.argv[1], flush_interval=60)\n"
+              "for step in range(50):\n"
+              "    model(torch.randn(4, 6))\n"
+              "    tracker.log(step, 0.0)\n")  # exits with the writer asleep and the file open
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    run = load(path)
+    assert [run[name]["step"].tolist() for name in run] == [list(range(50))] * 2
+    with h5py.File(path, "r") as f:  # closed cleanly (no SWMR reader needed) and compressed
+        assert f["layers/0/stable_rank"].compression == "gzip"

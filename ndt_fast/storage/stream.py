@@ -16,9 +16,11 @@ Nothing recorded is lost:
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import threading
+import weakref
 
 import numpy as np
 
@@ -27,6 +29,19 @@ from ndt_fast.storage.hdf5 import RunFile
 from ndt_fast.storage.records import MemoryRecords, RecordLayout
 
 logger = logging.getLogger(__name__)
+
+# Streams still writing a file: closed at interpreter exit, so a script that never calls
+# tracker.close() still gets every record written and a compressed, closed file.
+_open_streams: weakref.WeakSet[RecordStream] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_streams() -> None:
+    for stream in list(_open_streams):
+        try:
+            stream.close()
+        except Exception as error:  # exiting anyway; say what happened
+            logger.error("ndt_fast: closing %s at exit failed: %s", stream.path, error)
 
 
 class RecordStream:
@@ -57,6 +72,7 @@ class RecordStream:
             self._period = flush_interval / 2
             self._thread = threading.Thread(target=self._writer_loop, name="ndt_fast-writer", daemon=True)
             self._thread.start()
+            _open_streams.add(self)
 
     @property
     def path(self) -> str | None:
@@ -148,6 +164,7 @@ class RecordStream:
             self._thread.join()
             self._thread = None
         self.sync()
+        _open_streams.discard(self)
         if self._file is not None and self.write_error is None:
             try:
                 self._file.close()
