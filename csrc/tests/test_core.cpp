@@ -22,6 +22,7 @@
 #include "ndt/gram.h"
 #include "ndt/metrics.h"
 #include "ndt/parallel.h"
+#include "ndt/record_ring.h"
 
 namespace {
 
@@ -341,6 +342,59 @@ void test_batched_parallel(std::mt19937_64& rng) {
 
 }  // namespace
 
+// The ring against a plain FIFO under random pushes/pops (wraps included), then one producer and
+// one consumer thread moving 100k records: every record arrives once, in order (ASan watches).
+void test_record_ring(std::mt19937_64& rng) {
+  constexpr int64_t kWidth = 3;
+  ndt::RecordRing ring(7, kWidth);
+  std::vector<double> fifo;
+  double next = 0;
+  for (int round = 0; round < 2000; ++round) {
+    const int64_t n = static_cast<int64_t>(rng() % 4);
+    std::vector<double> rows(static_cast<size_t>(n * kWidth));
+    for (auto& v : rows) v = next++;
+    const bool fits = static_cast<int64_t>(fifo.size()) / kWidth + n <= 7;
+    EXPECT(ring.push(rows.data(), n) == fits, "push of %lld rows: fits=%d", static_cast<long long>(n), fits);
+    if (fits) fifo.insert(fifo.end(), rows.begin(), rows.end());
+    else next -= static_cast<double>(n * kWidth);
+    const int64_t want = static_cast<int64_t>(rng() % 5);
+    std::vector<double> out(static_cast<size_t>(want * kWidth));
+    const int64_t got = ring.pop(out.data(), want);
+    EXPECT(got == std::min<int64_t>(want, static_cast<int64_t>(fifo.size()) / kWidth), "pop count");
+    EXPECT(std::equal(out.begin(), out.begin() + got * kWidth, fifo.begin()), "pop order");
+    fifo.erase(fifo.begin(), fifo.begin() + got * kWidth);
+    EXPECT(ring.size() == static_cast<int64_t>(fifo.size()) / kWidth, "size");
+  }
+  bool threw = false;
+  try {
+    ndt::RecordRing bad(0, 3);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  EXPECT(threw, "capacity 0 must be rejected");
+
+  ndt::RecordRing shared(64, 2);
+  constexpr int64_t kRecords = 100000;
+  std::thread producer([&] {
+    for (int64_t i = 0; i < kRecords;) {
+      const double row[2] = {static_cast<double>(i), -static_cast<double>(i)};
+      if (shared.push(row, 1)) ++i;
+      else std::this_thread::yield();
+    }
+  });
+  int64_t expected = 0;
+  bool in_order = true;
+  std::vector<double> out(64 * 2);
+  while (expected < kRecords) {
+    const int64_t got = shared.pop(out.data(), 64);
+    for (int64_t j = 0; j < got; ++j, ++expected)
+      in_order = in_order && out[j * 2] == static_cast<double>(expected) && out[j * 2 + 1] == -out[j * 2];
+    if (got == 0) std::this_thread::yield();
+  }
+  producer.join();
+  EXPECT(in_order && shared.total_pushed() == kRecords, "threaded transfer lost or reordered records");
+}
+
 int main() {
   const char* env = std::getenv("NDT_TEST_SEED");
   g_seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
@@ -351,6 +405,7 @@ int main() {
   test_eigenvalues(rng);
   test_metrics(rng);
   test_batched_parallel(rng);
+  test_record_ring(rng);
   std::printf("test_core: %s (%d failures)\n", g_failures ? "FAILED" : "ok", g_failures);
   return g_failures ? 1 : 0;
 }
