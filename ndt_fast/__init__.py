@@ -1,5 +1,6 @@
 """ndt_fast: fast, exact tracking of neural-network representational dimensionality."""
 
+from ndt_fast import validity
 from ndt_fast.jumps import Jump, JumpDetector
 from ndt_fast.metrics import (
     ALL_METRICS,
@@ -72,4 +73,5 @@ __all__ = [
     "plot_metrics_comparison",
     "plot_phases",
     "stable_rank",
+    "validity",
 ]
