@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 # the functional API works with numpy alone.
 _LAZY = {
     "FastTracker": "ndt_fast.tracker",
+    "FLAG_TRACKER_ERROR": "ndt_fast.tracker",
     "load": "ndt_fast.storage",
     "export_to_csv": "ndt_fast.storage",
     "export_to_json": "ndt_fast.storage",
@@ -50,6 +51,7 @@ __all__ = [
     "ALL_METRICS",
     "FLAG_NON_FINITE",
     "FLAG_NOT_CONVERGED",
+    "FLAG_TRACKER_ERROR",
     "FLAG_ZERO",
     "FastTracker",
     "Jump",

@@ -73,3 +73,35 @@ class RecordRing:
     def width(self) -> int: ...
     @property
     def total_pushed(self) -> int: ...
+
+JUMP_EVENT_COLUMNS: tuple[str, ...]
+
+class JumpBank:
+    """Online jump detection over `series` series, one sample of each per push (csrc/include/ndt/jumps.h).
+
+    Runs ndt's rule (ndt_* parameters, as JumpDetector.detect_indices) and the default rule
+    (validity.default_rule_indices) on every series; events are float64 rows (k, 7) of
+    JUMP_EVENT_COLUMNS: series, rule (0 ndt, 1 default), index (sample index, non-finite pushes
+    counted), step (the training step pushed with that sample), z (ndt: |z|; default: signed),
+    before, after. Bad parameters or shapes: ValueError. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        series: int,
+        *,
+        ndt_window: int = 50,
+        ndt_z_threshold: float = 3.0,
+        ndt_min_samples: int = 20,
+        window: int = 200,
+        block: int = 7,
+        threshold: float = 5.0,
+        min_reference: int = 100,
+        min_scale: float = 1e-10,
+    ) -> None: ...
+    def push(self, step: int, values: npt.ArrayLike) -> npt.NDArray[np.float64]: ...
+    def push_many(self, steps: npt.ArrayLike, values: npt.ArrayLike) -> npt.NDArray[np.float64]: ...
+    @property
+    def series(self) -> int: ...
+    @property
+    def samples_seen(self) -> int: ...

@@ -16,6 +16,11 @@ Gram matrix natively (the smaller side, or the feature side when ``window > 1``)
 kept past the forward pass; ``log()`` then computes the spectra and metrics of every layer in
 one native call with the GIL released.
 
+Where records go: each sample becomes one fixed-width record per layer in a bounded native ring
+(``ndt_fast.storage``), drained to memory or, with ``output=``, by a writer thread into a
+crash-safe, live-readable HDF5 run file. A native online detector watches every metric of every
+layer and adds jump records as they are confirmed (``tracker.jumps``, ``get_jumps()``).
+
 Robustness: outputs that are tuples/lists/dicts, any rank, float16/bfloat16/autocast, channels_last,
 a batch of 1 and varying batch sizes are handled (see ``ndt_fast.layers``). Forwards in eval mode
 or under ``torch.no_grad()`` are ignored by default, so a validation pass between training steps
@@ -44,7 +49,7 @@ from ndt_fast._native import core
 from ndt_fast.jumps import Jump, JumpDetector
 from ndt_fast.layers import CONV_TYPES, activation_matrix, auto_select_layers, default_layer_names, first_tensor
 from ndt_fast.metrics import metric_mask
-from ndt_fast.storage.records import KIND_SAMPLE, SAMPLE_OFFSET, RecordLayout, samples_frame
+from ndt_fast.storage.records import KIND_SAMPLE, SAMPLE_OFFSET, RecordLayout, jumps_frame, samples_frame
 from ndt_fast.storage.stream import RecordStream
 
 logger = logging.getLogger(__name__)
@@ -66,6 +71,11 @@ _RECORD_STEP, _RECORD_LOSS, _RECORD_GRAD, _RECORD_ROWS = _AT["step"], _AT["loss"
 _NDT_METRICS_AT = slice(_AT["stable_rank"], _AT["nuclear_norm_ratio"] + 1)
 _EXTRAS_AT = slice(_AT["participation_ratio_eig"], _AT["flags"] + 1)
 _WEIGHTS_AT = slice(_AT[WEIGHT_COLUMNS[0]], _AT[WEIGHT_COLUMNS[-1]] + 1)
+JUMP_RULES = ("ndt", "default")
+# Flag of a row whose sample met a caught error (in a hook or the metric computation): metrics NaN.
+# Above the native core's FLAG_* bits.
+FLAG_TRACKER_ERROR = 1 << 16
+_FLAGS_IN_RECORD = core.RECORD_COLUMNS.index("flags")  # index = the `rule` field of a jump record (core.JumpBank's numbering)
 if core.RECORD_COLUMNS[:9] != _METRIC_NAMES[:4] + EXTRA_COLUMNS[:-1] or _METRIC_NAMES != core.RECORD_COLUMNS[:6]:
     raise ImportError(f"ndt_fast: native record columns {core.RECORD_COLUMNS} do not match the tracker's table")
 
@@ -87,8 +97,8 @@ def _scalar(value: Any) -> float:
 class _LayerSlot:
     """Everything the tracker keeps per tracked module."""
 
-    __slots__ = ("name", "index", "module", "handle", "accumulator", "accumulator_key", "captured", "errors",
-                 "spatial_rows", "resumed_from")
+    __slots__ = ("name", "index", "module", "handle", "accumulator", "accumulator_key", "captured", "failed",
+                 "errors", "spatial_rows", "resumed_from")
 
     def __init__(self, name: str, index: int, module: nn.Module, spatial_rows: bool) -> None:
         self.name = name
@@ -98,6 +108,7 @@ class _LayerSlot:
         self.accumulator: Any = None  # core.GramAccumulator, created on first capture
         self.accumulator_key: tuple[str, int] | None = None  # its (side, dim), kept here: no native call to ask
         self.captured = False
+        self.failed = False  # a capture for the coming sample raised (the sample gets a flagged row)
         self.errors = 0
         self.spatial_rows = spatial_rows
         self.resumed_from = -1  # with resume=True: the last step already in the file (its rows are skipped)
@@ -111,8 +122,10 @@ class FastTracker:
         layers: modules to track; ``None`` selects them automatically (``ndt_fast.layers``).
         layer_names: names for ``layers`` (default ndt's ``f"{ClassName}_{i}"``).
         sampling_frequency: sample when ``step % sampling_frequency == 0`` (or ``force=True``).
-        enable_jump_detection, jump_window_size, jump_z_threshold: ndt's offline jump detector
-            used by ``detect_jumps``.
+        enable_jump_detection: run the online jump detector on every metric of every layer
+            (``tracker.jumps``, jump records in ``output``) and allow ``detect_jumps``.
+        jump_window_size, jump_z_threshold: ndt's z-score rule — ``detect_jumps`` (offline,
+            exactly ndt's) and the online detector's "ndt" rule.
         device: accepted for compatibility; metrics are computed where the data is.
 
     Keyword-only extras:
@@ -135,6 +148,9 @@ class FastTracker:
         capacity: records the bounded native ring holds between writes (default 65536).
         flush_interval: with ``output``, the most seconds a record waits before it is on disk
             (default 1.0).
+        jump_rule: which online rule feeds ``tracker.jumps``: ``"default"`` (the rule of
+            ``ndt_fast.validity``, which keeps ≤ 1 false positive per 1000 samples on noise,
+            drift, AR(1) and heavy tails) or ``"ndt"``. Both rules run; both are recorded.
 
     Raises ValueError/TypeError for invalid arguments; never raises from inside a forward pass.
     """
@@ -163,6 +179,7 @@ class FastTracker:
         resume: bool = False,
         capacity: int = 65536,
         flush_interval: float = 1.0,
+        jump_rule: str = "default",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError("model must be a torch.nn.Module")
@@ -189,6 +206,8 @@ class FastTracker:
             raise TypeError(f"output must be a file path (str or os.PathLike), got {type(output).__name__}")
         if resume and output is None:
             raise ValueError("resume=True needs output= (the run file to append to)")
+        if jump_rule not in JUMP_RULES:
+            raise ValueError(f"jump_rule must be one of {list(JUMP_RULES)}, got {jump_rule!r}")
 
         self.model = model
         self.sampling_frequency = sampling_frequency
@@ -224,13 +243,22 @@ class FastTracker:
             layer_names=tuple(names),
             sample_columns=NDT_COLUMNS + EXTRA_COLUMNS + (WEIGHT_COLUMNS if self.track_weights else ()),
             metric_names=_METRIC_NAMES + (WEIGHT_COLUMNS if self.track_weights else ()),
-            rule_names=("ndt", "default"),
+            rule_names=JUMP_RULES,
         )
 
         self.enable_jump_detection = enable_jump_detection
         self.jump_detector = (
             JumpDetector(window_size=jump_window_size, z_threshold=jump_z_threshold) if enable_jump_detection else None
         )
+        self.jump_rule = jump_rule
+        self.jumps: list[Jump] = []  # online detections of `jump_rule`, appended as they are confirmed
+        # One native bank per layer (its series: the metrics), fed only with that layer's samples.
+        self._jump_metrics = self._layout.metric_names
+        self._jump_series_at = np.array([_AT[m] for m in self._jump_metrics])  # their places in a record
+        self._jump_banks = [
+            core.JumpBank(len(self._jump_metrics), ndt_window=jump_window_size, ndt_z_threshold=jump_z_threshold)
+            for _ in self._slots
+        ] if enable_jump_detection else None
         self.step_counter = 0
         self._missed: dict[str, int] = {}
         self._bad_scalars: set[str] = set()
@@ -246,10 +274,21 @@ class FastTracker:
                                resume=resume)
             for slot in self._slots:
                 slot.resumed_from = run_file.resumed_from.get(slot.name, -1)
+            if resume and self._jump_banks is not None:
+                self._replay_into_detectors(run_file)
         self._records = RecordStream(self._layout, capacity=capacity, output=run_file, flush_interval=flush_interval)
         # Hooks last: nothing above may fail after the model has been touched.
         for slot in self._slots:
             slot.handle = slot.module.register_forward_hook(self._make_hook(slot))
+
+    def _replay_into_detectors(self, run_file: Any) -> None:
+        """On resume: feed the run's earlier samples to the online detectors (their detections
+        are in the file already and are dropped), so detection continues as if never stopped."""
+        samples, _ = run_file.committed_frames()
+        columns = [self._layout.sample_columns.index(m) for m in self._jump_metrics]
+        for bank, values in zip(self._jump_banks, samples):
+            if len(values):
+                bank.push_many(values[:, 0].astype(np.int64), np.ascontiguousarray(values[:, columns]))
 
     def _metadata(self, model: nn.Module, sampling_frequency: int, jump_window_size: int, jump_z_threshold: float,
                   capacity: int, flush_interval: float) -> dict[str, Any]:
@@ -273,7 +312,8 @@ class FastTracker:
                 "center": self.center, "track_weights": self.track_weights, "skip_eval_forwards":
                 self.skip_eval_forwards, "eps": self.eps, "energy_threshold": self.energy_threshold,
                 "enable_jump_detection": self.enable_jump_detection, "jump_window_size": jump_window_size,
-                "jump_z_threshold": jump_z_threshold, "capacity": capacity, "flush_interval": flush_interval,
+                "jump_z_threshold": jump_z_threshold, "jump_rule": self.jump_rule, "capacity": capacity,
+                "flush_interval": flush_interval,
             },
             "versions": {"ndt_fast": ndt_fast.__version__, "torch": torch.__version__, "numpy": np.__version__,
                          "pandas": pd.__version__, "h5py": h5py.__version__, "python": platform.python_version()},
@@ -327,6 +367,7 @@ class FastTracker:
             slot.accumulator.add(view)
             slot.captured = True
         except Exception as error:  # never break the user's forward pass
+            slot.failed = True
             self._report_error(slot, error)
 
     def _report_error(self, slot: _LayerSlot, error: Exception) -> None:
@@ -379,52 +420,86 @@ class FastTracker:
     def _record(self, step: int, loss: Any, grad_norm: Any) -> None:
         self.step_counter = step
         ready = [slot for slot in self._slots if slot.captured]
+        failed = [slot for slot in self._slots if not slot.captured and slot.failed]
         for slot in self._slots:
-            if not slot.captured:
+            if not slot.captured and not slot.failed:
                 self._missed[slot.name] = self._missed.get(slot.name, 0) + 1
                 if self._missed[slot.name] == 1:
                     logger.warning("ndt_fast: no activation captured for layer %r at step %d: its forward ran "
                                    "in eval mode / no_grad, did not run, or ran at an unscheduled step (for "
                                    "log(..., force=True) on such a step, call tracker.arm() before its forward "
                                    "pass)", slot.name, step)
-        if not ready:
+        if not ready and not failed:
             return
-        try:
-            records = core.metrics_of_accumulators(
-                [slot.accumulator for slot in ready], eps=self.eps, energy_threshold=self.energy_threshold,
-                center=self.center, metrics=self._metric_mask, solver="auto")
-            weight_records = self._weight_records(ready) if self.track_weights else None
-        except Exception as error:  # a bug of ours must not end the user's run
-            for slot in ready:
-                self._report_error(slot, error)
-                self._discard(slot)
-            return
+        records = np.empty((0, len(core.RECORD_COLUMNS)))
+        weight_records = np.empty((0, len(core.RECORD_COLUMNS))) if self.track_weights else None
+        if ready:
+            try:
+                records = core.metrics_of_accumulators(
+                    [slot.accumulator for slot in ready], eps=self.eps, energy_threshold=self.energy_threshold,
+                    center=self.center, metrics=self._metric_mask, solver="auto")
+                weight_records = self._weight_records(ready) if self.track_weights else None
+            except Exception as error:  # a bug of ours must not end the user's run
+                for slot in ready:
+                    self._report_error(slot, error)
+                failed, ready = ready + failed, []
+        if failed:  # a caught error at this sample: a row that says so (NaN metrics, FLAG_TRACKER_ERROR)
+            nan_rows = np.full((len(failed), len(core.RECORD_COLUMNS)), np.nan)
+            nan_rows[:, _FLAGS_IN_RECORD] = FLAG_TRACKER_ERROR
+            records = np.concatenate([records, nan_rows])
+            if weight_records is not None:
+                weight_records = np.concatenate([weight_records, np.full_like(nan_rows, np.nan)])
+        written = ready + failed
         loss_value, grad_value = self._read_scalar(loss, "loss"), self._read_scalar(grad_norm, "grad_norm")
-        fresh = [i for i, slot in enumerate(ready) if step > slot.resumed_from]  # resume: no step twice
+        fresh = [i for i, slot in enumerate(written) if step > slot.resumed_from]  # resume: no step twice
         if fresh:
-            if len(fresh) < len(ready):
+            if len(fresh) < len(written):
                 records = records[fresh]
                 weight_records = weight_records[fresh] if weight_records is not None else None
             # One record per layer, written in place (this runs at every sample: few numpy calls).
             rows = np.empty((len(fresh), self._layout.width))
             rows[:, 0] = KIND_SAMPLE
-            rows[:, 1] = [ready[i].index for i in fresh]
+            rows[:, 1] = [written[i].index for i in fresh]
             rows[:, _RECORD_STEP] = step
             rows[:, _RECORD_LOSS] = loss_value
             rows[:, _RECORD_GRAD] = grad_value
-            rows[:, _RECORD_ROWS] = [ready[i].accumulator.rows_seen for i in fresh]
+            rows[:, _RECORD_ROWS] = [written[i].accumulator.rows_seen if written[i].captured else 0 for i in fresh]
             rows[:, _NDT_METRICS_AT] = records[:, :4]
             rows[:, _EXTRAS_AT] = records[:, 4:9]
             if weight_records is not None:
                 rows[:, _WEIGHTS_AT] = weight_records[:, :6]
             self._records.append(rows)
-        for slot in ready:
+            if self._jump_banks is not None:
+                self._detect_online(step, rows)
+        for slot in written:
             self._discard(slot)
+
+    def _detect_online(self, step: int, rows: np.ndarray) -> None:
+        """Feed the new samples (records ``rows``) to their layers' banks; record what they confirm."""
+        found = []
+        for row in rows:
+            layer = int(row[1])
+            events = self._jump_banks[layer].push(step, row[self._jump_series_at])
+            if len(events):
+                found.append((layer, events))
+        if not found:
+            return
+        jump_records = []
+        wanted = JUMP_RULES.index(self.jump_rule)
+        for layer, events in found:
+            for series, rule, _index, at_step, z, before, after in events:
+                metric = self._jump_metrics[int(series)]
+                jump_records.append((layer, at_step, series, rule, z, before, after))
+                if int(rule) == wanted:
+                    self.jumps.append(Jump(int(at_step), float(z), float(before), float(after),
+                                           f"{self._slots[layer].name}_{metric}"))
+        self._records.append(self._layout.jump_rows(np.asarray(jump_records, dtype=np.float64)))
 
     @staticmethod
     def _discard(slot: _LayerSlot) -> None:
         """Forget what the slot captured (its Gram too: with window > 1 the next add accumulates)."""
         slot.captured = False
+        slot.failed = False
         if slot.accumulator is not None:
             slot.accumulator.reset()
 
@@ -494,6 +569,13 @@ class FastTracker:
                 for i, z in self.jump_detector.detect_indices(values)
             ]
         return out
+
+    def get_jumps(self) -> pd.DataFrame:
+        """Every online detection so far, both rules: ``layer, step, metric, rule, z_score,
+        value_before, value_after`` (ndt rule: |z|; default rule: signed z), ordered by step.
+        A detection of the default rule is confirmed 12 samples after its step."""
+        _, jumps = self._records.results()
+        return jumps_frame(self._layout, jumps)
 
     @property
     def output(self) -> str | None:

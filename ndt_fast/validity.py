@@ -136,10 +136,29 @@ def default_rule_indices(
     min_reference: int = 100,
     min_scale: float = 1e-10,
 ) -> list[int]:
-    """Indices of the jumps in ``values`` under the default rule (see the module docstring for why).
+    """Indices of the jumps in ``values`` under the default rule: the indices of
+    :func:`default_rule_detections` (which documents the rule)."""
+    return [i for i, _ in default_rule_detections(values, window=window, block=block, threshold=threshold,
+                                                  min_reference=min_reference, min_scale=min_scale)]
 
-    ``values``: 1-D, shape (n,), anything numpy converts to float64. Returns increasing Python
-    ints in [0, n). Non-finite samples (NaN, ±inf) are *skipped*: the rule runs on the finite
+
+# Huge finite values (~1e307) may overflow to inf in the level sums: a defined result (no jump
+# there), not a floating-point warning.
+@np.errstate(over="ignore", invalid="ignore")
+def default_rule_detections(
+    values: Sequence[float] | np.ndarray,
+    *,
+    window: int = 200,
+    block: int = 7,
+    threshold: float = 5.0,
+    min_reference: int = 100,
+    min_scale: float = 1e-10,
+) -> list[tuple[int, float]]:
+    """The jumps in ``values`` under the default rule (see the module docstring for why), as
+    ``[(index, z)]`` with z signed (its direction).
+
+    ``values``: 1-D, shape (n,), anything numpy converts to float64. Indices are increasing
+    Python ints in [0, n). Non-finite samples (NaN, ±inf) are *skipped*: the rule runs on the finite
     samples in order, as if the others were absent (they update nothing and are never
     reported), and indices are mapped back to positions in ``values``.
 
@@ -198,7 +217,7 @@ def default_rule_indices(
     usable = np.ones(m, dtype=bool)  # step 5 clears entries
     z = np.zeros(m)
 
-    found: list[int] = []
+    found: list[tuple[int, float]] = []
     for t in range(k, m - k + 1):
         lo, hi = max(k, t - g - window + 1), t - g + 1
         if hi - lo >= min_reference:
@@ -207,7 +226,9 @@ def default_rule_indices(
             if n >= min_reference:
                 mu = float(reference.sum()) / n
                 dev = reference - mu
-                sigma = math.sqrt(float(dev @ dev) / n)
+                # np.sum, not a BLAS dot: its (pairwise) order is the same on every machine, so
+                # z — and the peak rule's ties on integer-valued series — are reproducible.
+                sigma = math.sqrt(float(np.sum(dev * dev)) / n)
                 z[t] = (d[t] - mu) / max(sigma, min_scale)
         c = t - r
         if c < k:
@@ -220,7 +241,7 @@ def default_rule_indices(
             for j in (c - 1, c + 1):
                 if sign * (x[j] - x[j - 1]) > sign * (x[best] - x[best - 1]):
                     best = j
-            found.append(int(finite[best]))
+            found.append((int(finite[best]), float(z[c])))
     return found
 
 
@@ -236,7 +257,7 @@ def ndt_rule_indices(
     indices as ``ndt_fast.jumps.JumpDetector.detect_indices`` and ndt itself. NaN is *not*
     skipped, as in ndt: a NaN sample is never a jump, and no sample with a NaN in its window is
     either (for ``window`` samples after a NaN nothing is detected). An infinite sample is a
-    jump when its window is finite, and then poisons the windows that hold it like a NaN. No
+    jump when its window is finite with std ≥ 1e-10, and then poisons the windows that hold it like a NaN. No
     floating-point warning is raised.
     Bad input: ValueError for a non-1-D ``values`` or parameters ndt rejects.
     """

@@ -76,3 +76,17 @@ def make(rng: np.random.Generator):
 def matrix(matrix_kind: str, make) -> np.ndarray:
     """One float32 matrix of every kind (the test is parametrized over MATRIX_KINDS)."""
     return make(matrix_kind)
+
+
+@pytest.fixture
+def torch_env(seed: int):
+    """One torch thread (the 2-core CI machine is 10x slower with two contending threads; no
+    result depends on it) and torch's global RNG seeded from the test's reported seed.
+    Test modules that use torch apply it with ``pytestmark = pytest.mark.usefixtures("torch_env")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    yield
+    torch.set_num_threads(threads)

@@ -12,13 +12,7 @@ from ndt_fast.layers import MAX_LAYERS, activation_matrix, auto_select_layers, d
 torchvision = pytest.importorskip("torchvision")
 
 
-@pytest.fixture(autouse=True)
-def _torch_env(seed):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_env")
 
 
 def same_modules(got: list[nn.Module], want: list[nn.Module]) -> bool:

@@ -34,13 +34,7 @@ NDT_COLUMNS = ["step", "stable_rank", "participation_ratio", "cumulative_90", "n
                "grad_norm"]
 
 
-@pytest.fixture(autouse=True)
-def _torch_env(seed):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_env")
 
 
 def mlp() -> nn.Sequential:

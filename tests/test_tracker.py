@@ -35,15 +35,7 @@ NDT_RTOL = 1e-4
 NDT_KNIFE_EDGE = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _torch_env(seed):
-    """One torch thread (the 2-core CI machine is 10x slower with two contending threads; no
-    result depends on it) and torch's global RNG seeded from the test's reported seed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_env")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -676,7 +668,12 @@ def test_exception_in_select_is_caught_counted_and_logged_once(caplog, seed):
             out.square().mean().backward()  # training goes on
             tracker.log(step, 0.0)
     assert tracker.errors == {"Linear_0": 3}
-    assert list(tracker.get_results("Linear_0")["step"]) == [0, 8]
+    df = tracker.get_results("Linear_0")
+    assert list(df["step"]) == [0, 2, 4, 6, 8]  # the failed samples are rows that say so
+    failed = df["step"].isin(failing_steps)
+    assert (df["flags"][failed] == ndt_fast.FLAG_TRACKER_ERROR).all() and (df["flags"][~failed] == 0).all()
+    assert df[failed]["stable_rank"].isna().all() and df[~failed]["stable_rank"].notna().all()
+    assert list(df["rows"]) == [5, 0, 0, 0, 5] and tracker.missed == {}
     records = error_records(caplog)
     assert len(records) == 1, [r.getMessage() for r in records]
     assert "Linear_0" in records[0].getMessage()
@@ -700,7 +697,8 @@ def test_zero_dim_output_is_an_error_not_a_crash(caplog):
             out.backward()
             tracker.log(step, 0.0)
     assert tracker.errors == {"ScalarOut_0": 3}
-    assert tracker.get_results("ScalarOut_0").empty
+    df = tracker.get_results("ScalarOut_0")
+    assert list(df["step"]) == [0, 1, 2] and (df["flags"] == ndt_fast.FLAG_TRACKER_ERROR).all()
     assert len(error_records(caplog)) == 1
 
 
@@ -989,8 +987,8 @@ def test_loss_that_is_not_a_scalar_is_recorded_as_nan_and_reported_once(bad_loss
 
 def test_failed_capture_after_a_good_one_keeps_other_layers_rows(seed):
     """window=1: each forward replaces the sample, so a forward whose capture fails leaves that
-    layer without a sample for the step (no row, counted as missed) rather than a stale or empty
-    one; the other layers' rows are recorded as usual."""
+    layer's sample for the step a flagged row (NaN metrics, FLAG_TRACKER_ERROR) rather than a
+    stale or empty one; the other layers' rows are recorded as usual."""
     model = mlp(6, 5, 3)
     fail = {"now": False}
 
@@ -1008,9 +1006,9 @@ def test_failed_capture_after_a_good_one_keeps_other_layers_rows(seed):
     tracker.log(0, 0.0)
     tracker.close()
     assert tracker.errors == {"a": 1, "b": 0}
-    assert tracker.missed == {"a": 1}
+    assert tracker.missed == {}
     results = tracker.get_results()
-    assert results["a"].empty
+    assert list(results["a"]["flags"]) == [ndt_fast.FLAG_TRACKER_ERROR] and results["a"]["stable_rank"].isna().all()
     assert list(results["b"]["step"]) == [0] and results["b"]["flags"].iloc[0] == 0
 
 
@@ -1037,6 +1035,7 @@ def test_failed_sample_does_not_leak_rows_into_the_next_window(seed, monkeypatch
         tracker.log(step, 0.0)
     tracker.close()
     df = tracker.get_results("a")
-    assert list(df["step"]) == [2, 4]
-    assert list(df["rows"]) == [6, 6]  # two forwards of 3 rows each, nothing from step 0's failed sample
+    assert list(df["step"]) == [0, 2, 4]  # step 0's failed computation is a flagged row
+    assert list(df["flags"]) == [ndt_fast.FLAG_TRACKER_ERROR, 0, 0] and np.isnan(df["stable_rank"][0])
+    assert list(df["rows"]) == [3, 6, 6]  # two forwards of 3 rows each, nothing from step 0's failed sample
     assert tracker.errors == {"a": 1}

@@ -18,6 +18,7 @@
 #include "ndt/check.h"
 #include "ndt/eigen.h"
 #include "ndt/gram.h"
+#include "ndt/jumps.h"
 #include "ndt/linalg_registry.h"
 #include "ndt/metrics.h"
 #include "ndt/parallel.h"
@@ -344,4 +345,82 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("capacity", &ndt::RecordRing::capacity)
       .def_property_readonly("width", &ndt::RecordRing::width)
       .def_property_readonly("total_pushed", &ndt::RecordRing::total_pushed);
+
+  // ---- online jump detection (ndt/jumps.h) ---------------------------------------------------------
+  // Events leave as float64 rows (k, 7) of JUMP_EVENT_COLUMNS (indices and steps exact below 2^53).
+  m.attr("JUMP_EVENT_COLUMNS") = py::make_tuple("series", "rule", "index", "step", "z", "before", "after");
+  struct JumpRows {
+    static py::array_t<double> of(const std::vector<ndt::JumpEvent>& events) {
+      py::array_t<double> out({static_cast<py::ssize_t>(events.size()), py::ssize_t{7}});
+      auto r = out.mutable_unchecked<2>();
+      for (size_t i = 0; i < events.size(); ++i) {
+        const auto& e = events[i];
+        const auto row = static_cast<py::ssize_t>(i);
+        r(row, 0) = static_cast<double>(e.series);
+        r(row, 1) = static_cast<double>(e.rule);
+        r(row, 2) = static_cast<double>(e.index);
+        r(row, 3) = static_cast<double>(e.step);
+        r(row, 4) = e.z;
+        r(row, 5) = e.before;
+        r(row, 6) = e.after;
+      }
+      return out;
+    }
+  };
+  using JumpValues = py::array_t<double, py::array::c_style | py::array::forcecast>;
+  py::class_<ndt::JumpBank>(m, "JumpBank")
+      .def(py::init([](int64_t series, int64_t ndt_window, double ndt_z_threshold, int64_t ndt_min_samples,
+                       int64_t window, int64_t block, double threshold, int64_t min_reference, double min_scale) {
+             ndt::NdtRule a;
+             a.window = ndt_window;
+             a.z_threshold = ndt_z_threshold;
+             a.min_samples = ndt_min_samples;
+             ndt::DefaultRule b;
+             b.window = window;
+             b.block = block;
+             b.threshold = threshold;
+             b.min_reference = min_reference;
+             b.min_scale = min_scale;
+             return new ndt::JumpBank(series, a, b);
+           }),
+           py::arg("series"), py::kw_only(), py::arg("ndt_window") = 50, py::arg("ndt_z_threshold") = 3.0,
+           py::arg("ndt_min_samples") = 20, py::arg("window") = 200, py::arg("block") = 7,
+           py::arg("threshold") = 5.0, py::arg("min_reference") = 100, py::arg("min_scale") = 1e-10)
+      .def(
+          "push",
+          [](ndt::JumpBank& self, int64_t step, const JumpValues& values) {
+            NDT_CHECK_ARG(values.ndim() == 1 && values.shape(0) == self.series(),
+                          "values must be 1-D with one value per series (" << self.series() << "), got "
+                                                                             << values.ndim() << "-D");
+            std::vector<ndt::JumpEvent> events;
+            {
+              py::gil_scoped_release release;
+              self.push(step, values.data(), events);
+            }
+            return JumpRows::of(events);
+          },
+          py::arg("step"), py::arg("values"),
+          "Next sample of every series (float64 (series,)) at training step `step`; the detections it "
+          "completes as float64 (k, 7) rows of JUMP_EVENT_COLUMNS.")
+      .def(
+          "push_many",
+          [](ndt::JumpBank& self, const py::array& steps, const JumpValues& values) {
+            NDT_CHECK_ARG(steps.dtype().kind() == 'i' || steps.dtype().kind() == 'u',
+                          "steps must be an integer array, got dtype kind '" << steps.dtype().kind() << "'");
+            const auto s = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(steps);
+            NDT_CHECK_ARG(s && s.ndim() == 1, "steps must be a 1-D integer array");
+            NDT_CHECK_ARG(values.ndim() == 2 && values.shape(0) == s.shape(0) && values.shape(1) == self.series(),
+                          "values must be 2-D (len(steps), series) = (" << s.shape(0) << ", " << self.series()
+                                                                         << ")");
+            std::vector<ndt::JumpEvent> events;
+            {
+              py::gil_scoped_release release;
+              self.push_many(s.shape(0), s.data(), values.data(), events);
+            }
+            return JumpRows::of(events);
+          },
+          py::arg("steps"), py::arg("values"),
+          "push() for each row: steps int (n,), values float64 (n, series); all detections, float64 (k, 7).")
+      .def_property_readonly("series", &ndt::JumpBank::series)
+      .def_property_readonly("samples_seen", &ndt::JumpBank::samples_seen);
 }

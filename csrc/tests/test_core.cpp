@@ -20,6 +20,7 @@
 
 #include "ndt/eigen.h"
 #include "ndt/gram.h"
+#include "ndt/jumps.h"
 #include "ndt/metrics.h"
 #include "ndt/parallel.h"
 #include "ndt/record_ring.h"
@@ -395,6 +396,142 @@ void test_record_ring(std::mt19937_64& rng) {
   EXPECT(in_order && shared.total_pushed() == kRecords, "threaded transfer lost or reordered records");
 }
 
+// JumpBank (the Python tests compare it with the numpy references): a planted step (50σ, so its
+// location is certain) is found by both rules at its index,
+// with its training step; NaN and inf are handled as the numpy references handle them; push_many
+// equals pushes one by one; bad parameters throw std::invalid_argument.
+void test_jump_bank(std::mt19937_64& rng) {
+  constexpr int64_t kN = 700, kStepAt = 400;
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  std::normal_distribution<double> noise(0.0, 0.1);
+  std::vector<double> values(kN * 2);  // row-major (push, series)
+  std::vector<int64_t> steps(kN);
+  for (int64_t i = 0; i < kN; ++i) {
+    const double x = 1e6 + noise(rng) + (i >= kStepAt ? 5.0 : 0.0);
+    values[i * 2] = x;                                         // series 0: clean
+    values[i * 2 + 1] = (i == 60 || i == 200 || i == 333) ? nan : x;  // series 1: NaN holes
+    steps[i] = 10 * i + 7;
+  }
+  values[550 * 2 + 1] = inf;  // series 1: ndt reports it (finite window), the default rule skips it
+
+  ndt::JumpBank bank(2, ndt::NdtRule{}, ndt::DefaultRule{});
+  std::vector<ndt::JumpEvent> events;
+  for (int64_t i = 0; i < kN; ++i) bank.push(steps[i], values.data() + i * 2, events);
+  EXPECT(bank.samples_seen() == kN && bank.series() == 2, "samples_seen %lld", static_cast<long long>(bank.samples_seen()));
+
+  auto find = [&](int64_t series, int32_t rule, int64_t index) -> const ndt::JumpEvent* {
+    for (const auto& e : events)
+      if (e.series == series && e.rule == rule && e.index == index) return &e;
+    return nullptr;
+  };
+  for (int64_t s = 0; s < 2; ++s) {
+    const ndt::JumpEvent* e = find(s, ndt::kNdtRule, kStepAt);
+    EXPECT(e && e->z > 3.0 && e->step == 10 * kStepAt + 7 && e->before == values[(kStepAt - 1) * 2 + s] &&
+               e->after == values[kStepAt * 2 + s],
+           "series %lld: ndt rule misses the step", static_cast<long long>(s));
+    e = find(s, ndt::kDefaultRule, kStepAt);
+    EXPECT(e && e->z > 5.0 && e->step == 10 * kStepAt + 7 && e->after == values[kStepAt * 2 + s],
+           "series %lld: default rule misses the step", static_cast<long long>(s));
+  }
+  // NaN at 60, 200, 333: no ndt detection while it is in the 50-sample window
+  for (const auto& e : events)
+    if (e.series == 1 && e.rule == ndt::kNdtRule)
+      for (int64_t hole : {60, 200, 333, 550})
+        EXPECT(!(e.index >= hole + (hole == 550) && e.index <= hole + 50), "ndt detection at %lld near %lld",
+               static_cast<long long>(e.index), static_cast<long long>(hole));
+  const ndt::JumpEvent* at_inf = find(1, ndt::kNdtRule, 550);
+  EXPECT(at_inf && at_inf->z == inf && at_inf->after == inf, "inf after a finite window is a jump with z = inf");
+
+  // push_many gives the same events
+  ndt::JumpBank again(2, ndt::NdtRule{}, ndt::DefaultRule{});
+  std::vector<ndt::JumpEvent> batch;
+  again.push_many(kN, steps.data(), values.data(), batch);
+  bool same = batch.size() == events.size();
+  for (size_t i = 0; same && i < batch.size(); ++i)
+    same = batch[i].series == events[i].series && batch[i].rule == events[i].rule &&
+           batch[i].index == events[i].index && batch[i].step == events[i].step &&
+           batch[i].before == events[i].before && batch[i].after == events[i].after &&
+           (batch[i].z == events[i].z || (std::isnan(batch[i].z) && std::isnan(events[i].z)));
+  EXPECT(same, "push_many differs from push (%zu vs %zu events)", batch.size(), events.size());
+
+  // numpy's sum: exact on integers, 0.0 for nothing
+  std::vector<double> ints(1000);
+  for (size_t i = 0; i < ints.size(); ++i) ints[i] = static_cast<double>(i);
+  EXPECT(ndt::numpy_sum(ints.data(), 1000) == 499500.0 && ndt::numpy_sum(ints.data(), 0) == 0.0, "numpy_sum");
+
+  // Random parameters (blocks up to 40: the 7-network, insertion sort and std::sort) on adversarial
+  // values — NaN, ±inf, ±0, huge, tiny, constant runs, big steps — for the sanitizers; events must
+  // be in range and, per series and rule, in increasing index order.
+  for (int round = 0; round < 12; ++round) {
+    ndt::NdtRule nr;
+    nr.window = 2 + static_cast<int64_t>(rng() % 60);
+    nr.z_threshold = 0.5 + static_cast<double>(rng() % 50) / 10.0;
+    nr.min_samples = 1 + static_cast<int64_t>(rng() % 30);
+    ndt::DefaultRule dr;
+    dr.block = 3 + static_cast<int64_t>(rng() % 38);
+    dr.window = 5 + static_cast<int64_t>(rng() % 120);
+    dr.min_reference = 1 + static_cast<int64_t>(rng() % static_cast<uint64_t>(dr.window));
+    dr.threshold = 1.0 + static_cast<double>(rng() % 60) / 10.0;
+    const int64_t series = 1 + static_cast<int64_t>(rng() % 4), pushes = 2500;
+    ndt::JumpBank fuzz(series, nr, dr);
+    std::vector<double> row(static_cast<size_t>(series));
+    std::vector<ndt::JumpEvent> out;
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    double level = 0.0;
+    for (int64_t i = 0; i < pushes; ++i) {
+      for (auto& v : row) {
+        const double u = unit(rng);
+        if (u < 0.01) level += (unit(rng) - 0.5) * 1e3;
+        v = u < 0.02 ? nan : u < 0.03 ? inf : u < 0.04 ? -inf : u < 0.06 ? 0.0 : u < 0.08 ? -0.0
+            : u < 0.09 ? (unit(rng) - 0.5) * 1e300 : u < 0.10 ? 1e-300 * unit(rng)
+            : u < 0.30 ? level : level + noise(rng);
+      }
+      fuzz.push(i, row.data(), out);
+    }
+    std::vector<int64_t> last(static_cast<size_t>(2 * series), -1);
+    bool ordered = true;
+    for (const auto& e : out) {
+      int64_t& prev = last[static_cast<size_t>(2 * e.series + e.rule)];
+      ordered = ordered && e.series >= 0 && e.series < series && e.index > prev && e.index < pushes &&
+                e.step == e.index;
+      prev = e.index;
+    }
+    EXPECT(ordered, "round %d: events out of range or order", round);
+  }
+
+  auto throws = [](auto make) {
+    try {
+      make();
+    } catch (const std::invalid_argument&) {
+      return true;
+    }
+    return false;
+  };
+  ndt::NdtRule n;
+  ndt::DefaultRule d;
+  EXPECT(throws([&] { ndt::JumpBank b(0, n, d); }), "0 series");
+  n.window = 1;
+  EXPECT(throws([&] { ndt::JumpBank b(1, n, d); }), "ndt window 1");
+  n = {};
+  n.z_threshold = nan;
+  EXPECT(throws([&] { ndt::JumpBank b(1, n, d); }), "ndt z_threshold NaN");
+  n = {};
+  n.min_samples = 0;
+  EXPECT(throws([&] { ndt::JumpBank b(1, n, d); }), "ndt min_samples 0");
+  n = {};
+  d.block = 2;
+  EXPECT(throws([&] { ndt::JumpBank b(1, n, d); }), "block 2");
+  d = {};
+  d.min_reference = d.window + 1;
+  EXPECT(throws([&] { ndt::JumpBank b(1, n, d); }), "min_reference > window");
+  d = {};
+  d.threshold = 0.0;
+  EXPECT(throws([&] { ndt::JumpBank b(1, n, d); }), "threshold 0");
+  d = {};
+  d.min_scale = 0.0;
+  EXPECT(throws([&] { ndt::JumpBank b(1, n, d); }), "min_scale 0");
+}
+
 int main() {
   const char* env = std::getenv("NDT_TEST_SEED");
   g_seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
@@ -406,6 +543,7 @@ int main() {
   test_metrics(rng);
   test_batched_parallel(rng);
   test_record_ring(rng);
+  test_jump_bank(rng);
   std::printf("test_core: %s (%d failures)\n", g_failures ? "FAILED" : "ok", g_failures);
   return g_failures ? 1 : 0;
 }
