@@ -428,3 +428,17 @@ def test_a_script_that_never_closes_the_tracker_still_gets_every_record(tmp_path
     assert [run[name]["step"].tolist() for name in run] == [list(range(50))] * 2
     with h5py.File(path, "r") as f:  # closed cleanly (no SWMR reader needed) and compressed
         assert f["layers/0/stable_rank"].compression == "gzip"
+
+
+def test_files_get_the_umask_permissions_not_the_temp_files(tmp_path, finished_results):
+    old = os.umask(0o022)
+    try:
+        export_to_csv(finished_results, str(tmp_path / "r.csv"))
+        model = mlp()
+        tracker = tracker_for(model, output=tmp_path / "run.h5")
+        train(model, tracker, range(5))
+        tracker.close()  # the compressed rewrite goes through a temporary file too
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "run.h5").stat().st_mode & 0o777 == 0o644

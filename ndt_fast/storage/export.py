@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ndt_fast.storage.records import RecordLayout
+from ndt_fast.storage.records import RecordLayout, give_default_permissions
 
 ResultsLike = Mapping[str, pd.DataFrame]
 
@@ -47,6 +47,7 @@ def _write_atomically(path: str, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        give_default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

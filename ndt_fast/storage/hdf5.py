@@ -43,6 +43,7 @@ from ndt_fast.storage.records import (
     INTEGER_COLUMNS,
     JUMP_COLUMNS,
     RecordLayout,
+    give_default_permissions,
     jumps_frame,
     samples_frame,
 )
@@ -85,6 +86,7 @@ def rewrite(path: str | os.PathLike[str], *, compress: bool) -> None:
             for key, value in src.attrs.items():
                 dst.attrs[key] = value
             _copy_group(src, dst, compress)
+        give_default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
