@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ndt_fast.storage.records import RecordLayout, give_default_permissions
+from ndt_fast.storage.files import replace_via_temporary
+from ndt_fast.storage.records import RecordLayout
 
 ResultsLike = Mapping[str, pd.DataFrame]
 
@@ -40,19 +40,9 @@ def _write_atomically(path: str, write: Callable[[str], None]) -> None:
         raise ValueError(f"{path!r} is a directory, expected a file path")
     if not os.path.isdir(folder):
         raise ValueError(f"cannot write {path!r}: folder {folder!r} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".ndt_fast-", dir=folder)
-    except OSError as error:
-        raise ValueError(f"cannot write {path!r}: {error}") from error
-    os.close(fd)
-    try:
-        write(tmp)
-        give_default_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write {path!r}: folder {folder!r} is not writable")
+    replace_via_temporary(path, write)
 
 
 def export_to_csv(results: ResultsLike, output_path: str, separate_files: bool = False) -> None:

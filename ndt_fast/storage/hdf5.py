@@ -31,7 +31,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,11 +38,11 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from ndt_fast.storage.files import replace_via_temporary
 from ndt_fast.storage.records import (
     INTEGER_COLUMNS,
     JUMP_COLUMNS,
     RecordLayout,
-    give_default_permissions,
     jumps_frame,
     samples_frame,
 )
@@ -79,19 +78,14 @@ def rewrite(path: str | os.PathLike[str], *, compress: bool) -> None:
     and the copy no longer carries that writer's "open" flag. Raises OSError on I/O failure.
     """
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".rewrite-", suffix=".h5", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
+
+    def copy(tmp: str) -> None:
         with h5py.File(path, "r", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
             for key, value in src.attrs.items():
                 dst.attrs[key] = value
             _copy_group(src, dst, compress)
-        give_default_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    replace_via_temporary(path, copy, suffix=".h5")
 
 
 def _copy_group(src: h5py.Group, dst: h5py.Group, compress: bool) -> None:

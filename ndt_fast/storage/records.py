@@ -12,7 +12,6 @@ native ring (``core.RecordRing``) carry them in the order they happened.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,10 +139,3 @@ def jumps_frame(layout: RecordLayout, jumps: np.ndarray) -> pd.DataFrame:
     df["step"] = df["step"].astype(np.int64)
     return df.sort_values(["step", "layer"], kind="stable").reset_index(drop=True)
 
-
-def give_default_permissions(path: str) -> None:
-    """Set ``path`` to the mode a newly created file gets under the process umask (a file made
-    with ``tempfile.mkstemp`` is 0600; renamed into place it would keep that)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
