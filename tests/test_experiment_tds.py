@@ -270,15 +270,6 @@ def test_three_segment_fit_finds_the_breakpoints() -> None:
     assert all(math.isnan(v) for v in tds.three_segment_fit(steps[:8], values[:8]).values())
 
 
-def test_ndt_rule_indices_equals_jump_detector(rng: np.random.Generator) -> None:
-    detector = JumpDetector()
-    for n in (0, 5, 20, 21, 49, 50, 51, 300, 1600):
-        for values in (rng.normal(size=n), rng.standard_t(3, size=n).cumsum(), np.ones(n),
-                       np.repeat(rng.normal(size=max(n // 40, 1)), 40)[:n]):
-            expected = [i for i, _ in detector.detect_indices(values)]
-            assert tds.ndt_rule_indices(values).tolist() == expected
-
-
 def test_correlations_handle_degenerate_input() -> None:
     a = np.arange(10.0)
     assert tds.pearson(a, -a) == pytest.approx(-1.0)

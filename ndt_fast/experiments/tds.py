@@ -62,6 +62,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ndt_fast import validity
 from ndt_fast.jumps import Jump, JumpDetector
 
 # ---- the article's setup ------------------------------------------------------------------------
@@ -509,36 +510,6 @@ def three_segment_fit(steps: np.ndarray, values: np.ndarray, min_len: int = 3) -
     return {"b1": float(t[i]), "b2": float(t[j]), "s1": slope(0, i), "s2": slope(i, j), "s3": slope(j, n)}
 
 
-def ndt_rule_indices(values: np.ndarray, window_size: int = 50, z_threshold: float = 3.0,
-                     min_samples: int = 20) -> np.ndarray:
-    """Indices ``i`` where ndt's rule fires on ``values`` (float64 ``(n,)``) — the same detections
-    as ``JumpDetector(window_size, z_threshold, min_samples).detect_indices``, computed on all
-    windows at once (that method's Python loop costs ~40 µs per sample). Used for the "every
-    reading" table; the claims use ``FastTracker.detect_jumps`` itself."""
-    v = np.asarray(values, dtype=np.float64)
-    n = len(v)
-    if n <= min_samples:
-        return np.empty(0, dtype=np.int64)
-    found = []
-    # Growing windows v[0:i] for i < window_size: few, kept as a loop (as ndt computes them).
-    for i in range(min_samples, min(window_size, n)):
-        w = v[:i]
-        std = w.std()
-        if std >= 1e-10 and abs((v[i] - w.mean()) / std) > z_threshold:
-            found.append(i)
-    if n > window_size:
-        from numpy.lib.stride_tricks import sliding_window_view
-
-        start = max(window_size, min_samples)
-        # Row k is v[i - window_size : i] for i = start + k; contiguous rows reduce as 1-D slices do.
-        windows = np.ascontiguousarray(sliding_window_view(v[:-1], window_size)[start - window_size:])
-        mean, std = windows.mean(axis=1), windows.std(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.abs((v[start:] - mean) / std)
-        found.extend((np.flatnonzero((std >= 1e-10) & (z > z_threshold)) + start).tolist())
-    return np.asarray(found, dtype=np.int64)
-
-
 def _count(jumps: Mapping[str, list[Jump]] | None, horizon: int, before: float = math.inf) -> float:
     """Jumps over all layers with step < min(horizon, before); NaN when the set was not computed."""
     if jumps is None:
@@ -976,8 +947,8 @@ def readings(run: RunData, detector: JumpDetector) -> dict[str, dict[str, float]
                            t_min=float(steps[k]), l5000=level(steps, values, 4750, 5250),
                            last=level(steps, values, 0.9 * h, h), r_loss=pearson(values, loss),
                            r_grad=pearson(values, grad),
-                           jumps=float(len(ndt_rule_indices(values, detector.window_size, detector.z_threshold,
-                                                            detector.min_samples))))
+                           jumps=float(len(validity.ndt_rule_indices(values, detector.window_size, detector.z_threshold,
+                                                                     detector.min_samples))))
             out[f"{name}|{metric}"] = row
     return out
 
