@@ -3,7 +3,7 @@
 One group per (shape, threads). ``ndt.core.estimators.compute_all_metrics`` runs a full SVD of the
 torch tensor; ``ndt_fast.compute_all_metrics`` eigensolves the smaller Gram (float64
 accumulation). The trace-only row asks ``compute_metrics`` for the two metrics that need no
-eigensolver (stable rank by power iteration, eigenvalue participation ratio from tr(G) and ‖G‖F).
+eigensolver (stable rank by Lanczos for λmax, eigenvalue participation ratio from tr(G) and ‖G‖F).
 Every implementation receives the same torch tensor, as a training loop would pass it.
 """
 

@@ -160,7 +160,7 @@ def compute_metrics_batch(
     Returns one dict per matrix with the keys of ``RECORD_COLUMNS``: the six metrics (NaN where
     not requested), ``trace`` (Σλ), ``lambda_max`` and ``flags`` (FLAG_* bits). Asking only for
     ``stable_rank`` and/or ``participation_ratio_eig`` skips the eigensolver (trace, Frobenius
-    norm and power iteration).
+    norm and Lanczos).
     """
     records = _records(list(xs), eps=eps, energy_threshold=energy_threshold, center=center,
                        metrics=metrics, what="compute_metrics")

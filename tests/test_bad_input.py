@@ -236,7 +236,7 @@ def test_float64_whose_squares_overflow_is_non_finite():
 
 
 def test_non_finite_input_returns_promptly_in_a_fresh_process():
-    """Hang guard: NaN/Inf must not send the eigensolver or the power iteration into an endless
+    """Hang guard: NaN/Inf must not send the eigensolver or the Lanczos iteration into an endless
     loop. Run in a child with a generous timeout, so a hang fails this test instead of the suite
     (a liveness check, not a performance assertion)."""
     script = textwrap.dedent(

@@ -190,7 +190,7 @@ def test_float64_is_not_rounded_to_float32():
     assert got[1] == 1.0, got
     # and the metrics see it: stable rank (v² + 1) / v² = 2 − 2⁻³⁹ + … < 2
     assert nf.compute_metrics(x, eps=0.0)["stable_rank"] == pytest.approx(1 + 1 / (v * v), rel=1e-15, abs=0)
-    # (the stable-rank-only path takes λmax from power iteration: exact to the spectral gap, 2⁻³⁹)
+    # (the stable-rank-only path takes λmax from Lanczos: a 2×2 Krylov space is the whole space)
     assert nf.stable_rank(x, eps=0.0) == pytest.approx(1 + 1 / (v * v), rel=1e-11, abs=0)
     assert nf.stable_rank(x, eps=0.0) < 2.0
 

@@ -532,6 +532,57 @@ void test_jump_bank(std::mt19937_64& rng) {
   EXPECT(throws([&] { ndt::JumpBank b(1, n, d); }), "min_scale 0");
 }
 
+void test_largest_eigenvalue(std::mt19937_64& rng) {
+  // Lanczos λmax against the Jacobi reference, on spectra where power iteration is slow: a top
+  // pair 1 % apart, an exactly repeated top eigenvalue, rank 1, a 1×1, and Grams of signed data.
+  std::normal_distribution<double> normal;
+  for (int64_t n : {1, 2, 5, 40, 130}) {
+    for (int kind = 0; kind < 4; ++kind) {
+      Matrix x = random_matrix(rng, n + 3, n, kind % 3);
+      std::vector<double> a = reference_gram(x, ndt::GramSide::feature);
+      if (kind == 3 && n >= 2) {  // spectrum 0.99^k (λ₂/λ₁ = 0.99) in a random Householder basis H D H
+        std::vector<double> v(static_cast<size_t>(n));
+        double norm_sq = 0.0;
+        for (double& vi : v) { vi = normal(rng); norm_sq += vi * vi; }
+        for (double& vi : v) vi /= std::sqrt(norm_sq);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j < n; ++j) {  // H D H with H = I − 2vvᵀ
+            double s = 0.0;
+            for (int64_t k = 0; k < n; ++k) {
+              const double hik = (i == k ? 1.0 : 0.0) - 2.0 * v[static_cast<size_t>(i)] * v[static_cast<size_t>(k)];
+              const double hkj = (k == j ? 1.0 : 0.0) - 2.0 * v[static_cast<size_t>(k)] * v[static_cast<size_t>(j)];
+              s += hik * std::pow(0.99, static_cast<double>(k)) * hkj;
+            }
+            a[static_cast<size_t>(i * n + j)] = s;
+          }
+      }
+      const double ref = jacobi_eigenvalues(a, n).front();
+      double got = 0.0;
+      const bool ok = ndt::largest_eigenvalue_psd(a.data(), n, &got, 1e-8, n);
+      EXPECT(ok, "largest_eigenvalue_psd n=%lld kind %d did not converge in n steps", static_cast<long long>(n), kind);
+      EXPECT(std::fabs(got - ref) <= 1e-8 * ref, "largest_eigenvalue_psd n=%lld kind %d: %.17g vs %.17g",
+             static_cast<long long>(n), kind, got, ref);
+    }
+  }
+  // Repeated top eigenvalue (5·I + 1·1ᵀ has λ₁ = 5 + n once, then 5 repeated) and a rank-1 Gram.
+  const int64_t n = 30;
+  std::vector<double> a(static_cast<size_t>(n * n));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) a[static_cast<size_t>(i * n + j)] = (i == j ? 5.0 : 0.0) + 1.0;
+  double got = 0.0;
+  EXPECT(ndt::largest_eigenvalue_psd(a.data(), n, &got) && std::fabs(got - 35.0) < 1e-12 * 35.0, "5I+11ᵀ: %.17g", got);
+  std::vector<double> r(static_cast<size_t>(n * n));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) r[static_cast<size_t>(i * n + j)] = static_cast<double>((i + 1) * (j + 1));
+  const double rank1 = static_cast<double>(n * (n + 1) * (2 * n + 1) / 6);  // Σ (i+1)²
+  EXPECT(ndt::largest_eigenvalue_psd(r.data(), n, &got) && std::fabs(got - rank1) < 1e-12 * rank1, "rank 1: %.17g", got);
+  // Zero → 0; NaN → false, no hang.
+  std::vector<double> z(4, 0.0);
+  EXPECT(ndt::largest_eigenvalue_psd(z.data(), 2, &got) && got == 0.0, "zero matrix: %g", got);
+  z[1] = std::numeric_limits<double>::quiet_NaN();
+  EXPECT(!ndt::largest_eigenvalue_psd(z.data(), 2, &got), "NaN matrix must report failure");
+}
+
 int main() {
   const char* env = std::getenv("NDT_TEST_SEED");
   g_seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
@@ -540,6 +591,7 @@ int main() {
   test_gram_all_dtypes_layouts(rng);
   test_accumulator(rng);
   test_eigenvalues(rng);
+  test_largest_eigenvalue(rng);
   test_metrics(rng);
   test_batched_parallel(rng);
   test_record_ring(rng);

@@ -27,10 +27,11 @@ void symmetric_eigenvalues_many(double* const* a, const int64_t* n, double* cons
                                 EigenSolver solver = EigenSolver::automatic);
 
 /// Largest eigenvalue of the symmetric positive semidefinite n × n matrix `a` (row-major, full,
-/// not modified) by power iteration with a Rayleigh quotient. Returns false if the residual
-/// ‖Av − λv‖ did not fall below rel_tol · λ within max_iter iterations (callers then use the full
-/// solver); rel_tol below ~1e-7 cannot be met because ‖Av‖² − λ² loses digits to cancellation.
-bool largest_eigenvalue_psd(const double* a, int64_t n, double* lambda_max, double rel_tol = 1e-7,
-                            int64_t max_iter = 200);
+/// not modified) by Lanczos iteration with full reorthogonalisation (at most min(n, max_iter)
+/// matrix-vector products). Returns true once the Ritz residual ‖Ay − θy‖ is below rel_tol · θ
+/// (θ is then within (rel_tol·θ)²/gap of λmax); false if that did not happen, or for a non-finite
+/// matrix (callers then use the full solver). All-zero `a` → 0, true.
+bool largest_eigenvalue_psd(const double* a, int64_t n, double* lambda_max, double rel_tol = 1e-8,
+                            int64_t max_iter = 96);
 
 }  // namespace ndt

@@ -27,7 +27,7 @@ enum MetricBits : uint32_t {
   kParticipationRatioEig = 1u << 4,
   kEffectiveRank = 1u << 5,
   kAllMetrics = (1u << 6) - 1,
-  /// Metrics that need the whole spectrum; the others use tr(G), ‖G‖F and power iteration.
+  /// Metrics that need the whole spectrum; the others use tr(G), ‖G‖F and Lanczos (λmax).
   kSpectrumMetrics = kParticipationRatio | kCumulative90 | kNuclearNormRatio | kEffectiveRank,
 };
 
