@@ -67,7 +67,7 @@ def check_seed_outputs(out: Path, steps: int, freq: int) -> None:
         assert set(NDT_COLUMNS) | set(WEIGHT_COLUMNS) <= set(df.columns)
         assert np.isfinite(df[["stable_rank", "loss", "grad_norm", "weight_stable_rank"]].to_numpy()).all()
     assert run.metadata["tracker"]["sampling_frequency"] == freq
-    assert run.metadata["tracker"]["track_weights"] is True
+    assert run.metadata["tracker"]["track_weights"] == list(tds.WEIGHT_METRICS)
 
     csv = pd.read_csv(out / tds.RESULTS_CSV)
     assert csv.columns[0] == "layer"

@@ -771,6 +771,11 @@ def _lin_model():
         (dict(energy_threshold=1.5), ValueError),
         (dict(eps=-1.0), ValueError),
         (dict(eps=math.nan), ValueError),
+        (dict(threads=-1), ValueError),
+        (dict(threads=1.5), ValueError),
+        (dict(threads=True), ValueError),
+        (dict(track_weights=["stable_rank", "nope"]), ValueError),
+        (dict(track_weights=3), TypeError),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else v.__name__,
 )
@@ -891,6 +896,53 @@ def test_track_weights_matches_reference_of_weight_matrix(seed):
         # the weights moved, and the recorded numbers with them
         assert rows[0]["weight_stable_rank"] != rows[6]["weight_stable_rank"]
 
+
+
+def test_track_weights_named_metrics_computes_only_those(seed, tmp_path):
+    """track_weights=("stable_rank",): the cheap path (λmax by Lanczos), same number as the full
+    solve; the other weight columns are NaN; the metadata names what was computed."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(40, 64), nn.ReLU(), nn.Linear(64, 8))
+    full = FastTracker(model, sampling_frequency=2, track_weights=True)
+    cheap = FastTracker(model, sampling_frequency=2, track_weights=("stable_rank",), output=tmp_path / "run.h5")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(6):
+        optimizer.zero_grad()
+        model(torch.randn(16, 40)).square().mean().backward()
+        optimizer.step()
+        full.log(step, 0.0)
+        cheap.log(step, 0.0)
+    for name in full.layer_names:
+        a, b = full.get_results(name), cheap.get_results(name)
+        assert np.allclose(b["weight_stable_rank"], a["weight_stable_rank"], rtol=1e-8, atol=0)
+        assert b["weight_participation_ratio"].isna().all() and a["weight_participation_ratio"].notna().all()
+        assert np.array_equal(a["stable_rank"], b["stable_rank"])  # activations untouched
+    full.close()
+    cheap.close()
+    assert ndt_fast.load(tmp_path / "run.h5").metadata["tracker"]["track_weights"] == ["stable_rank"]
+    with pytest.raises(ValueError, match="unknown metric"):
+        FastTracker(model, track_weights=("stable_rnk",))
+    with pytest.raises(TypeError, match="track_weights"):
+        FastTracker(model, track_weights=1)
+
+
+def test_thread_budget_does_not_change_the_numbers(seed):
+    """threads=1 (default: no helper or BLAS threads inside training) and threads=0 (automatic,
+    BLAS threaded for the 256 × 784 weight's Gram and eigensolve) record the same metrics."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    one = FastTracker(model, track_weights=True)
+    auto = FastTracker(model, track_weights=True, threads=0)
+    for step in range(3):
+        model(torch.randn(64, 784))
+        one.log(step, 0.0)
+        auto.log(step, 0.0)
+    for name in one.layer_names:
+        a, b = one.get_results(name), auto.get_results(name)
+        columns = [c for c in a.columns if c.startswith("weight_") or c in METRIC_NAMES]
+        assert np.allclose(a[columns], b[columns], rtol=1e-10, atol=0)
+    one.close()
+    auto.close()
 
 # ---------------------------------------------------------------------------------------------
 # 8. force=True and missed samples

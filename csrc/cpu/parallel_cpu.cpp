@@ -22,19 +22,33 @@ int default_threads() {
 }
 
 std::atomic<int> g_max_threads{default_threads()};
+thread_local int t_thread_budget = 0;
+
+int64_t threads_for(int64_t count) {
+  const int budget = t_thread_budget;
+  return std::min<int64_t>(budget > 0 ? std::min(budget, max_threads()) : max_threads(), count);
+}
 
 }  // namespace
+
+int thread_budget() { return t_thread_budget; }
+
+ThreadBudgetScope::ThreadBudgetScope(int threads) : previous_(t_thread_budget) {
+  t_thread_budget = std::max(threads, 0);
+}
+
+ThreadBudgetScope::~ThreadBudgetScope() { t_thread_budget = previous_; }
 
 void set_max_threads(int n) { g_max_threads.store(std::max(n, 1)); }
 
 int max_threads() { return g_max_threads.load(); }
 
 bool parallel_worthwhile(int64_t count, double total_flops) {
-  return std::min<int64_t>(max_threads(), count) >= 2 && total_flops >= kMinParallelFlops;
+  return threads_for(count) >= 2 && total_flops >= kMinParallelFlops;
 }
 
 void parallel_for(int64_t count, double total_flops, const std::function<void(int64_t)>& task) {
-  const int64_t threads = std::min<int64_t>(max_threads(), count);
+  const int64_t threads = threads_for(count);
   if (!parallel_worthwhile(count, total_flops)) {
     for (int64_t i = 0; i < count; ++i) task(i);
     return;

@@ -200,7 +200,7 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "metrics",
       [](const std::vector<ViewTuple>& views, double eps, double energy_threshold, bool center, uint32_t metrics,
-         const std::string& solver) {
+         const std::string& solver, int threads) {
         const ndt::MetricOptions o = to_options(eps, energy_threshold, center, metrics, solver);
         std::vector<ndt::MatrixView> xs;
         xs.reserve(views.size());
@@ -208,13 +208,15 @@ PYBIND11_MODULE(_core, m) {
         std::vector<ndt::Metrics> out(xs.size());
         {
           py::gil_scoped_release release;
+          const ndt::ThreadBudgetScope budget(threads);
           ndt::metrics_of_matrices(xs, o, out.data());
         }
         return records_to_array(out);
       },
       py::arg("views"), py::kw_only(), py::arg("eps"), py::arg("energy_threshold"), py::arg("center"),
-      py::arg("metrics"), py::arg("solver"),
-      "Metrics of each matrix (its smaller Gram, float64): array (len(views), 9) of RECORD_COLUMNS.");
+      py::arg("metrics"), py::arg("solver"), py::arg("threads") = 0,
+      "Metrics of each matrix (its smaller Gram, float64): array (len(views), 9) of RECORD_COLUMNS. "
+      "threads: at most this many threads (ours and BLAS's); 0 = automatic.");
 
   m.def(
       "gram_eigenvalues",
@@ -269,12 +271,13 @@ PYBIND11_MODULE(_core, m) {
            py::arg("dim"), py::arg("side") = "feature", py::arg("accumulate") = "float64", py::arg("center") = false)
       .def(
           "add",
-          [](ndt::GramAccumulator& self, const ViewTuple& view) {
+          [](ndt::GramAccumulator& self, const ViewTuple& view, int threads) {
             const ndt::MatrixView x = to_view(view);
             py::gil_scoped_release release;
+            const ndt::ThreadBudgetScope budget(threads);
             self.add(x);
           },
-          py::arg("view"))
+          py::arg("view"), py::kw_only(), py::arg("threads") = 0)
       .def("reset", &ndt::GramAccumulator::reset)
       .def_property_readonly("dim", &ndt::GramAccumulator::dim)
       .def_property_readonly("side",
@@ -297,17 +300,18 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "metrics_of_accumulators",
       [](const std::vector<const ndt::GramAccumulator*>& accs, double eps, double energy_threshold, bool center,
-         uint32_t metrics, const std::string& solver) {
+         uint32_t metrics, const std::string& solver, int threads) {
         const ndt::MetricOptions o = to_options(eps, energy_threshold, center, metrics, solver);
         std::vector<ndt::Metrics> out(accs.size());
         {
           py::gil_scoped_release release;
+          const ndt::ThreadBudgetScope budget(threads);
           ndt::metrics_of_accumulators(accs, o, out.data());
         }
         return records_to_array(out);
       },
       py::arg("accumulators"), py::kw_only(), py::arg("eps"), py::arg("energy_threshold"), py::arg("center"),
-      py::arg("metrics"), py::arg("solver"));
+      py::arg("metrics"), py::arg("solver"), py::arg("threads") = 0);
 
   py::class_<ndt::RecordRing>(m, "RecordRing")
       .def(py::init<int64_t, int64_t>(), py::arg("capacity"), py::arg("width"))

@@ -8,8 +8,8 @@ Data Science, Nov. 2025; ndtracker ships a reproduction script, ``examples/03_re
 trains an MLP 784-256-128-10 with ReLU on MNIST (normalized with mean 0.1307, std 0.3081) with
 Adam (lr 1e-3, betas 0.9/0.999), batches of 64 shuffled, cross-entropy, for 8000 steps, and
 measures the three Linear layers' outputs every 5 steps (1600 samples each). This module does the
-same with :class:`ndt_fast.FastTracker` (``track_weights=True``: the weight matrices too; the
-gradient norm is logged), streams the samples to ``run.h5`` while training, then writes:
+same with :class:`ndt_fast.FastTracker` (``track_weights=WEIGHT_METRICS``: the weight matrices' stable
+rank and eigenvalue participation ratio too; the gradient norm is logged), streams the samples to ``run.h5`` while training, then writes:
 
 ============================  =================================================================
 ``run.h5``                    the run file (``ndt_fast.load``), written while training
@@ -44,7 +44,6 @@ file finished — whatever ends the training loop, Ctrl-C included (exit status 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -94,6 +93,9 @@ RUN_FILE, RESULTS_CSV, JUMPS_CSV, CLAIMS_MD, CLAIMS_JSON = (
 SEED_FILES = (RUN_FILE, RESULTS_CSV, JUMPS_CSV, *FIGURES.values(), CLAIMS_MD, CLAIMS_JSON)
 
 FLUSH_SECONDS = 5.0  #: the run file's flush interval (the most a record waits before it is on disk)
+#: Weight-space metrics: the ones the claims read, both without an eigensolver (λmax by Lanczos) —
+#: all six would make weight tracking the largest cost of the run (a 256 × 256 eigensolve per sample).
+WEIGHT_METRICS = ("stable_rank", "participation_ratio_eig")
 
 #: One line for ``--help`` and ``ndt-fast reproduce --help``.
 SUMMARY = ("Reproduce the TDS article's experiment (MLP 784-256-128-10 on MNIST, 8000 steps, layers sampled "
@@ -284,22 +286,6 @@ def _adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=LEARNING_RATE, betas=BETAS)
 
 
-def _single_threaded_openblas() -> contextlib.AbstractContextManager[Any]:
-    """One OpenBLAS thread while this runs (threadpoolctl, when installed; else no change).
-
-    The tracker's metrics call LAPACK/BLAS through SciPy's OpenBLAS. On small problems (the 256×256
-    weight Gram is the largest here) its idle worker threads spin after each call and take the
-    cores torch's own threads need: on the 2-core machine, 13.8 ms/step with 2 OpenBLAS threads vs
-    6.1 ms with 1 (8000 steps, tracked every 5 with weights). torch's intra-op threads (OpenMP) are
-    not touched.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")  # the OpenBLAS copies of numpy and SciPy
-
-
 def _grad_norm(params: Sequence[nn.Parameter]) -> torch.Tensor:
     """L2 norm of all parameters' gradients together (0-d tensor) — what
     ``clip_grad_norm_(params, inf)`` returns in ndtracker's script, without rescaling anything."""
@@ -393,7 +379,7 @@ def train_seed(args: argparse.Namespace, seed: int, images: torch.Tensor, labels
     # flush_interval: the writer thread shares the 2 cores with torch's; flushing every 5 s instead
     # of every 1 s saved ~0.3 ms/step (~2.5 s of the 8000 steps). The file stays live-readable.
     tracker = FastTracker(model, layers=model.tracked_layers(), layer_names=list(LAYER_NAMES),
-                          sampling_frequency=args.freq, track_weights=True, output=out_dir / RUN_FILE,
+                          sampling_frequency=args.freq, track_weights=WEIGHT_METRICS, output=out_dir / RUN_FILE,
                           flush_interval=FLUSH_SECONDS)
     progress = _Progress(args.steps, f"seed {seed}", args.progress)
     report_every = 25  # progress updates (one loss.item() each) every 25 steps: ~no cost
@@ -922,7 +908,7 @@ def evaluate_claims(runs: Sequence[RunData]) -> list[ClaimRow]:
 # ---- every reading: the numbers behind the choices ----------------------------------------------------------
 
 APPENDIX_METRICS = ("stable_rank", "participation_ratio", "cumulative_90", "nuclear_norm_ratio",
-                    "participation_ratio_eig", "effective_rank", "weight_stable_rank", "weight_participation_ratio")
+                    "participation_ratio_eig", "effective_rank", "weight_stable_rank", "weight_participation_ratio_eig")
 
 
 def readings(run: RunData, detector: JumpDetector) -> dict[str, dict[str, float]]:
@@ -1084,7 +1070,8 @@ def render_claims(rows: Sequence[ClaimRow], context: Mapping[str, Any],
         f"ndt_fast {context['ndt_fast']}; {context['date']}.",
         "Setup: MLP 784-256-128-10 with ReLU; MNIST normalized with (0.1307, 0.3081); Adam lr 1e-3, betas "
         "(0.9, 0.999); batches of 64 shuffled each epoch; cross-entropy; FastTracker on the three Linear layers "
-        "(their outputs, before the ReLU) with track_weights=True; the gradient norm logged at every sample.",
+        f"(their outputs, before the ReLU) with track_weights={WEIGHT_METRICS}; the gradient norm logged at every "
+        "sample.",
         "",
         "Readings (the article does not say which layer or metric each number is; these are the choices made, "
         "the alternatives are in the last table):",
@@ -1265,9 +1252,8 @@ def run(args: argparse.Namespace) -> int:
     timings = {"data": time.perf_counter() - start}
     runs: list[SeedRun] = []
     try:
-        with _single_threaded_openblas():
-            for seed, out_dir in enumerate(dirs):
-                runs.append(train_seed(args, seed, images, labels, out_dir))
+        for seed, out_dir in enumerate(dirs):
+            runs.append(train_seed(args, seed, images, labels, out_dir))
     except KeyboardInterrupt:
         where = dirs[len(runs)] / RUN_FILE
         print(f"\ninterrupted during seed {len(runs)}: {where} is closed and readable with ndt_fast.load "

@@ -6,6 +6,8 @@
 // its own kernels, so nothing here is required for correctness.
 #pragma once
 
+#include "ndt/parallel.h"
+
 namespace ndt {
 
 // Signatures of the reference Fortran routines as SciPy's Cython wrappers expose them (32-bit int).
@@ -38,16 +40,19 @@ const LinalgRoutines& linalg();
 constexpr double kBlasParallelMinFlops = 2e7;
 
 /// Runs BLAS single-threaded on the calling thread for the lifetime of the scope when the problem
-/// is small. Why: a per-sample Gram or eigensolve is tens of microseconds of work, and in a
-/// training loop every core is already busy with the framework's own threads — BLAS threads then
-/// wait on each other for milliseconds (measured: 64 × 256 metrics took 16 ms with OpenBLAS's
-/// threads under load, 0.3 ms with one). Thread-local, so the user's own BLAS calls are untouched.
+/// is small, and with at most thread_budget() threads when that is set (ndt/parallel.h). Why: a
+/// per-sample Gram or eigensolve is tens of microseconds of work, and in a training loop every
+/// core is already busy with the framework's own threads — BLAS threads then wait on each other
+/// for milliseconds (measured: 64 × 256 metrics took 16 ms with OpenBLAS's threads under load,
+/// 0.3 ms with one) and keep spinning after the call, slowing the framework's next ops too.
+/// Thread-local, so the user's own BLAS calls are untouched.
 class BlasThreadScope {
  public:
   explicit BlasThreadScope(double flops) {
     const set_threads_local_fn set = linalg().set_threads_local;
-    if (set != nullptr && flops < kBlasParallelMinFlops) {
-      previous_ = set(1);
+    const int threads = flops < kBlasParallelMinFlops ? 1 : thread_budget();
+    if (set != nullptr && threads > 0) {
+      previous_ = set(threads);
       active_ = true;
     }
   }

@@ -18,4 +18,22 @@ bool parallel_worthwhile(int64_t count, double total_flops);
 void set_max_threads(int n);
 int max_threads();
 
+/// Threads that native work started by the calling thread may use: 0 = automatic (parallel_for
+/// up to max_threads(), BLAS/LAPACK threaded above kBlasParallelMinFlops), k ≥ 1 = at most k for
+/// both. Inside a training loop the framework's threads hold every core and spin between ops;
+/// any helper thread of ours (or OpenBLAS's, which then spin too) fights them for the cores.
+int thread_budget();
+
+/// Sets the calling thread's thread_budget() for the scope's lifetime.
+class ThreadBudgetScope {
+ public:
+  explicit ThreadBudgetScope(int threads);
+  ~ThreadBudgetScope();
+  ThreadBudgetScope(const ThreadBudgetScope&) = delete;
+  ThreadBudgetScope& operator=(const ThreadBudgetScope&) = delete;
+
+ private:
+  int previous_;
+};
+
 }  // namespace ndt
