@@ -113,3 +113,84 @@ class JumpBank:
     def series(self) -> int: ...
     @property
     def samples_seen(self) -> int: ...
+
+# ---- CUDA (csrc/python/bindings_cuda.cpp; present only when HAS_CUDA) -------------------------------
+# Compiled but never run on a GPU so far: see docs/CUDA.md. Use ndt_fast.cuda, not this.
+HAS_CUDA: bool
+
+class _CudaModule:
+    RECORD_WIDTH: int
+    JACOBI_MAX_DIM: int
+    SYEVJ_BATCHED_MAX_DIM: int
+
+    @staticmethod
+    def availability() -> dict[str, bool | int | str]: ...
+    @staticmethod
+    def load_math_libraries(search_dirs: list[str]) -> dict[str, bool | int | str]: ...
+
+    class Context:
+        def __init__(self, device: int) -> None: ...
+        @property
+        def device(self) -> int: ...
+        @property
+        def has_cublas(self) -> bool: ...
+        @property
+        def has_cusolver(self) -> bool: ...
+
+    @staticmethod
+    def gram_update(
+        ctx: _CudaModule.Context,
+        view: ViewTuple,
+        *,
+        side: str,
+        gram: int,
+        beta: float,
+        stream: int,
+        use_cublas: bool = True,
+    ) -> None: ...
+
+    class SpectraPlan:
+        def __init__(
+            self,
+            ctx: _CudaModule.Context,
+            dims: list[int],
+            *,
+            eps: float,
+            energy_threshold: float,
+            metrics: int,
+            solver: str,
+        ) -> None: ...
+        @property
+        def workspace_bytes(self) -> int: ...
+        @property
+        def dims(self) -> list[int]: ...
+        def run(
+            self, ctx: _CudaModule.Context, grams: list[int], *, workspace: int, records: int, stream: int
+        ) -> None: ...
+        def eigenvalues(
+            self,
+            ctx: _CudaModule.Context,
+            grams: list[int],
+            *,
+            workspace: int,
+            lambdas: list[int],
+            infos: list[int],
+            stream: int,
+        ) -> None: ...
+
+    class PinnedRecordRing:
+        def __init__(self, slots: int, slot_records: int, width: int) -> None: ...
+        def push(self, records: int, count: int, *, tag: int, stream: int) -> bool: ...
+        def pop(self, max_records: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]: ...
+        @property
+        def pending(self) -> int: ...
+        @property
+        def dropped(self) -> int: ...
+        @property
+        def slots(self) -> int: ...
+        @property
+        def slot_records(self) -> int: ...
+        @property
+        def width(self) -> int: ...
+
+cuda: _CudaModule  # only when HAS_CUDA

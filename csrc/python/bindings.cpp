@@ -26,6 +26,10 @@
 
 namespace py = pybind11;
 
+#ifdef NDT_WITH_CUDA
+void register_cuda(py::module_& m);  // bindings_cuda.cpp
+#endif
+
 namespace {
 
 using ViewTuple = std::tuple<uintptr_t, int, int64_t, int64_t, int64_t, int64_t>;
@@ -164,6 +168,12 @@ PYBIND11_MODULE(_core, m) {
   m.attr("FLAG_ZERO") = static_cast<uint32_t>(ndt::kFlagZero);
   m.attr("FLAG_NOT_CONVERGED") = static_cast<uint32_t>(ndt::kFlagNotConverged);
   m.attr("OWN_SOLVER_MAX_DIM") = ndt::own_solver_max_dim();
+#ifdef NDT_WITH_CUDA
+  m.attr("HAS_CUDA") = true;  // the submodule _core.cuda exists (usable only with a GPU)
+  register_cuda(m);
+#else
+  m.attr("HAS_CUDA") = false;
+#endif
 
   m.def(
       "register_linalg",

@@ -1,0 +1,323 @@
+"""ndt_fast.cuda (csrc/cuda) against float64 references, and its promise of zero host syncs.
+
+Written without a GPU: every test marked ``requires_gpu`` has NEVER RUN. They skip, with the
+reason, wherever the CUDA path is unavailable (a CPU-only build, no torch CUDA, no device). The
+tests without the mark run everywhere: the API boundary's error when CUDA is unavailable, and the
+pure-torch reference that the GPU tests trust, checked against the CPU core.
+
+Tolerances. float32 inputs: ≤ 1e-4 relative against the float64 SVD reference where the float32
+Gram can deliver it. Where it cannot — (numerically) low-rank or ill-conditioned inputs, whose
+tiny eigenvalues are below the float32 Gram's rounding (~1e-7·λmax, i.e. σ errors ~3e-4·σmax) —
+the error must be within 2× that of a plain torch computation with a float32 Gram (the
+flash-attention rule). bf16: within 2× the error of torch's bf16 matmul Gram, as issue 7 asks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ndt_fast as nf
+import ndt_fast.cuda as nc
+from checks import assert_metrics_match
+from matrices import MATRIX_KINDS, make_matrix
+from reference import METRIC_NAMES, reference_metrics
+
+pytestmark = pytest.mark.usefixtures("torch_env")
+
+_INFO = nc.availability()
+requires_gpu = pytest.mark.skipif(
+    not _INFO["available"], reason=f"needs a GPU and a CUDA build of ndt_fast: {_INFO['reason']}"
+)
+requires_cusolver = pytest.mark.skipif(
+    not (_INFO["available"] and _INFO["cusolver"]), reason=f"needs cuSOLVER on a GPU: {_INFO['reason']}"
+)
+
+COLUMN = {name: i for i, name in enumerate(nf.RECORD_COLUMNS)}
+#: Kinds whose spectrum a float32 Gram resolves to 1e-4 in every metric.
+PRECISE_KINDS = ("gaussian", "relu_gaussian", "zero", "wide", "tall", "gaussian_large", "tiny_row", "tiny_col")
+#: Kinds with eigenvalues below the float32 Gram's rounding: judged against torch's float32 error.
+ROUNDING_KINDS = tuple(k for k in MATRIX_KINDS if k not in PRECISE_KINDS)
+
+
+def as_dict(row: torch.Tensor) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(nf.RECORD_COLUMNS, row.detach().cpu().tolist())}
+
+
+def rel_err(got: float, want: float) -> float:
+    if math.isnan(want):
+        return 0.0 if math.isnan(got) else math.inf
+    return abs(got - want) / max(abs(want), 1e-300)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs everywhere (no GPU needed)
+
+
+def test_availability_reports_every_key_and_a_reason():
+    info = nc.availability()
+    assert set(info) == {"compiled", "torch_cuda", "device_count", "cublas", "cusolver", "available", "reason"}
+    assert info["compiled"] == bool(getattr(nf._native.core, "HAS_CUDA", False))
+    if not info["available"]:
+        assert info["reason"], "an unavailable CUDA path must say why"
+
+
+@pytest.mark.skipif(_INFO["available"], reason="CUDA is available here; this checks the unavailable case")
+def test_api_boundary_raises_clear_error_when_unavailable():
+    assert not nc.is_available()
+    with pytest.raises(nc.CudaUnavailableError, match=r"CUDA path unavailable: \S"):
+        nc.device_metrics([torch.ones(4, 3)])
+    with pytest.raises(nc.CudaUnavailableError):
+        nc.DeviceGramTracker([8])
+    with pytest.raises(RuntimeError):  # CudaUnavailableError is a RuntimeError
+        nc.device_eigenvalues(torch.ones(4, 3))
+
+
+def test_extension_flag_and_submodule_agree():
+    core = nf._native.core
+    assert isinstance(core.HAS_CUDA, bool)
+    assert hasattr(core, "cuda") == core.HAS_CUDA
+    if core.HAS_CUDA:
+        assert core.cuda.RECORD_WIDTH == len(nf.RECORD_COLUMNS)
+        status = core.cuda.availability()  # must not raise without a driver
+        assert status["compiled"] is True and isinstance(status["reason"], str)
+
+
+def test_torch_reference_matches_cpu_core(matrix_kind, make, seed):
+    """The pure-torch reference of ndt_fast.cuda (trusted by the GPU tests) against the CPU core."""
+    x = make(matrix_kind)
+    got = nc.reference_metrics([torch.from_numpy(x)])[0]
+    want = nf.compute_metrics(x)
+    assert int(got[COLUMN["flags"]]) == want["flags"]
+    for name in (*METRIC_NAMES, "trace", "lambda_max"):
+        w, g = want[name], float(got[COLUMN[name]])
+        if name == "cumulative_90":
+            assert abs(g - w) <= 1, f"{name}: {g} vs {w} (kind={matrix_kind}, seed={seed})"
+        else:
+            # checks.RTOL: two float64 Gram solvers differ in the round-off σ of low-rank inputs
+            assert rel_err(g, w) <= 1e-5, f"{name}: {g} vs {w} (kind={matrix_kind}, seed={seed})"
+
+
+def test_torch_reference_flags():
+    rows = nc.reference_metrics([torch.zeros(3, 4), torch.tensor([[1.0, float("nan")], [0.0, 1.0]])])
+    assert int(rows[0, COLUMN["flags"]]) == nf.FLAG_ZERO and bool((rows[0, :8] == 0).all())
+    assert int(rows[1, COLUMN["flags"]]) == nf.FLAG_NON_FINITE and bool(rows[1, :8].isnan().all())
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: correctness (NEVER RUN so far)
+
+
+def _solvers_for(n: int) -> list[str]:
+    if n > nc._native.JACOBI_MAX_DIM and not _INFO["cusolver"]:
+        pytest.skip(f"a {n}-wide Gram needs cuSOLVER, not loaded: {_INFO['reason']}")
+    out = ["auto"]
+    if n <= nc._native.JACOBI_MAX_DIM:
+        out.append("jacobi")
+    if _INFO["cusolver"]:
+        out.append("cusolver")
+    return out
+
+
+@requires_gpu
+@pytest.mark.parametrize("kind", PRECISE_KINDS)
+def test_float32_within_1e4_of_float64_reference(kind, rng, seed):
+    x = make_matrix(kind, rng)
+    ref = reference_metrics(x)
+    for solver in _solvers_for(min(x.shape)):
+        got = nc.device_metrics([torch.from_numpy(x).cuda()], solver=solver)[0]
+        assert_metrics_match(as_dict(got), ref, f"kind={kind}, solver={solver}, seed={seed}", rtol=1e-4, knife_edge=1e-4)
+        expected = nf.FLAG_ZERO if ref.is_zero else 0
+        assert int(got[COLUMN["flags"]]) == expected
+
+
+@requires_gpu
+@pytest.mark.parametrize("kind", ROUNDING_KINDS)
+def test_float32_within_twice_torch_float32_error(kind, rng, seed):
+    x = make_matrix(kind, rng)
+    t = torch.from_numpy(x).cuda()
+    exact = nc.reference_metrics([t])[0]
+    baseline = nc.reference_metrics([t], gram_dtype=torch.float32)[0]
+    for solver in _solvers_for(min(x.shape)):
+        got = nc.device_metrics([t], solver=solver)[0].cpu()
+        for name in ("stable_rank", "participation_ratio", "nuclear_norm_ratio", "participation_ratio_eig",
+                     "effective_rank"):
+            c = COLUMN[name]
+            e_got = abs(float(got[c]) - float(exact[c]))
+            e_base = abs(float(baseline[c]) - float(exact[c]))
+            assert e_got <= 2 * e_base + 1e-5 * abs(float(exact[c])), (
+                f"{name}: error {e_got:.3g} > 2 x torch float32 {e_base:.3g} (kind={kind}, solver={solver}, seed={seed})"
+            )
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "column_major", "strided"])
+@pytest.mark.parametrize("side", ["feature", "sample"])
+def test_gram_paths_match_float64(dtype, layout, side, rng):
+    base = torch.from_numpy(rng.standard_normal((96, 160)).astype(np.float32)).cuda().to(dtype)
+    x = {"contiguous": base, "column_major": base.T.contiguous().T, "strided": base[:, ::2]}[layout]
+    a = x.to(torch.float64)
+    want = a.T @ a if side == "feature" else a @ a.T
+    k = x.shape[0] if side == "feature" else x.shape[1]
+    for use_cublas in (True, False):
+        got = nc.device_gram(x, side=side, use_cublas=use_cublas).to(torch.float64)
+        err = float((got - want).abs().max())
+        assert err <= 2e-7 * k * float(want.abs().max()), f"use_cublas={use_cublas}: max error {err}"
+
+
+@requires_gpu
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 31, 32, 33, 63, 64])
+def test_small_spectra_match_eigvalsh(n, rng, seed):
+    x = torch.from_numpy(rng.standard_normal((n + 5, n)).astype(np.float32)).cuda()
+    g = nc.device_gram(x, side="feature").to(torch.float64)
+    want = torch.linalg.eigvalsh(g).flip(0)
+    for solver in ("jacobi", "cusolver") if _INFO["cusolver"] else ("jacobi",):
+        lam, info = nc.device_eigenvalues(x, solver=solver)
+        assert int(info[0]) == 0, f"solver={solver} did not converge (seed={seed})"
+        err = float((lam - want).abs().max())
+        assert err <= 1e-10 * float(want[0]), f"solver={solver}, n={n}: max error {err} (seed={seed})"
+
+
+@requires_cusolver
+@pytest.mark.parametrize("n", [65, 200, 768])
+def test_large_spectra_match_eigvalsh(n, rng, seed):
+    x = torch.from_numpy(rng.standard_normal((n + 50, n)).astype(np.float32)).cuda()
+    g = nc.device_gram(x, side="feature").to(torch.float64)
+    want = torch.linalg.eigvalsh(g).flip(0)
+    lam, info = nc.device_eigenvalues(x, solver="auto")
+    assert int(info[0]) == 0
+    assert float((lam - want).abs().max()) <= 1e-10 * float(want[0]), f"seed={seed}"
+
+
+@requires_gpu
+def test_bf16_within_twice_torch_bf16_error(rng, seed):
+    x = torch.from_numpy(np.maximum(rng.standard_normal((256, 512)), 0).astype(np.float32)).cuda()
+    exact = nc.reference_metrics([x])[0]  # float64 of the float32 values
+    xb = x.to(torch.bfloat16)
+    baseline = nc.reference_metrics([xb], gram_dtype=torch.bfloat16)[0]  # torch bf16 matmul Gram
+    got = nc.device_metrics([xb])[0].cpu()
+    for name in ("stable_rank", "participation_ratio", "nuclear_norm_ratio", "participation_ratio_eig",
+                 "effective_rank"):
+        c = COLUMN[name]
+        e_got, e_base = abs(float(got[c] - exact[c])), abs(float(baseline[c] - exact[c]))
+        assert e_got <= 2 * e_base + 1e-6 * abs(float(exact[c])), f"{name}: {e_got:.3g} vs torch bf16 {e_base:.3g}, seed={seed}"
+
+
+@requires_gpu
+def test_bad_inputs_become_flags_not_errors(rng):
+    good = torch.from_numpy(rng.standard_normal((40, 24)).astype(np.float32)).cuda()
+    nan = good.clone()
+    nan[3, 5] = float("nan")
+    inf = good.clone()
+    inf[0, 0] = float("inf")
+    huge = good * 1e20  # its float32 Gram overflows: non-finite on the device (the CPU's float64 copes)
+    zero = torch.zeros_like(good)
+    recs = nc.device_metrics([good, nan, inf, zero, huge, good[:, :1] * 0]).cpu()
+    flags = [int(v) for v in recs[:, COLUMN["flags"]]]
+    assert flags == [0, nf.FLAG_NON_FINITE, nf.FLAG_NON_FINITE, nf.FLAG_ZERO, nf.FLAG_NON_FINITE, nf.FLAG_ZERO]
+    assert bool(recs[1, :8].isnan().all()) and bool(recs[2, :8].isnan().all()) and bool(recs[4, :8].isnan().all())
+    assert bool((recs[3, :8] == 0).all()) and bool((recs[5, :8] == 0).all())
+    assert_metrics_match(as_dict(recs[0]), reference_metrics(good.cpu().numpy()), "good row", rtol=1e-4, knife_edge=1e-4)
+
+
+@requires_gpu
+def test_metric_mask_leaves_others_nan(rng):
+    x = torch.from_numpy(rng.standard_normal((30, 20)).astype(np.float32)).cuda()
+    rec = nc.device_metrics([x], metrics=["stable_rank", "cumulative_90"])[0].cpu()
+    assert not math.isnan(float(rec[COLUMN["stable_rank"]])) and not math.isnan(float(rec[COLUMN["cumulative_90"]]))
+    for name in ("participation_ratio", "nuclear_norm_ratio", "participation_ratio_eig", "effective_rank"):
+        assert math.isnan(float(rec[COLUMN[name]])), name
+
+
+@requires_gpu
+def test_many_layers_span_several_launches(rng):
+    xs = [torch.from_numpy(rng.standard_normal((16 + i % 5, 8 + i % 40)).astype(np.float32)).cuda() for i in range(100)]
+    got = nc.device_metrics(xs).cpu()
+    for i, x in enumerate(xs):
+        assert_metrics_match(as_dict(got[i]), reference_metrics(x.cpu().numpy()), f"layer {i}", rtol=1e-4, knife_edge=1e-4)
+
+
+@requires_gpu
+def test_token_activations_use_every_token(rng):
+    x = torch.from_numpy(rng.standard_normal((4, 50, 32)).astype(np.float32)).cuda()
+    got = nc.device_metrics([x])[0]
+    assert_metrics_match(as_dict(got), reference_metrics(x.reshape(-1, 32).cpu().numpy()), "3-D", rtol=1e-4, knife_edge=1e-4)
+
+
+@requires_gpu
+def test_tracker_accumulates_batches_like_the_cpu(rng):
+    batches = [rng.standard_normal((64, 48)).astype(np.float32) for _ in range(3)]
+    tracker = nc.DeviceGramTracker([48, 48])
+    for b in batches:
+        tracker.add(0, torch.from_numpy(b).cuda())
+    tracker.add(1, torch.from_numpy(batches[0]).cuda())
+    recs = tracker.compute().cpu()
+    assert_metrics_match(as_dict(recs[0]), reference_metrics(np.concatenate(batches)), "layer 0", rtol=1e-4, knife_edge=1e-4)
+    assert_metrics_match(as_dict(recs[1]), reference_metrics(batches[0]), "layer 1", rtol=1e-4, knife_edge=1e-4)
+    tracker.reset()
+    with pytest.raises(ValueError, match="no rows"):
+        tracker.compute()
+
+
+@requires_gpu
+def test_ring_delivers_completed_records_and_drops_when_full(rng):
+    x = torch.from_numpy(rng.standard_normal((32, 16)).astype(np.float32)).cuda()
+    tracker = nc.DeviceGramTracker([16], ring_slots=2)
+    tracker.add(0, x)
+    torch.cuda.synchronize()
+    torch.cuda._sleep(500_000_000)  # the copies queue behind ~0.3 s of GPU sleep
+    first = tracker.compute(step=10).clone()
+    tracker.compute(step=11)
+    tracker.compute(step=12)  # ring full: dropped, not waited for
+    records, steps = tracker.drain()
+    assert len(records) == 0 and tracker.pending == 2, "drain() returned records before their copy completed"
+    assert tracker.dropped == 1
+    torch.cuda.synchronize()
+    records, steps = tracker.drain()
+    assert steps.tolist() == [10, 11]
+    np.testing.assert_array_equal(records[0], first.cpu().numpy()[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: zero host syncs (NEVER RUN so far)
+
+
+@requires_cusolver
+def test_tracked_steps_never_sync_the_host(rng):
+    """Two independent checks: torch's sync debugger (catches syncs torch performs on our behalf)
+    and a sleeping GPU (catches any sync at all, inside cuBLAS/cuSOLVER/our code included: the
+    host must get past all our calls while the GPU is still asleep)."""
+    dev = torch.device("cuda")
+    xs = [torch.randn(64, 256, device=dev), torch.randn(64, 128, device=dev, dtype=torch.bfloat16),
+          torch.randn(2, 512, 768, device=dev, dtype=torch.bfloat16)]
+    tracker = nc.DeviceGramTracker([256, 768], ring_slots=64)
+    # Warm-up outside the checked region: contexts, plans and library loading happen once.
+    nc.device_metrics(xs)
+    tracker.add(0, xs[0])
+    tracker.add(1, xs[2])
+    tracker.compute(step=0)
+    torch.cuda.synchronize()
+    tracker.drain()
+
+    done = torch.cuda.Event()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        torch.cuda._sleep(2_000_000_000)  # ≈ 1 s of GPU time
+        for step in range(1, 6):
+            tracker.add(0, xs[0])
+            tracker.add(1, xs[2])
+            tracker.compute(step=step)
+            nc.device_metrics(xs)
+            tracker.drain()  # the writer's side: must not wait either
+        done.record()
+        still_asleep = not done.query()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    assert still_asleep, "the host waited for the device somewhere in the tracked steps"
+    records, steps = tracker.drain()
+    assert sorted(set(steps.tolist())) == [1, 2, 3, 4, 5]
