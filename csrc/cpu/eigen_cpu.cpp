@@ -347,6 +347,25 @@ NDT_MULTIVERSION void symmetric_matvec(const double* a, int64_t n, const double*
   }
 }
 
+// Removes from w its components along the rows q₀…q_{k−1} of `basis` (classical Gram-Schmidt:
+// all coefficients from the same w, then one update) and returns the coefficient on q_{k−1}.
+NDT_MULTIVERSION double orthogonalize(const double* basis, int64_t k, int64_t n, double* w, double* coefficients) {
+  for (int64_t i = 0; i < k; ++i) {
+    const double* qi = basis + i * n;
+    double c = 0.0;
+#pragma omp simd reduction(+ : c)
+    for (int64_t t = 0; t < n; ++t) c += qi[t] * w[t];
+    coefficients[i] = c;
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    const double* qi = basis + i * n;
+    const double c = coefficients[i];
+#pragma omp simd
+    for (int64_t t = 0; t < n; ++t) w[t] -= c * qi[t];
+  }
+  return coefficients[k - 1];
+}
+
 // Largest eigenvalue `theta` of the k × k tridiagonal (alpha, beta) and |last component| of its
 // unit eigenvector, the factor of the Lanczos residual ‖A y − θ y‖ = beta_k · |s_k|.
 bool top_ritz_pair(const std::vector<double>& alpha, const std::vector<double>& beta, int64_t k, double* theta,
@@ -413,7 +432,7 @@ bool largest_eigenvalue_psd(const double* a, int64_t n, double* lambda_max, doub
   // converges at the rate set by √((λ₁−λ₂)/(λ₂−λₙ)): a few dozen steps here.
   const int64_t steps = std::min(n, max_iter);
   const size_t un = static_cast<size_t>(n);
-  std::vector<double> basis(static_cast<size_t>(steps) * un), w(un);
+  std::vector<double> basis(static_cast<size_t>(steps) * un), w(un), coefficients(static_cast<size_t>(steps));
   std::vector<double> alpha, beta;
   alpha.reserve(static_cast<size_t>(steps));
   beta.reserve(static_cast<size_t>(steps));
@@ -432,17 +451,9 @@ bool largest_eigenvalue_psd(const double* a, int64_t n, double* lambda_max, doub
     const double* q = basis.data() + static_cast<size_t>(j) * un;
     symmetric_matvec(a, n, q, w.data());
     for (double& wi : w) wi *= inv_scale;
-    // w ⟂ q₀…q_j, twice ("twice is enough"); the first pass's coefficient on q_j is α_j.
-    double a_j = 0.0;
-    for (int pass = 0; pass < 2; ++pass) {
-      for (int64_t i = 0; i <= j; ++i) {
-        const double* qi = basis.data() + static_cast<size_t>(i) * un;
-        double c = 0.0;
-        for (size_t t = 0; t < un; ++t) c += qi[t] * w[t];
-        for (size_t t = 0; t < un; ++t) w[t] -= c * qi[t];
-        if (i == j) a_j += c;
-      }
-    }
+    // w ⟂ q₀…q_j, twice ("twice is enough"); the coefficients on q_j sum to α_j.
+    double a_j = orthogonalize(basis.data(), j + 1, n, w.data(), coefficients.data());
+    a_j += orthogonalize(basis.data(), j + 1, n, w.data(), coefficients.data());
     if (!std::isfinite(a_j)) return false;
     alpha.push_back(a_j);
     double b_sq = 0.0;
