@@ -368,3 +368,48 @@ def test_undefined_values_are_not_measurable(rng: np.random.Generator) -> None:
     assert by_id["C5"].verdict == "not measurable as stated" and "undefined" in by_id["C5"].reason
     assert by_id["C10"].verdict == "not measurable as stated" and "no activation jumps" in by_id["C10"].reason
     assert by_id["C9"].verdict == "not reproduced"  # 0 jumps is a measurement, not an undefined one
+
+
+def test_a_seed_without_a_defined_value_is_left_out_and_said(rng: np.random.Generator) -> None:
+    assert tds.Stat(1.0, 0.5, 2, 3).fmt() == "1 ± 0.5 (over 2 of 3 seeds)"
+    assert tds.Stat(1.0, math.nan, 1, 1).fmt() == "1"
+    quiet = _article_like(rng)
+    quiet.jumps[("activation", 5)] = {name: [] for name in tds.LAYER_NAMES}  # C10's share is undefined here
+    by_id = {row.claim.id: row for row in tds.evaluate_claims([_article_like(rng), quiet])}
+    assert by_id["C10"].verdict != "not measurable as stated"
+    assert "(over 1 of 2 seeds)" in by_id["C10"].measured
+
+
+def test_collapse_with_no_defined_value_before_step_2000_is_undefined(rng: np.random.Generator) -> None:
+    run = _article_like(rng)
+    df = run.results[tds.DIM_LAYER]
+    df.loc[df["step"] < 2100, "stable_rank"] = np.nan
+    by_id = {row.claim.id: row for row in tds.evaluate_claims([run])}
+    assert by_id["C3"].verdict == "not measurable as stated" and "undefined" in by_id["C3"].reason
+
+
+def test_overwrite_keeps_the_earlier_run_when_the_data_cannot_be_loaded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import ndt_fast.data as data
+
+    def no_network(raw: Path) -> None:
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(data, "_download_with_torchvision", no_network)
+    monkeypatch.setattr(data, "_download_from_pypi", no_network)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / tds.RUN_FILE).write_bytes(b"an earlier run")
+    code = tds.main(["--data", str(tmp_path / "empty"), "--out", str(out), "--overwrite", "--no-progress"])
+    assert code == 1
+    assert (out / tds.RUN_FILE).read_bytes() == b"an earlier run"
+
+
+def test_claims_of_another_seed_layout_are_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / tds.CLAIMS_MD).write_text("an earlier single-seed run")
+    with pytest.raises(SystemExit) as exit_info:
+        tds.main(["--seeds", "2", "--out", str(out), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "--overwrite" in capsys.readouterr().err

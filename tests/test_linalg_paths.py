@@ -121,3 +121,44 @@ def test_solvers_agree_in_this_process(solver, rng, seed):
         assert_metrics_match(dict(zip(core.RECORD_COLUMNS, rec[0])), ref, f"{kind} solver={solver} seed={seed}")
         np.testing.assert_allclose(nf.gram_eigenvalues(x, solver=solver), ref.sigma**2,
                                    rtol=1e-5, atol=1e-12 * ref.sigma[0] ** 2, err_msg=f"{kind} seed={seed}")
+
+
+def _scipy_blas_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    counts = [i["num_threads"] for i in threadpool_info() if "scipy.libs" in i["filepath"]]
+    if not counts or not core.linalg_status()["set_threads_local"]:
+        pytest.skip("SciPy's OpenBLAS (with openblas_set_num_threads_local) is not the registered BLAS here")
+    return counts[0]
+
+
+def test_thread_budget_restores_the_blas_thread_count_even_when_calls_overlap(rng):
+    """The OpenBLAS count is process-wide: a budget of 1 lowers it during the call and every
+    overlapping call from other threads leaves the user's setting as it found it."""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _scipy_blas_threads()
+        assert before == 2
+        x = rng.standard_normal((300, 400))  # a 300 × 300 Gram and eigensolve: above the 2e7-flop threshold
+        owner, view = describe(x, "x")
+        mask = sum(core.METRIC_BITS.values())
+
+        def call(threads: int) -> None:
+            for _ in range(5):
+                core.metrics([view], eps=1e-10, energy_threshold=0.9, center=False, metrics=mask, solver="auto",
+                             threads=threads)
+
+        workers = [threading.Thread(target=call, args=(t,)) for t in (1, 1, 0, 1)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert _scipy_blas_threads() == before
+        one = core.metrics([view], eps=1e-10, energy_threshold=0.9, center=False, metrics=mask, solver="auto",
+                           threads=1)
+        auto = core.metrics([view], eps=1e-10, energy_threshold=0.9, center=False, metrics=mask, solver="auto")
+        assert np.allclose(one, auto, rtol=1e-10, atol=0, equal_nan=True)
+        assert _scipy_blas_threads() == before

@@ -417,8 +417,10 @@ bool top_ritz_pair(const std::vector<double>& alpha, const std::vector<double>& 
 
 bool largest_eigenvalue_psd(const double* a, int64_t n, double* lambda_max, double rel_tol, int64_t max_iter) {
   NDT_CHECK_ARG(n >= 1, "largest_eigenvalue_psd: n must be >= 1");
+  NDT_CHECK_ARG(max_iter >= 1, "largest_eigenvalue_psd: max_iter must be >= 1");
   *lambda_max = std::numeric_limits<double>::quiet_NaN();
-  // Iterate on A / max|Aᵢⱼ| so that no product can overflow or underflow.
+  // Iterate on A / max|Aᵢⱼ| (entries ≤ 1 against unit vectors), so that nothing overflows for
+  // Grams with entries near the float64 limit; a non-finite α is refused below all the same.
   if (!all_finite(a, n * n)) return false;  // (std::max would skip a NaN)
   double scale = 0.0;
   for (int64_t i = 0; i < n * n; ++i) scale = std::max(scale, std::fabs(a[i]));
@@ -432,12 +434,15 @@ bool largest_eigenvalue_psd(const double* a, int64_t n, double* lambda_max, doub
   // converges at the rate set by √((λ₁−λ₂)/(λ₂−λₙ)): a few dozen steps here.
   const int64_t steps = std::min(n, max_iter);
   const size_t un = static_cast<size_t>(n);
-  std::vector<double> basis(static_cast<size_t>(steps) * un), w(un), coefficients(static_cast<size_t>(steps));
+  std::vector<double> basis(static_cast<size_t>(steps) * un), w(un), scaled_q(un),
+      coefficients(static_cast<size_t>(steps));
   std::vector<double> alpha, beta;
   alpha.reserve(static_cast<size_t>(steps));
   beta.reserve(static_cast<size_t>(steps));
   // Start from a fixed positive pseudo-random vector: reproducible run to run, and never orthogonal
-  // to the top eigenvector of a non-negative Gram (ReLU data: Perron), almost never otherwise.
+  // to the top eigenvector of a Gram with non-negative entries (Perron); for signed data (Linear
+  // outputs before a ReLU, weights) orthogonality is a measure-zero accident, and rounding
+  // reintroduces the component within a few steps.
   uint64_t state = 0x9E3779B97F4A7C15ull;
   double norm_sq = 0.0;
   for (size_t i = 0; i < un; ++i) {
@@ -449,8 +454,8 @@ bool largest_eigenvalue_psd(const double* a, int64_t n, double* lambda_max, doub
 
   for (int64_t j = 0; j < steps; ++j) {
     const double* q = basis.data() + static_cast<size_t>(j) * un;
-    symmetric_matvec(a, n, q, w.data());
-    for (double& wi : w) wi *= inv_scale;
+    for (size_t t = 0; t < un; ++t) scaled_q[t] = q[t] * inv_scale;  // (A/s)q as A(q/s): no overflow
+    symmetric_matvec(a, n, scaled_q.data(), w.data());
     // w ⟂ q₀…q_j, twice ("twice is enough"); the coefficients on q_j sum to α_j.
     double a_j = orthogonalize(basis.data(), j + 1, n, w.data(), coefficients.data());
     a_j += orthogonalize(basis.data(), j + 1, n, w.data(), coefficients.data());

@@ -53,11 +53,15 @@ void parallel_for(int64_t count, double total_flops, const std::function<void(in
     for (int64_t i = 0; i < count; ++i) task(i);
     return;
   }
-  // Tasks are claimed one at a time from a shared counter: layers differ a lot in cost.
+  // Tasks are claimed one at a time from a shared counter: layers differ a lot in cost. A set
+  // budget is shared out: each of the `threads` workers (the caller included) gets its part.
+  const int budget = t_thread_budget;
+  const int worker_budget = budget > 0 ? std::max(1, budget / static_cast<int>(threads)) : 0;
   std::atomic<int64_t> next{0};
   std::exception_ptr first_error;
   std::mutex error_mutex;
   auto worker = [&] {
+    const ThreadBudgetScope share(worker_budget);
     for (int64_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) {
       try {
         task(i);

@@ -52,7 +52,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,9 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"argument --out: {str(args.out)!r} exists and is not a directory")
     if not args.overwrite:
+        # this layout's run files, and the claims an earlier run with another --seeds left in OUT
         existing = [d / RUN_FILE for d in _seed_dirs(args.out, args.seeds) if (d / RUN_FILE).exists()]
+        existing += [args.out / name for name in (RUN_FILE, CLAIMS_MD, CLAIMS_JSON) if (args.out / name).exists()]
         if existing:
             parser.error(f"argument --out: {str(existing[0])!r} already exists (an earlier run); "
                          "pass --overwrite to replace it, or choose another --out")
@@ -400,10 +402,10 @@ def train_seed(args: argparse.Namespace, seed: int, images: torch.Tensor, labels
         train_s = time.perf_counter() - start
         results = tracker.get_results()
         jumps = find_jumps(results, args.freq, tracker.jump_detector, tracker)
-        write_error = tracker.write_error
     finally:
         progress.close()
         tracker.close()
+    write_error = tracker.write_error  # after close(): its final flush can fail too
     return SeedRun(seed, out_dir, RunData(results, jumps, args.steps, args.freq), train_s, loss.item(),
                    None if write_error is None else f"{type(write_error).__name__}: {write_error}")
 
@@ -517,19 +519,23 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Stat:
-    """A value over seeds: mean, sample standard deviation (NaN for one seed), seeds counted."""
+    """A value over seeds: mean, sample standard deviation (NaN for one seed), the seeds it is
+    taken over (those where the value is defined) and the seeds run."""
 
     mean: float
     sd: float
     n: int
+    of: int = 1
 
     def fmt(self, spec: str = ".3g") -> str:
         if math.isnan(self.mean):
             return "undefined"
         text = format(self.mean, spec)
-        if self.n <= 1 or math.isnan(self.sd) or self.sd == 0:
-            return text
-        return f"{text} ± {format(self.sd, spec.lstrip('+'))}"
+        if not (self.n <= 1 or math.isnan(self.sd) or self.sd == 0):
+            text = f"{text} ± {format(self.sd, spec.lstrip('+'))}"
+        if 0 < self.n < self.of:  # some seeds had no defined value: say over how many
+            text += f" (over {self.n} of {self.of} seeds)"
+        return text
 
 
 @dataclass(frozen=True)
@@ -569,8 +575,10 @@ def _collapse(run: RunData) -> dict[str, float]:
     if len(values) == 0:
         return {"d0": math.nan, "dmin": math.nan, "ratio": math.nan, "t_min": math.nan}
     smooth = rolling_median(values)
-    window = steps < 2000
-    k = int(np.nanargmin(np.where(window, smooth, np.inf)))
+    candidates = np.where(steps < 2000, smooth, np.nan)
+    if not np.isfinite(candidates).any():
+        return {"d0": float(values[0]), "dmin": math.nan, "ratio": math.nan, "t_min": math.nan}
+    k = int(np.nanargmin(candidates))
     d0, dmin = float(values[0]), float(smooth[k])
     return {"d0": d0, "dmin": dmin, "ratio": dmin / d0 if d0 > 0 else math.nan, "t_min": float(steps[k])}
 
@@ -848,10 +856,10 @@ def _stats(measurements: Sequence[Measurement]) -> dict[str, Stat]:
         finite = values[np.isfinite(values)]
         if len(finite) == 0:
             mean = math.inf if np.isinf(values).all() and len(values) else math.nan
-            out[key] = Stat(mean, math.nan, 0)
+            out[key] = Stat(mean, math.nan, 0, len(values))
         else:
             out[key] = Stat(float(finite.mean()), float(finite.std(ddof=1)) if len(finite) > 1 else math.nan,
-                            len(finite))
+                            len(finite), len(values))
     return out
 
 
@@ -885,10 +893,18 @@ def evaluate_claims(runs: Sequence[RunData]) -> list[ClaimRow]:
     rows = []
     for claim in CLAIMS:
         reason = _unmeasurable(claim, runs[0])
-        measurements = [claim.measure(run) for run in runs]
+        if reason is not None:  # the run's length or sampling does not cover the claim: nothing to measure
+            rows.append(ClaimRow(claim, "—", VERDICTS[2], reason, {}, None, len(runs)))
+            continue
+        all_measurements = [claim.measure(run) for run in runs]
+        # A seed whose value is not measurable (e.g. a share of zero jumps) is left out like a
+        # seed with an undefined value; the claim is "not measurable" only if no seed is left.
+        measurements = [m for m in all_measurements if not m.reason] or all_measurements
         stats = _stats(measurements)
+        if len(measurements) < len(all_measurements):
+            stats = {k: replace(v, of=len(all_measurements)) for k, v in stats.items()}
         measured = claim.show(stats)
-        if reason is None:
+        if measurements is all_measurements:
             reason = next((m.reason for m in measurements if m.reason), None)
         if reason is not None or claim.judge is None:
             rows.append(ClaimRow(claim, measured, VERDICTS[2], reason or "no rule", stats, None, len(runs)))
@@ -1085,7 +1101,10 @@ def render_claims(rows: Sequence[ClaimRow], context: Mapping[str, Any],
         "rows (what `DataFrame.corr()` gives on ndtracker's results), Spearman's shown beside it.",
         "- Jumps: ndt's offline rule, `FastTracker.detect_jumps(metric=…)` — abs(z) > 3 against the mean and sd of "
         "the 50 previous samples, from the 21st sample on; `Jump.step` is the training step. The every-50 series "
-        "is the every-5 series subsampled at `step % 50 == 0`, run through the same rule.",
+        "is the every-5 series subsampled at `step % 50 == 0`, run through the same rule. z > 3 is the tracker's "
+        "default `jump_z_threshold`; ndtracker's own reproduction script calls `detect_jumps(..., threshold_z=2.0)`, "
+        "an argument ndtracker 2.0.0's `detect_jumps` does not take (it raises TypeError), so which threshold the "
+        "article's counts used is not known.",
         "- Verdict: *reproduced* / *not reproduced* by the stated tolerance rule"
         + (" applied to the means over seeds (k/N: seeds that reproduce it alone)" if seeds > 1 else "")
         + "; *not measurable as stated* with the reason.",
@@ -1131,7 +1150,7 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, float):
         return None if math.isnan(value) else ("inf" if math.isinf(value) else value)
     if isinstance(value, Stat):
-        return {"mean": _json_value(value.mean), "sd": _json_value(value.sd), "n": value.n}
+        return {"mean": _json_value(value.mean), "sd": _json_value(value.sd), "n": value.n, "of": value.of}
     if isinstance(value, dict):
         return {k: _json_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -1187,7 +1206,8 @@ def _context(args: argparse.Namespace, data: str, files: Sequence[str]) -> dict[
 
 def _prepare_out(args: argparse.Namespace) -> list[Path]:
     dirs = _seed_dirs(args.out, args.seeds)
-    for d in dirs:
+    # OUT itself too: an earlier single-seed run's files must not sit beside a multi-seed run's claims
+    for d in dict.fromkeys([args.out, *dirs]):
         d.mkdir(parents=True, exist_ok=True)
         if args.overwrite:
             for name in SEED_FILES:  # only this command's own files, never the rest of the folder
@@ -1243,12 +1263,12 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    dirs = _prepare_out(args)
     try:
         images, labels, data = _load_data(args)
     except (MnistError, FileNotFoundError, ValueError, OSError) as error:
         print(f"ndt-fast reproduce tds: cannot load the training data: {error}", file=sys.stderr)
         return 1
+    dirs = _prepare_out(args)  # (--overwrite removes an earlier run only once the data is here)
     timings = {"data": time.perf_counter() - start}
     runs: list[SeedRun] = []
     try:
@@ -1257,7 +1277,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         where = dirs[len(runs)] / RUN_FILE
         print(f"\ninterrupted during seed {len(runs)}: {where} is closed and readable with ndt_fast.load "
-              "(no figures or claims were written for that seed)", file=sys.stderr)
+              "(no figures or claims were written: they come after the last seed)", file=sys.stderr)
         return 130
     analysis_start = time.perf_counter()
     files: list[Path] = []

@@ -18,8 +18,9 @@ using ssyrk_fn = void (*)(char* uplo, char* trans, int* n, int* k, float* alpha,
 using dsyevd_fn = void (*)(char* jobz, char* uplo, int* n, double* a, int* lda, double* w,
                            double* work, int* lwork, int* iwork, int* liwork, int* info);
 
-/// OpenBLAS's openblas_set_num_threads_local: sets the calling thread's BLAS thread count and
-/// returns the previous one (0 = "use the global count").
+/// OpenBLAS's openblas_set_num_threads_local: sets the BLAS thread count and returns the previous
+/// one. Despite the name it is process-wide in the pthreads builds SciPy ships (it differs from
+/// openblas_set_num_threads only inside OpenMP regions), so BlasThreadScope reference-counts it.
 using set_threads_local_fn = int (*)(int num_threads);
 
 struct LinalgRoutines {
@@ -39,31 +40,23 @@ const LinalgRoutines& linalg();
 /// Problems below this many flops run the registered BLAS single-threaded.
 constexpr double kBlasParallelMinFlops = 2e7;
 
-/// Runs BLAS single-threaded on the calling thread for the lifetime of the scope when the problem
-/// is small, and with at most thread_budget() threads when that is set (ndt/parallel.h). Why: a
-/// per-sample Gram or eigensolve is tens of microseconds of work, and in a training loop every
-/// core is already busy with the framework's own threads — BLAS threads then wait on each other
-/// for milliseconds (measured: 64 × 256 metrics took 16 ms with OpenBLAS's threads under load,
-/// 0.3 ms with one) and keep spinning after the call, slowing the framework's next ops too.
-/// Thread-local, so the user's own BLAS calls are untouched.
+/// Limits BLAS to one thread while the scope lives when the problem is small, and to
+/// thread_budget() threads when that is set (ndt/parallel.h). Why: a per-sample Gram or
+/// eigensolve is tens of microseconds of work, and in a training loop every core is already busy
+/// with the framework's own threads — BLAS threads then wait on each other for milliseconds
+/// (measured: 64 × 256 metrics took 16 ms with OpenBLAS's threads under load, 0.3 ms with one)
+/// and keep spinning after the call, slowing the framework's next ops too.
+/// The setting is process-wide (see set_threads_local_fn): overlapping scopes on several threads
+/// share one count — the first saves the user's setting, each lowers it to what it needs, the
+/// last restores it. BLAS calls the user makes from other threads meanwhile get that lower count.
 class BlasThreadScope {
  public:
-  explicit BlasThreadScope(double flops) {
-    const set_threads_local_fn set = linalg().set_threads_local;
-    const int threads = flops < kBlasParallelMinFlops ? 1 : thread_budget();
-    if (set != nullptr && threads > 0) {
-      previous_ = set(threads);
-      active_ = true;
-    }
-  }
-  ~BlasThreadScope() {
-    if (active_) linalg().set_threads_local(previous_);
-  }
+  explicit BlasThreadScope(double flops);
+  ~BlasThreadScope();
   BlasThreadScope(const BlasThreadScope&) = delete;
   BlasThreadScope& operator=(const BlasThreadScope&) = delete;
 
  private:
-  int previous_ = 0;
   bool active_ = false;
 };
 
