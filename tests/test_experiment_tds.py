@@ -413,3 +413,11 @@ def test_claims_of_another_seed_layout_are_not_overwritten(tmp_path: Path, capsy
         tds.main(["--seeds", "2", "--out", str(out), "--no-progress"])
     assert exit_info.value.code == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_a_short_run_with_no_defined_values_still_gets_a_claims_table(rng: np.random.Generator) -> None:
+    run = _article_like(rng, steps=1000)
+    for df in run.results.values():
+        df["stable_rank"] = np.nan
+    rows = tds.evaluate_claims([run])
+    assert {row.verdict for row in rows} == {"not measurable as stated"}

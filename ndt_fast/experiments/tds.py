@@ -893,8 +893,13 @@ def evaluate_claims(runs: Sequence[RunData]) -> list[ClaimRow]:
     rows = []
     for claim in CLAIMS:
         reason = _unmeasurable(claim, runs[0])
-        if reason is not None:  # the run's length or sampling does not cover the claim: nothing to measure
-            rows.append(ClaimRow(claim, "—", VERDICTS[2], reason, {}, None, len(runs)))
+        if reason is not None:  # the run's length or sampling does not cover the claim: no verdict,
+            try:                # but what it measured on the part it has is still worth showing
+                stats = _stats([claim.measure(run) for run in runs])
+                measured = claim.show(stats)
+            except (ValueError, IndexError, KeyError, ZeroDivisionError):
+                stats, measured = {}, "—"
+            rows.append(ClaimRow(claim, measured, VERDICTS[2], reason, stats, None, len(runs)))
             continue
         all_measurements = [claim.measure(run) for run in runs]
         # A seed whose value is not measurable (e.g. a share of zero jumps) is left out like a
