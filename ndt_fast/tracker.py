@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import platform
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -423,7 +424,8 @@ class FastTracker:
             self._record(step, loss, grad_norm)
         elif not self._in_window(step):
             for slot in self._slots:  # captured for a step that turned out not to be sampled
-                self._discard(slot)
+                if slot.captured or slot.failed:
+                    self._discard(slot)
         self._next_step = step + 1
         self._arm(self._next_step)
 
@@ -640,5 +642,8 @@ class FastTracker:
         self.close()
 
     def __del__(self) -> None:
-        if hasattr(self, "_slots"):
+        # At interpreter exit, run files were already closed by the stream's atexit hook; what is
+        # left (an in-memory tracker) has no one to hand results to, and draining it would need
+        # imports that no longer work ("sys.meta_path is None").
+        if hasattr(self, "_slots") and not sys.is_finalizing():
             self.close()

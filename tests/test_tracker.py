@@ -1091,3 +1091,25 @@ def test_failed_sample_does_not_leak_rows_into_the_next_window(seed, monkeypatch
     assert list(df["flags"]) == [ndt_fast.FLAG_TRACKER_ERROR, 0, 0] and np.isnan(df["stable_rank"][0])
     assert list(df["rows"]) == [3, 6, 6]  # two forwards of 3 rows each, nothing from step 0's failed sample
     assert tracker.errors == {"a": 1}
+
+
+@pytest.mark.parametrize("records", [True, False], ids=["recorded", "nothing-recorded"])
+def test_a_tracker_never_closed_leaves_no_noise_at_interpreter_exit(records):
+    """A script that never calls close() (memory mode) exits cleanly: no "Exception ignored"
+    from the finalizer, whose drain would need imports that no longer work at shutdown (seen
+    with a tracker that had recorded nothing)."""
+    import subprocess
+    import sys
+
+    frequency = 1 if records else 1000
+    script = (
+        "import torch\nfrom torch import nn\nfrom ndt_fast import FastTracker\n"
+        "model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4))\n"
+        f"tracker = FastTracker(model, sampling_frequency={frequency})\n"
+        "for step in range(1, 4):\n    model(torch.randn(8, 20))\n    tracker.log(step, 1.0)\n"
+        "print('done')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "done"
+    assert "Exception ignored" not in done.stderr and "Error" not in done.stderr, done.stderr
