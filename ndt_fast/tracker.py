@@ -99,7 +99,7 @@ class _LayerSlot:
     """Everything the tracker keeps per tracked module."""
 
     __slots__ = ("name", "index", "module", "handle", "accumulator", "accumulator_key", "captured", "failed",
-                 "errors", "spatial_rows", "resumed_from")
+                 "errors", "spatial_rows", "resumed_from", "row_subset")
 
     def __init__(self, name: str, index: int, module: nn.Module, spatial_rows: bool) -> None:
         self.name = name
@@ -113,6 +113,7 @@ class _LayerSlot:
         self.errors = 0
         self.spatial_rows = spatial_rows
         self.resumed_from = -1  # with resume=True: the last step already in the file (its rows are skipped)
+        self.row_subset: tuple[int, torch.device, torch.Tensor] | None = None  # (rows, device, indices), max_rows
 
 
 class FastTracker:
@@ -155,6 +156,11 @@ class FastTracker:
         jump_rule: which online rule feeds ``tracker.jumps``: ``"default"`` (the rule of
             ``ndt_fast.validity``, which keeps ≤ 1 false positive per 1000 samples on noise,
             drift, AR(1) and heavy tails) or ``"ndt"``. Both rules run; both are recorded.
+        max_rows: measure at most this many rows of each activation matrix (after the reshape
+            rules: batch·seq tokens, batch·positions, …): a fixed random subset per layer, the
+            same positions at every sample. An approximation when rows exceed it (the ``rows``
+            column says how many were used); its error on token activations is measured in
+            ``benchmarks/row_subsampling_error.py``. None (default): every row, exact.
         threads: threads the tracker's native work (ours and BLAS's) may use; default 1: in a
             training loop the framework's threads hold the cores, and helper threads that fight
             them slow both (measured on 2 cores: weight tracking cost 3× more with BLAS threads).
@@ -189,6 +195,7 @@ class FastTracker:
         flush_interval: float = 1.0,
         jump_rule: str = "default",
         threads: int = 1,
+        max_rows: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError("model must be a torch.nn.Module")
@@ -215,6 +222,8 @@ class FastTracker:
             raise TypeError(f"output must be a file path (str or os.PathLike), got {type(output).__name__}")
         if resume and output is None:
             raise ValueError("resume=True needs output= (the run file to append to)")
+        if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
+            raise ValueError(f"max_rows must be None or an integer >= 1, got {max_rows!r}")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be an integer >= 0, got {threads!r}")
         if jump_rule not in JUMP_RULES:
@@ -238,6 +247,7 @@ class FastTracker:
         self.eps = float(eps)
         self.energy_threshold = float(energy_threshold)
         self.threads = threads
+        self.max_rows = max_rows
 
         layers = list(layers) if layers is not None else auto_select_layers(model)
         if not layers:
@@ -332,7 +342,8 @@ class FastTracker:
                     else False),
                 "skip_eval_forwards": self.skip_eval_forwards, "eps": self.eps, "energy_threshold": self.energy_threshold,
                 "enable_jump_detection": self.enable_jump_detection, "jump_window_size": jump_window_size,
-                "jump_z_threshold": jump_z_threshold, "jump_rule": self.jump_rule, "threads": self.threads, "capacity": capacity,
+                "jump_z_threshold": jump_z_threshold, "jump_rule": self.jump_rule, "threads": self.threads,
+                "max_rows": self.max_rows, "capacity": capacity,
                 "flush_interval": flush_interval,
             },
             "versions": {"ndt_fast": ndt_fast.__version__, "torch": torch.__version__, "numpy": np.__version__,
@@ -361,6 +372,8 @@ class FastTracker:
             if not isinstance(tensor, torch.Tensor):
                 raise TypeError(f"the module output holds no tensor to track (got {type(output).__name__})")
             x = activation_matrix(tensor, slot.spatial_rows)  # detached, 2-D
+            if self.max_rows is not None and x.shape[0] > self.max_rows:
+                x = x.index_select(0, self._row_subset(slot, x.shape[0], x.device))
             if x.device.type != "cpu":
                 x = x.to("cpu")  # CUDA-side Gram updates are a later milestone
             view = torch_matrix_view(x)
@@ -389,6 +402,17 @@ class FastTracker:
         except Exception as error:  # never break the user's forward pass
             slot.failed = True
             self._report_error(slot, error)
+
+    def _row_subset(self, slot: _LayerSlot, rows: int, device: torch.device) -> torch.Tensor:
+        """The layer's fixed random ``max_rows`` of ``rows`` (ascending indices): drawn once per
+        row count from a generator seeded with the layer's index, so every sample of a layer
+        measures the same token positions and a rerun measures the same ones again."""
+        cached = slot.row_subset
+        if cached is None or cached[0] != rows or cached[1] != device:
+            generator = torch.Generator().manual_seed(slot.index)
+            chosen = torch.randperm(rows, generator=generator)[: self.max_rows].sort().values
+            slot.row_subset = cached = (rows, device, chosen.to(device))
+        return cached[2]
 
     def _report_error(self, slot: _LayerSlot, error: Exception) -> None:
         slot.errors += 1

@@ -771,6 +771,8 @@ def _lin_model():
         (dict(energy_threshold=1.5), ValueError),
         (dict(eps=-1.0), ValueError),
         (dict(eps=math.nan), ValueError),
+        (dict(max_rows=0), ValueError),
+        (dict(max_rows=2.5), ValueError),
         (dict(threads=-1), ValueError),
         (dict(threads=1.5), ValueError),
         (dict(threads=True), ValueError),
@@ -1113,3 +1115,34 @@ def test_a_tracker_never_closed_leaves_no_noise_at_interpreter_exit(records):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "done"
     assert "Exception ignored" not in done.stderr and "Error" not in done.stderr, done.stderr
+
+
+def test_max_rows_measures_a_fixed_random_subset_of_token_rows(seed):
+    """max_rows: a (batch, seq, hidden) output gives batch·seq rows; the tracker measures the
+    same max_rows of them at every sample (a subset fixed per layer), exactly as
+    compute_metrics of those rows would; with max_rows ≥ rows nothing changes."""
+    torch.manual_seed(seed)
+    lin = nn.Linear(12, 24)
+    model = nn.Sequential(lin)
+    sub = FastTracker(model, layers=[lin], layer_names=["lin"], max_rows=40)
+    full = FastTracker(model, layers=[lin], layer_names=["lin"])
+    roomy = FastTracker(model, layers=[lin], layer_names=["lin"], max_rows=10_000)
+    seen = []
+    for step in range(3):
+        x = torch.randn(6, 20, 12)  # 120 token rows
+        with torch.no_grad():
+            seen.append(lin(x).reshape(-1, 24).double())
+        model.train()
+        model(x)
+        for tracker in (sub, full, roomy):
+            tracker.log(step, 0.0)
+    chosen = torch.randperm(120, generator=torch.Generator().manual_seed(0))[:40].sort().values
+    rows = by_step(sub.get_results("lin"))
+    for step, row in rows.items():
+        assert row["rows"] == 40
+        ref = reference_metrics(seen[step][chosen])
+        assert_metrics_match({m: row[m] for m in METRIC_NAMES}, ref, f"step {step}")
+    a, b = full.get_results("lin"), roomy.get_results("lin")
+    assert np.array_equal(a[list(METRIC_NAMES)], b[list(METRIC_NAMES)]) and (a["rows"] == 120).all()
+    for tracker in (sub, full, roomy):
+        tracker.close()
