@@ -23,6 +23,7 @@
 #include "ndt/metrics.h"
 #include "ndt/parallel.h"
 #include "ndt/record_ring.h"
+#include "view_tuple.h"
 
 namespace py = pybind11;
 
@@ -32,21 +33,9 @@ void register_cuda(py::module_& m);  // bindings_cuda.cpp
 
 namespace {
 
-using ViewTuple = std::tuple<uintptr_t, int, int64_t, int64_t, int64_t, int64_t>;
+using ndt_binding::to_view;
+using ndt_binding::ViewTuple;
 constexpr int kRecordWidth = 9;  // the columns of a metrics record, see record_columns below
-
-ndt::MatrixView to_view(const ViewTuple& t) {
-  ndt::MatrixView v;
-  v.data = reinterpret_cast<const void*>(std::get<0>(t));
-  const int code = std::get<1>(t);
-  if (code < 0 || code > 3) throw std::invalid_argument("unsupported dtype code " + std::to_string(code));
-  v.dtype = static_cast<ndt::DType>(code);
-  v.rows = std::get<2>(t);
-  v.cols = std::get<3>(t);
-  v.row_stride = std::get<4>(t);
-  v.col_stride = std::get<5>(t);
-  return v;
-}
 
 ndt::GramSide to_side(const std::string& side) {
   if (side == "feature") return ndt::GramSide::feature;

@@ -14,25 +14,14 @@
 
 #include "ndt/check.h"
 #include "ndt/cuda/device.h"
+#include "view_tuple.h"
 
 namespace py = pybind11;
 
 namespace {
 
-using ViewTuple = std::tuple<uintptr_t, int, int64_t, int64_t, int64_t, int64_t>;  // as in bindings.cpp
-
-ndt::MatrixView device_view(const ViewTuple& t) {
-  ndt::MatrixView v;
-  v.data = reinterpret_cast<const void*>(std::get<0>(t));
-  const int code = std::get<1>(t);
-  NDT_CHECK_ARG(code >= 0 && code <= 3, "unsupported dtype code " << code);
-  v.dtype = static_cast<ndt::DType>(code);
-  v.rows = std::get<2>(t);
-  v.cols = std::get<3>(t);
-  v.row_stride = std::get<4>(t);
-  v.col_stride = std::get<5>(t);
-  return v;
-}
+using ndt_binding::ViewTuple;
+using ndt_binding::to_view;
 
 ndt::cuda::DeviceSolver to_device_solver(const std::string& name) {
   if (name == "auto") return ndt::cuda::DeviceSolver::automatic;
@@ -91,7 +80,7 @@ void register_cuda(py::module_& m) {
       "gram_update",
       [](ndt::cuda::Context& ctx, const ViewTuple& view, const std::string& side, uintptr_t gram, float beta,
          uintptr_t stream, bool use_cublas) {
-        const ndt::MatrixView x = device_view(view);
+        const ndt::MatrixView x = to_view(view);
         NDT_CHECK_ARG(side == "feature" || side == "sample", "side must be 'feature' or 'sample', got '" << side << "'");
         const ndt::GramSide s = side == "feature" ? ndt::GramSide::feature : ndt::GramSide::sample;
         py::gil_scoped_release release;
