@@ -235,6 +235,8 @@ class FastTracker:
         self.window = window
         self.center = bool(center)
         self._metric_mask = metric_mask(metrics)
+        if isinstance(track_weights, np.bool_):
+            track_weights = bool(track_weights)
         if not (isinstance(track_weights, (bool, str)) or track_weights is None
                 or isinstance(track_weights, Iterable)):
             raise TypeError(f"track_weights must be True/False or metric names, got {track_weights!r}")
