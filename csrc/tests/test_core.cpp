@@ -341,6 +341,36 @@ void test_batched_parallel(std::mt19937_64& rng) {
   ndt::set_max_threads(static_cast<int>(std::thread::hardware_concurrency()));
 }
 
+void test_thread_budget() {
+  // Work above the threading threshold: 4 tasks, 1e9 "flops". Budget 1: every task on the
+  // caller's thread. Budget 4 with 4 threads allowed: the tasks may spread, and each worker runs
+  // with its share (4 / 4 = 1). After the scopes the budget is back to automatic (0).
+  ndt::set_max_threads(4);
+  const std::thread::id caller = std::this_thread::get_id();
+  std::vector<std::thread::id> ran_on(4);
+  std::vector<int> budget_seen(4, -1);
+  auto task = [&](int64_t i) {
+    ran_on[static_cast<size_t>(i)] = std::this_thread::get_id();
+    budget_seen[static_cast<size_t>(i)] = ndt::thread_budget();
+  };
+  {
+    const ndt::ThreadBudgetScope one(1);
+    EXPECT(!ndt::parallel_worthwhile(4, 1e9), "a budget of 1 must not start threads");
+    ndt::parallel_for(4, 1e9, task);
+    for (size_t i = 0; i < 4; ++i)
+      EXPECT(ran_on[i] == caller && budget_seen[i] == 1, "budget 1: task %zu left the caller's thread or lost its budget", i);
+  }
+  {
+    const ndt::ThreadBudgetScope four(4);
+    EXPECT(ndt::parallel_worthwhile(4, 1e9), "a budget of 4 with 4 threads allowed must thread this work");
+    ndt::parallel_for(4, 1e9, task);
+    for (size_t i = 0; i < 4; ++i) EXPECT(budget_seen[i] == 1, "budget 4 over 4 workers: task %zu saw %d", i, budget_seen[i]);
+    EXPECT(ndt::thread_budget() == 4, "the caller's budget must survive its own worker share");
+  }
+  EXPECT(ndt::thread_budget() == 0, "budget not restored: %d", ndt::thread_budget());
+  ndt::set_max_threads(static_cast<int>(std::thread::hardware_concurrency()));
+}
+
 }  // namespace
 
 // The ring against a plain FIFO under random pushes/pops (wraps included), then one producer and
@@ -594,6 +624,7 @@ int main() {
   test_largest_eigenvalue(rng);
   test_metrics(rng);
   test_batched_parallel(rng);
+  test_thread_budget();
   test_record_ring(rng);
   test_jump_bank(rng);
   std::printf("test_core: %s (%d failures)\n", g_failures ? "FAILED" : "ok", g_failures);
