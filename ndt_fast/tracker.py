@@ -91,7 +91,7 @@ def _scalar(value: Any) -> float:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"expected a scalar, got a tensor of shape {tuple(value.shape)}")
-        return float(value.detach().reshape(()).item())
+        return float(value.item())  # (item() reads any one-element tensor, grad or not: no views needed)
     return float(value)
 
 
