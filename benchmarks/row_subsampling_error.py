@@ -4,9 +4,10 @@ Workload: ``nn.TransformerEncoder`` (4 blocks, d=256, 4 heads, feed-forward 512,
 on batches of 8 × 512 tokens drawn from a 1000-token vocabulary (embedding + learned-free
 positional signal), i.e. 4096 rows × 256 features per block output — the shape the tracker sees
 for 3-D activations (``batch·seq`` rows). For each block and batch: the metrics of all 4096 rows
-(exact) and of the tracker's fixed random subset of ``k`` rows, relative error per metric; the
-table gives the median and the maximum over 4 blocks × ``--batches`` batches, and the time of
-``ndt_fast.compute_metrics`` for each row count (one thread, median of the batches).
+(exact) and of the tracker's fixed random subset of ``k`` rows, signed relative error per metric
+((subset − all) / all); the table gives the median signed error and the largest absolute one
+over 4 blocks × ``--batches`` batches, and the time of ``ndt_fast.compute_metrics`` for each row
+count (one thread for the core and for BLAS, as FastTracker's default ``threads=1``; median).
 
 Run: ``.venv/bin/python benchmarks/row_subsampling_error.py [--batches 8] [--out FILE.md]``.
 """
@@ -18,6 +19,7 @@ import time
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 import ndt_fast
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args()
     ndt_fast._native.core.set_num_threads(1)
+    threadpool_limits(limits=1, user_api="blas")  # SciPy's OpenBLAS too (see FastTracker(threads=1))
     outputs = block_outputs(args.batches)
     errors = {k: {m: [] for m in METRICS} for k in ROWS}
     seconds: dict[int, list[float]] = {k: [] for k in (*ROWS, 4096)}
@@ -75,14 +78,14 @@ def main() -> None:
             approx, t = timed_metrics(x[subset(len(x), k, layer_index)].numpy())
             seconds[k].append(t)
             for m in METRICS:
-                errors[k][m].append(abs(approx[m] - exact[m]) / abs(exact[m]))
+                errors[k][m].append((approx[m] - exact[m]) / abs(exact[m]))
     lines = [f"Token activations 4096 rows × 256 features (4 TransformerEncoder blocks, random init, "
-             f"{args.batches} batches); relative error of the subset's metric vs all rows: median / max.", "",
+             f"{args.batches} batches); relative error (subset − all) / all: median (signed) / largest |error|.", "",
              "| max_rows | compute_metrics time | " + " | ".join(METRICS) + " |",
              "|---:|---:|" + "---:|" * len(METRICS)]
     lines.append(f"| all (4096) | {np.median(seconds[4096]) * 1e3:.1f} ms | " + " | ".join("0" for _ in METRICS) + " |")
     for k in ROWS:
-        cells = [f"{np.median(errors[k][m]):.3f} / {np.max(errors[k][m]):.3f}" for m in METRICS]
+        cells = [f"{np.median(errors[k][m]):+.3f} / {np.max(np.abs(errors[k][m])):.3f}" for m in METRICS]
         lines.append(f"| {k} | {np.median(seconds[k]) * 1e3:.1f} ms | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     print(text)
