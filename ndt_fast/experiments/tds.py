@@ -52,7 +52,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -847,8 +847,10 @@ class ClaimRow:
     seeds: int = 1
 
 
-def _stats(measurements: Sequence[Measurement]) -> dict[str, Stat]:
-    """Each value over seeds as a Stat of its finite values (all ±inf → inf, none finite → NaN)."""
+def _stats(measurements: Sequence[Measurement], seeds: int | None = None) -> dict[str, Stat]:
+    """Each value over seeds as a Stat of its finite values (all ±inf → inf, none finite → NaN);
+    ``seeds``: how many seeds were run (default: one per measurement)."""
+    seeds = len(measurements) if seeds is None else seeds
     keys = measurements[0].values.keys()
     out = {}
     for key in keys:
@@ -856,10 +858,10 @@ def _stats(measurements: Sequence[Measurement]) -> dict[str, Stat]:
         finite = values[np.isfinite(values)]
         if len(finite) == 0:
             mean = math.inf if np.isinf(values).all() and len(values) else math.nan
-            out[key] = Stat(mean, math.nan, 0, len(values))
+            out[key] = Stat(mean, math.nan, 0, seeds)
         else:
             out[key] = Stat(float(finite.mean()), float(finite.std(ddof=1)) if len(finite) > 1 else math.nan,
-                            len(finite), len(values))
+                            len(finite), seeds)
     return out
 
 
@@ -893,23 +895,13 @@ def evaluate_claims(runs: Sequence[RunData]) -> list[ClaimRow]:
     rows = []
     for claim in CLAIMS:
         reason = _unmeasurable(claim, runs[0])
-        if reason is not None:  # the run's length or sampling does not cover the claim: no verdict,
-            try:                # but what it measured on the part it has is still worth showing
-                stats = _stats([claim.measure(run) for run in runs])
-                measured = claim.show(stats)
-            except (ValueError, IndexError, KeyError, ZeroDivisionError):
-                stats, measured = {}, "—"
-            rows.append(ClaimRow(claim, measured, VERDICTS[2], reason, stats, None, len(runs)))
-            continue
         all_measurements = [claim.measure(run) for run in runs]
         # A seed whose value is not measurable (e.g. a share of zero jumps) is left out like a
         # seed with an undefined value; the claim is "not measurable" only if no seed is left.
         measurements = [m for m in all_measurements if not m.reason] or all_measurements
-        stats = _stats(measurements)
-        if len(measurements) < len(all_measurements):
-            stats = {k: replace(v, of=len(all_measurements)) for k, v in stats.items()}
-        measured = claim.show(stats)
-        if measurements is all_measurements:
+        stats = _stats(measurements, seeds=len(runs))
+        measured = claim.show(stats)  # shown even when the run does not cover the claim
+        if reason is None and measurements is all_measurements:
             reason = next((m.reason for m in measurements if m.reason), None)
         if reason is not None or claim.judge is None:
             rows.append(ClaimRow(claim, measured, VERDICTS[2], reason or "no rule", stats, None, len(runs)))
