@@ -354,7 +354,10 @@ class DeviceGramTracker:
         self._grams = [torch.zeros((d, d), dtype=torch.float32, device=self.device) for d in self.dims]
         self._workspace = torch.empty(self._plan.workspace_bytes, dtype=torch.uint8, device=self.device)
         self._rows = [0] * len(self.dims)  # host-side row counts: known without reading the device
-        self._ring = _native.PinnedRecordRing(ring_slots, len(self.dims), RECORD_WIDTH)
+        # The ring's events must belong to the device whose stream records them (cudaEventRecord
+        # rejects a stream of another device), and the native constructor uses the current device.
+        with torch.cuda.device(self.device):
+            self._ring = _native.PinnedRecordRing(ring_slots, len(self.dims), RECORD_WIDTH)
 
     def add(self, layer: int, x: Any) -> None:
         """G_layer += XᵀX on the current stream. x: CUDA tensor (n, d) or (..., d), d = dims[layer]."""

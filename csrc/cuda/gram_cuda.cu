@@ -36,13 +36,22 @@ __global__ void gram_lower_kernel(const T* __restrict__ x, int64_t row_stride, i
   // a(i, t) lives at x[i·stride_i + t·stride_t].
   const int64_t stride_i = feature ? col_stride : row_stride;
   const int64_t stride_t = feature ? row_stride : col_stride;
+  // Consecutive threads (tx) must walk the index whose stride is 1, or every load of a warp hits
+  // a different row (e.g. the feature side of a row-major X, where t strides by a whole row).
+  const bool tx_walks_t = stride_t == 1 || stride_i != 1;
   float acc = 0.0f;
   for (int t0 = 0; t0 < k; t0 += kTile) {
-    // Thread (tx, ty) loads a(i0 + ty, t0 + tx) and a(j0 + ty, t0 + tx).
-    const int t = t0 + tx;
-    const int ri = i0 + ty, rj = j0 + ty;
-    tile_i[ty][tx] = (ri < n && t < k) ? to_float(x[ri * stride_i + t * stride_t]) : 0.0f;
-    tile_j[ty][tx] = (rj < n && t < k) ? to_float(x[rj * stride_i + t * stride_t]) : 0.0f;
+    // tile_i[r][u] = a(i0 + r, t0 + u), tile_j[r][u] = a(j0 + r, t0 + u); padding (+1) keeps
+    // both the row-wise and the column-wise writes free of bank conflicts.
+    if (tx_walks_t) {
+      const int t = t0 + tx, ri = i0 + ty, rj = j0 + ty;
+      tile_i[ty][tx] = (ri < n && t < k) ? to_float(x[ri * stride_i + t * stride_t]) : 0.0f;
+      tile_j[ty][tx] = (rj < n && t < k) ? to_float(x[rj * stride_i + t * stride_t]) : 0.0f;
+    } else {
+      const int t = t0 + ty, ri = i0 + tx, rj = j0 + tx;
+      tile_i[tx][ty] = (ri < n && t < k) ? to_float(x[ri * stride_i + t * stride_t]) : 0.0f;
+      tile_j[tx][ty] = (rj < n && t < k) ? to_float(x[rj * stride_i + t * stride_t]) : 0.0f;
+    }
     __syncthreads();
 #pragma unroll
     for (int u = 0; u < kTile; ++u) acc = fmaf(tile_i[ty][u], tile_j[tx][u], acc);

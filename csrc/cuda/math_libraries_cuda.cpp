@@ -231,6 +231,24 @@ Availability load_math_libraries(const std::vector<std::string>& search_dirs) {
   return availability();
 }
 
+namespace {
+
+// Destroys whichever handles exist (a constructor that failed half-way, or the destructor);
+// never throws: a broken context leaks them instead.
+void release_handles(Context::Handles& handles, int device) noexcept {
+  try {
+    detail::DeviceGuard guard(device);
+    const detail::Libraries& lib = detail::libraries();
+    if (handles.syevj) lib.cusolver.cusolverDnDestroySyevjInfo(handles.syevj);
+    if (handles.cusolver) lib.cusolver.cusolverDnDestroy(handles.cusolver);
+    if (handles.cublas) lib.cublas.cublasDestroy_v2(handles.cublas);
+  } catch (...) {
+  }
+  handles = Context::Handles{};
+}
+
+}  // namespace
+
 Context::Context(int device) : device_(device), handles_(std::make_unique<Handles>()) {
   int count = 0;
   NDT_CHECK_CUDA(cudaGetDeviceCount(&count));
@@ -238,29 +256,25 @@ Context::Context(int device) : device_(device), handles_(std::make_unique<Handle
   detail::DeviceGuard guard(device);
   // Handles allocate device memory: created here, once, never on the training path.
   const detail::Libraries& lib = detail::libraries();
-  if (lib.cublas.loaded) {
-    NDT_CHECK_MATH(lib.cublas.cublasCreate_v2(&handles_->cublas));
-    // Default math: tensor cores for 16-bit inputs; float32 stays IEEE float32 (no TF32, which
-    // would need CUBLAS_TF32_TENSOR_OP_MATH or NVIDIA_TF32_OVERRIDE=1 in the environment).
-    NDT_CHECK_MATH(lib.cublas.cublasSetMathMode(handles_->cublas, CUBLAS_DEFAULT_MATH));
-  }
-  if (lib.cusolver.loaded) {
-    NDT_CHECK_MATH(lib.cusolver.cusolverDnCreate(&handles_->cusolver));
-    NDT_CHECK_MATH(lib.cusolver.cusolverDnCreateSyevjInfo(&handles_->syevj));
-    NDT_CHECK_MATH(lib.cusolver.cusolverDnXsyevjSetSortEig(handles_->syevj, 1));  // ascending
+  try {
+    if (lib.cublas.loaded) {
+      NDT_CHECK_MATH(lib.cublas.cublasCreate_v2(&handles_->cublas));
+      // Default math: tensor cores for 16-bit inputs; float32 stays IEEE float32 (no TF32, which
+      // would need CUBLAS_TF32_TENSOR_OP_MATH or NVIDIA_TF32_OVERRIDE=1 in the environment).
+      NDT_CHECK_MATH(lib.cublas.cublasSetMathMode(handles_->cublas, CUBLAS_DEFAULT_MATH));
+    }
+    if (lib.cusolver.loaded) {
+      NDT_CHECK_MATH(lib.cusolver.cusolverDnCreate(&handles_->cusolver));
+      NDT_CHECK_MATH(lib.cusolver.cusolverDnCreateSyevjInfo(&handles_->syevj));
+      NDT_CHECK_MATH(lib.cusolver.cusolverDnXsyevjSetSortEig(handles_->syevj, 1));  // ascending
+    }
+  } catch (...) {  // the destructor does not run for a constructor that throws
+    release_handles(*handles_, device_);
+    throw;
   }
 }
 
-Context::~Context() {
-  try {
-    detail::DeviceGuard guard(device_);
-    const detail::Libraries& lib = detail::libraries();
-    if (handles_->syevj) lib.cusolver.cusolverDnDestroySyevjInfo(handles_->syevj);
-    if (handles_->cusolver) lib.cusolver.cusolverDnDestroy(handles_->cusolver);
-    if (handles_->cublas) lib.cublas.cublasDestroy_v2(handles_->cublas);
-  } catch (...) {  // a destructor must not throw; the handles leak with a broken context
-  }
-}
+Context::~Context() { release_handles(*handles_, device_); }
 
 bool Context::has_cublas() const { return handles_->cublas != nullptr; }
 bool Context::has_cusolver() const { return handles_->cusolver != nullptr; }

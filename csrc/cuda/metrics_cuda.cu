@@ -108,8 +108,12 @@ __global__ void __launch_bounds__(kBlockThreads) metrics_kernel(const __grid_con
   // cumulative_90: first k (1-based, descending order) whose running energy reaches the
   // threshold, n if none. Chunked scan: thread t owns descending indices [t·C, t·C + C); for
   // n ≤ kBlockThreads every chunk is one element and the sums run in the CPU's sequential order.
+  // The denominator is the scan's own total, not the tree-reduced lambda_sum: the CPU divides
+  // by the same sequential sum it accumulates, so at threshold 1.0 it stops exactly at the last
+  // non-zero eigenvalue; a total summed in another order can differ in the last bit and move k.
   int k90 = n;
   if (want & kCumulative90) {
+    __shared__ double scan_total;
     const int chunk = (n + kBlockThreads - 1) / kBlockThreads;
     const int begin = min(tid * chunk, n), end = min(begin + chunk, n);
     double local = 0.0;
@@ -123,13 +127,15 @@ __global__ void __launch_bounds__(kBlockThreads) metrics_kernel(const __grid_con
         chunk_prefix[t] = running;
         running += v;
       }
+      scan_total = running;
     }
     __syncthreads();
+    const double total = scan_total;
     double cumulative = chunk_prefix[tid];
     int found = n;
     for (int d = begin; d < end; ++d) {
       cumulative += fmax(w[n - 1 - d], 0.0);
-      if (cumulative / lambda_sum >= metric.energy_threshold) {
+      if (cumulative / total >= metric.energy_threshold) {
         found = d + 1;
         break;
       }

@@ -97,8 +97,8 @@ class Context {
 };
 
 /// G ← beta·G + XᵀX (side feature, G is x.cols × x.cols) or XXᵀ (side sample, x.rows × x.rows),
-/// with X the device matrix `x` (float32, float16 or bfloat16; float64 → std::invalid_argument)
-/// and G a float32 device buffer in the storage convention above, on `stream`. beta is 0 (fresh
+/// with X the device matrix `x` (float32, float16 or bfloat16; float64 is read by the own kernel
+/// only and rounded to float32 there) and G a float32 device buffer in the storage convention above, on `stream`. beta is 0 (fresh
 /// Gram) or 1 (accumulate). Products accumulate in float32; 16-bit inputs use tensor cores.
 ///
 /// Paths: cuBLAS when loaded and x has one unit stride (row- or column-major with any leading
