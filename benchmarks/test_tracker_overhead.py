@@ -21,6 +21,7 @@ reads it only on sampled steps). Default threads only: that is how a training ru
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -77,21 +78,60 @@ MODELS: dict[str, Callable[[], tuple[nn.Module, list[nn.Module] | None, torch.Te
 CASES = [("tds-mlp", 5, 40), ("tds-mlp", 1, 40), ("resnet18", 5, 5), ("transformer", 5, 10)]
 
 
-def _make_loop(model: nn.Module, tracker: Any, inputs: torch.Tensor, labels: torch.Tensor, item: bool) -> Callable[[], None]:
+def _make_loop(model: nn.Module, tracker: Any, inputs: torch.Tensor, labels: torch.Tensor, item: bool, *,
+               autocast: torch.dtype | None = None) -> Callable[[], None]:
+    """``len(inputs)`` training steps per call. ``autocast``: run forward and loss under
+    ``torch.autocast`` of the inputs' device with that dtype; on a CUDA device the call ends with
+    ``torch.cuda.synchronize()``, so its time includes the GPU's work."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     state = {"step": 0}
+    device = inputs.device
+    mixed = (lambda: torch.autocast(device.type, dtype=autocast)) if autocast is not None else contextlib.nullcontext
 
     def run_steps() -> None:
-        for i in range(STEPS):
-            loss = nn.functional.cross_entropy(model(inputs[i]), labels[i])
+        for i in range(len(inputs)):
+            with mixed():
+                logits = model(inputs[i])
+                loss = nn.functional.cross_entropy(logits.flatten(0, -2), labels[i].flatten())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if tracker is not None:
                 tracker.log(state["step"], loss.item() if item else loss)
             state["step"] += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     return run_steps
+
+
+def run_variant(benchmark: Any, measure: Callable[..., Any], model: nn.Module, layers: list[nn.Module],
+                inputs: torch.Tensor, labels: torch.Tensor, *, frequency: int, variant: str, group: str,
+                check: Callable[[Any], None] | None = None, **loop_options: Any) -> None:
+    """Times one variant (``VARIANTS``) of the training loop in ``group``; afterwards guards that a
+    tracker recorded rows (a tracker that recorded nothing would time as free) and FastTracker
+    caught no error. ``check(tracker)``, if given, runs on FastTracker before it is closed."""
+    model.train()
+    label, role = VARIANTS[variant]
+    benchmark.group = group
+    benchmark.extra_info.update(label=label, role=role, steps=len(inputs), sampling_frequency=frequency)
+    tracker: Any = None
+    if variant == "ndtracker":
+        tracker = HighFrequencyTracker(model, layers=layers, sampling_frequency=frequency)
+    elif variant == "ndt_fast":
+        tracker = FastTracker(model, layers=layers, sampling_frequency=frequency)
+    try:
+        measure(_make_loop(model, tracker, inputs, labels, item=variant == "ndtracker", **loop_options))
+    finally:
+        if tracker is not None:
+            results = tracker.get_results()
+            if check is not None and variant == "ndt_fast":
+                check(tracker)
+            tracker.close()
+    if tracker is not None:
+        assert all(len(df) > 0 for df in results.values()), f"{variant} recorded nothing"
+        if variant == "ndt_fast":
+            assert sum(tracker.errors.values()) == 0, tracker.errors
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -104,23 +144,5 @@ def test_tracker_overhead(benchmark, measure, model_name, frequency, variant):
     model, layers, inputs, labels = MODELS[model_name]()
     if layers is None:
         layers = auto_select_layers(model)
-    model.train()
-    label, role = VARIANTS[variant]
-    benchmark.group = f"training overhead {model_name} sampling={frequency} ({STEPS} steps per call)"
-    benchmark.extra_info.update(label=label, role=role, steps=STEPS, sampling_frequency=frequency)
-    tracker: Any = None
-    if variant == "ndtracker":
-        tracker = HighFrequencyTracker(model, layers=layers, sampling_frequency=frequency)
-    elif variant == "ndt_fast":
-        tracker = FastTracker(model, layers=layers, sampling_frequency=frequency)
-    try:
-        measure(_make_loop(model, tracker, inputs, labels, item=variant == "ndtracker"))
-    finally:
-        if tracker is not None:
-            results = tracker.get_results()
-            tracker.close()
-    if tracker is not None:
-        # Not a test, a guard: a tracker that recorded nothing would time as free.
-        assert all(len(df) > 0 for df in results.values()), f"{variant} recorded nothing"
-        if variant == "ndt_fast":
-            assert sum(tracker.errors.values()) == 0, tracker.errors
+    run_variant(benchmark, measure, model, layers, inputs, labels, frequency=frequency, variant=variant,
+                group=f"training overhead {model_name} sampling={frequency} ({STEPS} steps per call)")

@@ -21,6 +21,10 @@ Public API:
   demand, records copied into a pinned host ring that a writer thread drains with :meth:`drain`.
 * :func:`reference_metrics` — the same records from a pure-torch float64 computation
   (``torch.matmul`` + ``torch.linalg.eigvalsh``), the GPU tests' reference; runs on any device.
+* :func:`reference_gram_metrics` — the record of one Gram by the device kernels' rules in plain
+  torch (metric subsets included); also the math of FastTracker's emulated device backend.
+
+FastTracker reaches this module through ``ndt_fast._device_path`` (see ``docs/CUDA.md``).
 
 Definitions are those of ``ndt_fast.metrics`` (ndt-compatible, ``eps`` included). Not supported
 on the device: ``center=True`` (use the CPU path), float64 through cuBLAS (float64 inputs take the
@@ -48,6 +52,7 @@ __all__ = [
     "availability",
     "device_metrics",
     "is_available",
+    "reference_gram_metrics",
     "reference_metrics",
 ]
 
@@ -430,44 +435,73 @@ def reference_metrics(
     """
     import torch
 
-    out = torch.full((len(xs), RECORD_WIDTH), float("nan"), dtype=torch.float64)
+    out = torch.empty((len(xs), RECORD_WIDTH), dtype=torch.float64)
     for k, x in enumerate(xs):
         a = x.detach()
         a = a.reshape(-1, a.shape[-1])
         a = a.to(torch.float64 if gram_dtype is None else gram_dtype)
         g = a.T @ a if a.shape[0] >= a.shape[1] else a @ a.T
-        g = g.to(torch.float64)
-        if not bool(torch.isfinite(g).all()):
-            out[k, 8] = FLAG_NON_FINITE
-            continue
-        trace = float(g.diagonal().sum())
-        if trace <= 0.0 or not bool((g != 0).any()):
-            out[k, :8] = 0.0
-            out[k, 8] = FLAG_ZERO
-            continue
-        lam = torch.linalg.eigvalsh(g).flip(0).clamp_min(0.0).cpu()  # descending, PSD
-        lmax = float(lam[0])
-        if lmax == 0.0:
-            out[k, :8] = 0.0
-            out[k, 8] = FLAG_ZERO
-            continue
-        sigma = lam.sqrt()
-        sigma_sum = float(sigma.sum())
-        lam_sum = float(lam.sum())
-        ratios = torch.cumsum(lam, 0) / lam_sum
-        hits = torch.nonzero(ratios >= energy_threshold)
-        k90 = int(hits[0, 0]) + 1 if hits.numel() else lam.numel()
-        p = sigma / sigma_sum
-        p = p[p > 0]
-        g_scaled = g / g.abs().max()
-        out[k, 0] = trace / (lmax + eps)
-        out[k, 1] = 1.0 / (float(((sigma / (sigma_sum + eps)) ** 2).sum()) + eps)
-        out[k, 2] = float(k90)
-        out[k, 3] = sigma_sum / (lmax**0.5 + eps)
+        out[k] = reference_gram_metrics(g.to(torch.float64), eps=eps, energy_threshold=energy_threshold)
+    return out
+
+
+def reference_gram_metrics(gram: Any, *, eps: float = 1e-10, energy_threshold: float = 0.9,
+                           metrics: int | Iterable[str] | None = None) -> Any:
+    """The record (9 float64, CPU tensor) of one symmetric Gram by the device kernels' rules.
+
+    ``gram``: float64 torch tensor (n, n), full and symmetric, any device. ``metrics``: names or a
+    ``metric_mask`` bit mask (None: all six). As on the device (``csrc/cuda/metrics_cuda.cu``):
+    a non-finite Gram → NaN everywhere + FLAG_NON_FINITE; trace ≤ 0 or the zero matrix → 0 + FLAG_ZERO;
+    otherwise the spectrum is always solved, so ``trace`` and ``lambda_max`` are always filled,
+    and metrics not asked for are NaN. (The CPU core leaves λmax NaN where no asked-for metric
+    needs it.) Used by :func:`reference_metrics` and by FastTracker's emulated device backend.
+    """
+    import torch
+
+    want = metrics if isinstance(metrics, int) else metric_mask(metrics)
+    bits = [int(core.METRIC_BITS[name]) for name in RECORD_COLUMNS[:6]]
+    out = torch.full((RECORD_WIDTH,), float("nan"), dtype=torch.float64)
+
+    def filled(value: float, flags: int) -> Any:
+        for i, bit in enumerate(bits):
+            if want & bit:
+                out[i] = value
+        out[6] = out[7] = value
+        out[8] = flags
+        return out
+
+    g = gram.detach().to(torch.float64)
+    if not bool(torch.isfinite(g).all()):
+        return filled(float("nan"), FLAG_NON_FINITE)
+    trace = float(g.diagonal().sum())
+    if trace <= 0.0 or not bool((g != 0).any()):
+        return filled(0.0, FLAG_ZERO)
+    lam = torch.linalg.eigvalsh(g).flip(0).clamp_min(0.0).cpu()  # descending, PSD
+    lmax = float(lam[0])
+    if lmax == 0.0:
+        return filled(0.0, FLAG_ZERO)
+    sigma = lam.sqrt()
+    sigma_sum = float(sigma.sum())
+    lam_sum = float(lam.sum())
+    ratios = torch.cumsum(lam, 0) / lam_sum
+    hits = torch.nonzero(ratios >= energy_threshold)
+    k90 = int(hits[0, 0]) + 1 if hits.numel() else lam.numel()
+    p = sigma / sigma_sum
+    p = p[p > 0]
+    g_scaled = g / g.abs().max()
+    values = (
+        trace / (lmax + eps),
+        1.0 / (float(((sigma / (sigma_sum + eps)) ** 2).sum()) + eps),
+        float(k90),
+        sigma_sum / (lmax**0.5 + eps),
         # tr(G)² / ‖G‖F² from the Gram (as the library does), scaled against overflow
-        out[k, 4] = float(g_scaled.diagonal().sum()) ** 2 / float((g_scaled**2).sum())
-        out[k, 5] = float(torch.exp(-(p * p.log()).sum()))
-        out[k, 6] = trace
-        out[k, 7] = lmax
-        out[k, 8] = 0.0
+        float(g_scaled.diagonal().sum()) ** 2 / float((g_scaled**2).sum()),
+        float(torch.exp(-(p * p.log()).sum())),
+    )
+    for i, (bit, value) in enumerate(zip(bits, values)):
+        if want & bit:
+            out[i] = value
+    out[6] = trace
+    out[7] = lmax
+    out[8] = 0.0
     return out

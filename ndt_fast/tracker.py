@@ -21,6 +21,14 @@ Where records go: each sample becomes one fixed-width record per layer in a boun
 crash-safe, live-readable HDF5 run file. A native online detector watches every metric of every
 layer and adds jump records as they are confirmed (``tracker.jumps``, ``get_jumps()``).
 
+CUDA models (``device_path="auto"``, the default; ``ndt_fast._device_path``; the native CUDA
+backend has NEVER RUN, see ``docs/CUDA.md``): a layer whose activations are CUDA tensors keeps
+its Gram on that device; hooks and ``log()`` only queue work on the current stream, nothing is
+copied to the host or read from the device in the training step (``loss``/``grad_norm`` given as
+CUDA tensors are copied asynchronously into pinned memory), and the results are collected later:
+without waiting at each ``log()``, with waiting in ``get_results()``, ``get_jumps()``,
+``detect_jumps()`` and ``close()``. ``tracker.jumps`` then lags the device by a few samples.
+
 Robustness: outputs that are tuples/lists/dicts, any rank, float16/bfloat16/autocast, channels_last,
 a batch of 1 and varying batch sizes are handled (see ``ndt_fast.layers``). Forwards in eval mode
 or under ``torch.no_grad()`` are ignored by default, so a validation pass between training steps
@@ -45,7 +53,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ndt_fast import _device_path
 from ndt_fast._buffer import describe, torch_matrix_view
+from ndt_fast._device_path import DeviceAccumulator, DevicePath, MetricSettings
 from ndt_fast._native import core
 from ndt_fast.jumps import Jump, JumpDetector
 from ndt_fast.layers import CONV_TYPES, activation_matrix, auto_select_layers, default_layer_names, first_tensor
@@ -96,6 +106,7 @@ def _scalar(value: Any) -> float:
 
 
 _ROW_SUBSETS_KEPT = 8  # max_rows: row subsets kept per layer (one per recent row count)
+DEVICE_PATHS = ("auto", "host")
 
 
 class _LayerSlot:
@@ -109,8 +120,9 @@ class _LayerSlot:
         self.index = index  # in the tracker's layer list and in its records
         self.module = module
         self.handle: Any = None
-        self.accumulator: Any = None  # core.GramAccumulator, created on first capture
-        self.accumulator_key: tuple[str, int] | None = None  # its (side, dim), kept here: no native call to ask
+        self.accumulator: Any = None  # core.GramAccumulator or DeviceAccumulator, created on first capture
+        # Its (side, dim, device: None on the host path), kept here: no native call to ask.
+        self.accumulator_key: tuple[str, int, torch.device | None] | None = None
         self.captured = False
         self.failed = False  # a capture for the coming sample raised (the sample gets a flagged row)
         self.errors = 0
@@ -131,7 +143,8 @@ class FastTracker:
             (``tracker.jumps``, jump records in ``output``) and allow ``detect_jumps``.
         jump_window_size, jump_z_threshold: ndt's z-score rule — ``detect_jumps`` (offline,
             exactly ndt's) and the online detector's "ndt" rule.
-        device: accepted for compatibility; metrics are computed where the data is.
+        device: accepted for compatibility; metrics are computed where the data is (see
+            ``device_path``).
 
     Keyword-only extras:
         window: accumulate the feature-side Gram over the ``window`` steps ending at each sampled
@@ -164,6 +177,23 @@ class FastTracker:
             row count, the same positions at every sample with that row count. An approximation when rows exceed it (the ``rows``
             column says how many were used); its error on token activations is measured in
             ``benchmarks/row_subsampling_error.py``. None (default): every row, exact.
+        device_path: where a layer whose activations are CUDA tensors is measured.
+            ``"auto"`` (default): on its device when ``ndt_fast.cuda.is_available()`` (and
+            ``center=False``; a Gram wider than 64 also needs cuSOLVER): a float32 Gram (the
+            smaller side when ``window == 1``, as on the host) updated on the current stream in
+            the hook; ``log()`` queues the spectra, metrics and a copy of the records into a
+            pinned host ring, never synchronizing; records are collected as they complete (at
+            later ``log()`` calls, without waiting) and completely (waiting for the device) in
+            ``get_results()``, ``get_jumps()``, ``detect_jumps()`` and ``close()``. At most 256
+            samples wait for the device (``_device_path.MAX_PENDING_SAMPLES``); a sample beyond
+            that waits for it first (a sync; only if the host runs that far ahead). Precision:
+            float32 Gram (bf16/fp16 inputs through tensor cores), float64 spectra; see
+            ``docs/CUDA.md``. Token activations ``(batch, seq, hidden)``: every token is a row,
+            or with ``max_rows`` the same fixed random subset at every sample. NEVER RUN on a
+            GPU so far (tested on the CPU against an emulated backend).
+            ``"host"``: today's CPU path for every layer (a CUDA activation is copied to the
+            host in the hook: one sync per layer per sample). A CUDA activation that ends up on
+            the host path either way is reported once (a warning: it synchronizes).
         threads: threads the tracker's native work (ours and BLAS's) may use; default 1: in a
             training loop the framework's threads hold the cores, and helper threads that fight
             them slow both (measured on 2 cores: weight tracking cost 3× more with BLAS threads).
@@ -199,6 +229,7 @@ class FastTracker:
         jump_rule: str = "default",
         threads: int = 1,
         max_rows: int | None = None,
+        device_path: str = "auto",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError("model must be a torch.nn.Module")
@@ -231,6 +262,8 @@ class FastTracker:
             raise ValueError(f"threads must be an integer >= 0, got {threads!r}")
         if jump_rule not in JUMP_RULES:
             raise ValueError(f"jump_rule must be one of {list(JUMP_RULES)}, got {jump_rule!r}")
+        if device_path not in DEVICE_PATHS:
+            raise ValueError(f"device_path must be one of {list(DEVICE_PATHS)}, got {device_path!r}")
 
         self.model = model
         self.sampling_frequency = sampling_frequency
@@ -253,6 +286,7 @@ class FastTracker:
         self.energy_threshold = float(energy_threshold)
         self.threads = threads
         self.max_rows = max_rows
+        self.device_path = device_path
 
         layers = list(layers) if layers is not None else auto_select_layers(model)
         if not layers:
@@ -310,6 +344,15 @@ class FastTracker:
             if resume and self._jump_banks is not None:
                 self._replay_into_detectors(run_file)
         self._records = RecordStream(self._layout, capacity=capacity, output=run_file, flush_interval=flush_interval)
+        self._device_path: DevicePath | None = None
+        self._host_copy_warned = False
+        if device_path == "auto" and not self.center:  # the device kernels do not centre
+            self._device_path = DevicePath(
+                _device_path.backend_kind(),
+                settings=MetricSettings(self.eps, self.energy_threshold, self._metric_mask, self._weight_mask),
+                records_per_sample=len(self._slots) * (2 if self.track_weights else 1),
+                emit=self._emit_sample, read_scalar=self._read_scalar, report_error=self._report_error,
+                error_flag=FLAG_TRACKER_ERROR)
         # Hooks last: nothing above may fail after the model has been touched.
         for slot in self._slots:
             slot.handle = slot.module.register_forward_hook(self._make_hook(slot))
@@ -348,7 +391,7 @@ class FastTracker:
                 "skip_eval_forwards": self.skip_eval_forwards, "eps": self.eps, "energy_threshold": self.energy_threshold,
                 "enable_jump_detection": self.enable_jump_detection, "jump_window_size": jump_window_size,
                 "jump_z_threshold": jump_z_threshold, "jump_rule": self.jump_rule, "threads": self.threads,
-                "max_rows": self.max_rows, "capacity": capacity,
+                "max_rows": self.max_rows, "capacity": capacity, "device_path": self.device_path,
                 "flush_interval": flush_interval,
             },
             "versions": {"ndt_fast": ndt_fast.__version__, "torch": torch.__version__, "numpy": np.__version__,
@@ -379,34 +422,64 @@ class FastTracker:
             x = activation_matrix(tensor, slot.spatial_rows)  # detached, 2-D
             if self.max_rows is not None and x.shape[0] > self.max_rows:
                 x = x.index_select(0, self._row_subset(slot, x.shape[0], x.device))
+            rows, cols = x.shape
+            if rows == 0 or cols == 0:
+                raise ValueError(f"empty activation of shape {tuple(tensor.shape)}")
+            dim = min(rows, cols) if self.window == 1 else cols  # the Gram's side (_accumulator_for)
+            if self._device_path is not None and self._device_path.takes(x, dim):
+                # Device path: the Gram update is queued on the current stream; nothing is copied.
+                device_path = self._device_path
+                self._accumulator_for(slot, rows, cols, x.device,
+                                      lambda side, n: device_path.accumulator(x.device, side, n)).add(x)
+                slot.captured = True
+                return
             if x.device.type != "cpu":
-                x = x.to("cpu")  # CUDA-side Gram updates are a later milestone
+                self._warn_host_copy(slot, x, dim)
+                x = x.to("cpu")  # a sync with the device (see device_path)
             view = torch_matrix_view(x)
             if view is None:  # float8, integer, … outputs: measured in float32
                 x = x.float()
                 view = torch_matrix_view(x)
-            rows, cols = view[2], view[3]
-            if rows == 0 or cols == 0:
-                raise ValueError(f"empty activation of shape {tuple(tensor.shape)}")
-            if self.window == 1:
-                # One batch: the smaller Gram; each armed forward replaces the previous one (ndt
-                # keeps the last forward's activation too).
-                key = ("sample", rows) if rows < cols else ("feature", cols)
-                if slot.accumulator_key != key:
-                    slot.accumulator = core.GramAccumulator(key[1], key[0], center=self.center)
-                    slot.accumulator_key = key
-                else:
-                    slot.accumulator.reset()
-            elif slot.accumulator_key != ("feature", cols):
-                if slot.accumulator is not None and slot.accumulator.rows_seen:
-                    raise ValueError(f"feature count changed inside a window ({slot.accumulator_key[1]} -> {cols})")
-                slot.accumulator = core.GramAccumulator(cols, "feature", center=self.center)
-                slot.accumulator_key = ("feature", cols)
-            slot.accumulator.add(view, threads=self.threads)
+            accumulator = self._accumulator_for(
+                slot, rows, cols, None, lambda side, n: core.GramAccumulator(n, side, center=self.center))
+            accumulator.add(view, threads=self.threads)
             slot.captured = True
         except Exception as error:  # never break the user's forward pass
             slot.failed = True
             self._report_error(slot, error)
+
+    def _accumulator_for(self, slot: _LayerSlot, rows: int, cols: int, device: torch.device | None,
+                         make: Callable[[str, int], Any]) -> Any:
+        """The slot's accumulator for a (rows, cols) activation on ``device`` (None: the host
+        path), made anew by ``make(side, dim)`` when its key changes."""
+        if self.window == 1:
+            # One batch: the smaller Gram; each armed forward replaces the previous one (ndt
+            # keeps the last forward's activation too).
+            key = ("sample", rows, device) if rows < cols else ("feature", cols, device)
+            if slot.accumulator_key != key:
+                slot.accumulator = make(key[0], key[1])
+                slot.accumulator_key = key
+            else:
+                slot.accumulator.reset()
+        elif slot.accumulator_key != ("feature", cols, device):
+            if slot.accumulator is not None and slot.accumulator.rows_seen:
+                raise ValueError(f"feature count or device changed inside a window ({slot.accumulator_key[1]} "
+                                 f"features on {slot.accumulator_key[2] or 'the host path'} -> {cols} on "
+                                 f"{device or 'the host path'})")
+            slot.accumulator = make("feature", cols)
+            slot.accumulator_key = ("feature", cols, device)
+        return slot.accumulator
+
+    def _warn_host_copy(self, slot: _LayerSlot, x: torch.Tensor, dim: int) -> None:
+        if self._host_copy_warned:
+            return
+        self._host_copy_warned = True
+        if self._device_path is not None:
+            why = self._device_path.kind.refusal(x, dim)
+        else:
+            why = 'device_path="host"' if self.device_path == "host" else "center=True is computed on the host only"
+        logger.warning("ndt_fast: layer %r: activations on %s are copied to the host (%s); each copy synchronizes "
+                       "the host with the device (reported once)", slot.name, x.device, why)
 
     def _row_subset(self, slot: _LayerSlot, rows: int, device: torch.device) -> torch.Tensor:
         """The layer's fixed random ``max_rows`` of ``rows`` (ascending indices): drawn once per
@@ -416,7 +489,8 @@ class FastTracker:
         chosen = slot.row_subset.get((rows, device))
         if chosen is None:
             generator = torch.Generator().manual_seed(slot.index)
-            chosen = torch.randperm(rows, generator=generator)[: self.max_rows].sort().values.to(device)
+            chosen = torch.randperm(rows, generator=generator)[: self.max_rows].sort().values
+            chosen = chosen.to(device, non_blocking=True)  # from pageable memory: staged, no device sync
             if len(slot.row_subset) >= _ROW_SUBSETS_KEPT:  # varying batch/sequence lengths: bounded
                 slot.row_subset.pop(next(iter(slot.row_subset)))
             slot.row_subset[(rows, device)] = chosen
@@ -447,17 +521,21 @@ class FastTracker:
         """Record the sample of ``step`` if it is due (``step % sampling_frequency == 0``) or forced.
 
         ``loss`` and ``grad_norm`` may be floats or 0-d tensors; they are read only on sampled
-        steps. A layer with no captured forward since the last sample gets no row (as in ndt);
+        steps (CUDA tensors of a tracker on the device path: copied asynchronously, never read
+        with a sync). A layer with no captured forward since the last sample gets no row (as in ndt);
         such misses are counted in ``tracker.missed`` and logged once. ``force=True`` on a step
         that is not scheduled needs ``arm()`` before that step's forward pass (see ``arm``).
         """
         step = int(step)
         if force or self._is_due(step):
-            self._record(step, loss, grad_norm)
-        elif not self._in_window(step):
-            for slot in self._slots:  # captured for a step that turned out not to be sampled
-                if slot.captured or slot.failed:
-                    self._discard(slot)
+            self._record(step, loss, grad_norm)  # (on the device path: submits, then polls)
+        else:
+            if not self._in_window(step):
+                for slot in self._slots:  # captured for a step that turned out not to be sampled
+                    if slot.captured or slot.failed:
+                        self._discard(slot)
+            if self._device_path is not None and self._device_path.pending:
+                self._device_path.poll()  # completed device results only: never waits
         self._next_step = step + 1
         self._arm(self._next_step)
 
@@ -484,6 +562,9 @@ class FastTracker:
                                    "pass)", slot.name, step)
         if not ready and not failed:
             return
+        on_device = [slot for slot in ready if isinstance(slot.accumulator, DeviceAccumulator)]
+        if on_device:
+            ready = [slot for slot in ready if not isinstance(slot.accumulator, DeviceAccumulator)]
         records = np.empty((0, len(core.RECORD_COLUMNS)))
         weight_records = np.empty((0, len(core.RECORD_COLUMNS))) if self.track_weights else None
         if ready:
@@ -503,29 +584,70 @@ class FastTracker:
             if weight_records is not None:
                 weight_records = np.concatenate([weight_records, np.full_like(nan_rows, np.nan)])
         written = ready + failed
-        loss_value, grad_value = self._read_scalar(loss, "loss"), self._read_scalar(grad_norm, "grad_norm")
-        fresh = [i for i, slot in enumerate(written) if step > slot.resumed_from]  # resume: no step twice
-        if fresh:
-            if len(fresh) < len(written):
-                records = records[fresh]
-                weight_records = weight_records[fresh] if weight_records is not None else None
-            # One record per layer, written in place (this runs at every sample: few numpy calls).
-            rows = np.empty((len(fresh), self._layout.width))
-            rows[:, 0] = KIND_SAMPLE
-            rows[:, 1] = [written[i].index for i in fresh]
-            rows[:, _RECORD_STEP] = step
-            rows[:, _RECORD_LOSS] = loss_value
-            rows[:, _RECORD_GRAD] = grad_value
-            rows[:, _RECORD_ROWS] = [written[i].accumulator.rows_seen if written[i].captured else 0 for i in fresh]
-            rows[:, _NDT_METRICS_AT] = records[:, :4]
-            rows[:, _EXTRAS_AT] = records[:, 4:9]
-            if weight_records is not None:
-                rows[:, _WEIGHTS_AT] = weight_records[:, :6]
-            self._records.append(rows)
-            if self._jump_banks is not None:
-                self._detect_online(step, rows)
-        for slot in written:
+        rows_seen = [slot.accumulator.rows_seen if slot.captured else 0 for slot in written + on_device]
+        if self._device_path is not None and self._device_path.in_use:
+            self._submit_to_device_path(step, written, on_device, records, weight_records, rows_seen, loss, grad_norm)
+        else:
+            loss_value, grad_value = self._read_scalar(loss, "loss"), self._read_scalar(grad_norm, "grad_norm")
+            self._emit_sample(step, written, records, weight_records, rows_seen, loss_value, grad_value)
+        for slot in written + on_device:
             self._discard(slot)
+
+    def _submit_to_device_path(self, step: int, written: list[_LayerSlot], on_device: list[_LayerSlot],
+                               records: np.ndarray, weight_records: np.ndarray | None, rows_seen: list[int],
+                               loss: Any, grad_norm: Any) -> None:
+        """Queue the sample: host rows (``written``) as computed, device layers' rows computed on
+        their devices (NaN placeholders until the device path delivers them)."""
+        slots = written + on_device
+        positions = list(range(len(written), len(slots)))
+        placeholder = np.full((len(on_device), len(core.RECORD_COLUMNS)), np.nan)
+        records = np.concatenate([records, placeholder])
+        weights: list[torch.Tensor | None] | None = None
+        if weight_records is not None:
+            weight_records = np.concatenate([weight_records, placeholder])
+            weights = [None] * len(slots)
+            for i in positions:
+                w = self._weight_matrix(slots[i])
+                if w is None:
+                    continue
+                if w.device == slots[i].accumulator.backend.device and self._device_path.takes(w, min(w.shape)):
+                    weights[i] = w
+                else:  # away from its layer's activations, or too wide for the device's solvers
+                    weight_records[i] = self._weight_records([slots[i]])[0]
+        try:
+            self._device_path.submit(step, slots, records, weight_records, rows_seen, positions, weights,
+                                     loss, grad_norm)
+        except Exception as error:  # a bug of ours must not end the user's run (rows of this sample lost)
+            for slot in slots:
+                self._report_error(slot, error)
+
+    def _emit_sample(self, step: int, slots: list[_LayerSlot], records: np.ndarray,
+                     weight_records: np.ndarray | None, rows_seen: list[int], loss_value: float,
+                     grad_value: float) -> None:
+        """Write one sample: ``records`` (len(slots), 9) float64 of ``core.RECORD_COLUMNS`` per slot
+        (``weight_records`` likewise, or None), ``rows_seen`` per slot; feed the jump banks.
+        The only place rows are written and the banks fed, on the host path or from the device path."""
+        fresh = [i for i, slot in enumerate(slots) if step > slot.resumed_from]  # resume: no step twice
+        if not fresh:
+            return
+        if len(fresh) < len(slots):
+            records = records[fresh]
+            weight_records = weight_records[fresh] if weight_records is not None else None
+        # One record per layer, written in place (this runs at every sample: few numpy calls).
+        rows = np.empty((len(fresh), self._layout.width))
+        rows[:, 0] = KIND_SAMPLE
+        rows[:, 1] = [slots[i].index for i in fresh]
+        rows[:, _RECORD_STEP] = step
+        rows[:, _RECORD_LOSS] = loss_value
+        rows[:, _RECORD_GRAD] = grad_value
+        rows[:, _RECORD_ROWS] = [rows_seen[i] for i in fresh]
+        rows[:, _NDT_METRICS_AT] = records[:, :4]
+        rows[:, _EXTRAS_AT] = records[:, 4:9]
+        if weight_records is not None:
+            rows[:, _WEIGHTS_AT] = weight_records[:, :6]
+        self._records.append(rows)
+        if self._jump_banks is not None:
+            self._detect_online(step, rows)
 
     def _detect_online(self, step: int, rows: np.ndarray) -> None:
         """Feed the new samples (records ``rows``) to their layers' banks; record what they confirm."""
@@ -566,16 +688,24 @@ class FastTracker:
                              name, value, error)
             return math.nan
 
+    @staticmethod
+    def _weight_matrix(slot: _LayerSlot) -> torch.Tensor | None:
+        """The layer's weight as a 2-D (out, in·…) float matrix (detached), or None without one."""
+        weight = getattr(slot.module, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+            return None
+        w = weight.detach()
+        w = w.reshape(w.shape[0], -1)
+        if w.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            w = w.float()
+        return w
+
     def _weight_records(self, slots: list[_LayerSlot]) -> np.ndarray:
         out = np.full((len(slots), len(core.RECORD_COLUMNS)), np.nan)
         owners, views, where = [], [], []
         for i, slot in enumerate(slots):
-            weight = getattr(slot.module, "weight", None)
-            if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
-                w = weight.detach()
-                w = w.reshape(w.shape[0], -1)
-                if w.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-                    w = w.float()
+            w = self._weight_matrix(slot)
+            if w is not None:
                 owner, view = describe(w, f"{slot.name}.weight")
                 owners.append(owner)
                 views.append(view)
@@ -597,6 +727,7 @@ class FastTracker:
         been written yet. Unknown ``layer_name`` → ValueError."""
         if layer_name is not None and layer_name not in self._by_name:
             raise ValueError(f"Unknown layer name: {layer_name}")
+        self._drain_device_path()
         samples, _ = self._records.results()
         columns = self._layout.sample_columns
         if layer_name is not None:
@@ -613,6 +744,7 @@ class FastTracker:
         if layer_name is not None and layer_name not in self._by_name:
             raise ValueError(f"Unknown layer name: {layer_name}")
         slots = [self._by_name[layer_name]] if layer_name is not None else self._slots
+        self._drain_device_path()
         samples, _ = self._records.results()
         column, step_column = self._layout.sample_columns.index(metric), self._layout.sample_columns.index("step")
         out: dict[str, list[Jump]] = {}
@@ -628,8 +760,14 @@ class FastTracker:
         """Every online detection so far, both rules: ``layer, step, metric, rule, z_score,
         value_before, value_after`` (ndt rule: |z|; default rule: signed z), ordered by step.
         A detection of the default rule is confirmed 12 samples after its step."""
+        self._drain_device_path()
         _, jumps = self._records.results()
         return jumps_frame(self._layout, jumps)
+
+    def _drain_device_path(self) -> None:
+        """Everything the devices still owe, waited for and recorded (a sync; outside the training step)."""
+        if self._device_path is not None:
+            self._device_path.drain()
 
     @property
     def output(self) -> str | None:
@@ -656,16 +794,20 @@ class FastTracker:
     def close(self) -> None:
         """Remove every hook (the model is left exactly as it was), write what is left to
         ``output`` and close it. Results stay readable. Idempotent."""
-        for slot in self._slots:
-            if slot.handle is not None:
-                slot.handle.remove()
-                slot.handle = None
-            slot.accumulator = None
-            slot.accumulator_key = None
-            slot.captured = False
-        self._armed = False
-        if hasattr(self, "_records"):
-            self._records.close()
+        try:
+            if getattr(self, "_device_path", None) is not None:
+                self._device_path.close()  # waits for the devices: every queued sample is recorded
+        finally:  # whatever happened there, no hook stays behind and the records are closed
+            for slot in self._slots:
+                if slot.handle is not None:
+                    slot.handle.remove()
+                    slot.handle = None
+                slot.accumulator = None
+                slot.accumulator_key = None
+                slot.captured = False
+            self._armed = False
+            if hasattr(self, "_records"):
+                self._records.close()
 
     def __enter__(self) -> FastTracker:
         return self

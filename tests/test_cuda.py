@@ -14,7 +14,9 @@ flash-attention rule). bf16: within 2× the error of torch's bf16 matmul Gram, a
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ import ndt_fast as nf
 import ndt_fast.cuda as nc
 from checks import assert_metrics_match
 from matrices import MATRIX_KINDS, make_matrix
+from models import mlp
 from reference import METRIC_NAMES, reference_metrics
 
 pytestmark = pytest.mark.usefixtures("torch_env")
@@ -306,28 +309,30 @@ def test_ring_delivers_completed_records_and_drops_when_full(rng):
 # GPU: zero host syncs (NEVER RUN so far)
 
 
-def _host_outruns_a_sleeping_gpu(steps) -> bool:
-    """Run ``steps()`` while the GPU sleeps ≈ 1 s, under torch's sync debugger; True if the host
-    got past it before the GPU woke. Catches any sync at all (inside cuBLAS/cuSOLVER or our code,
-    which torch's debugger cannot see), but also a full launch queue: a host that launches more
-    than the driver queues (reportedly ~1000 kernels) blocks without any sync call."""
+@contextlib.contextmanager
+def _sync_checked() -> Iterator[Callable[[], bool]]:
+    """Runs the block under torch's sync debugger set to "error", with the GPU put to sleep
+    (≈ 1 s) first; yields ``gpu_asleep()``: called at the end of what must not sync, True when
+    the host got there before the GPU woke (so nothing waited for it, cuBLAS/cuSOLVER included)."""
     done = torch.cuda.Event()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        torch.cuda._sleep(2_000_000_000)
-        steps()
-        done.record()
-        still_asleep = not done.query()
+        torch.cuda._sleep(2_000_000_000)  # ≈ 1 s of GPU time
+
+        def gpu_asleep() -> bool:
+            done.record()
+            return not done.query()
+
+        yield gpu_asleep
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    torch.cuda.synchronize()
-    return still_asleep
 
 
 @requires_gpu
 def test_own_kernels_never_sync_the_host(rng):
     """Grams ≤ 64 wide only (own Gram kernel or cuBLAS, own Jacobi, metrics, ring): a handful of
-    launches per step, so a failure here is a sync, not launch-queue backpressure."""
+    launches per step, so a failure here is a sync, not launch-queue backpressure (a host that
+    launches more than the driver queues, reportedly ~1000 kernels, blocks without any sync)."""
     dev = torch.device("cuda")
     xs = [torch.randn(64, 48, device=dev), torch.randn(4, 16, 64, device=dev, dtype=torch.bfloat16)]
     tracker = nc.DeviceGramTracker([48, 64], ring_slots=64)
@@ -343,7 +348,11 @@ def test_own_kernels_never_sync_the_host(rng):
     steps()  # warm-up outside the checked region: contexts, plans, kernel loading happen once
     torch.cuda.synchronize()
     tracker.drain()
-    assert _host_outruns_a_sleeping_gpu(steps), "the host waited for the device in the own-kernel path"
+    with _sync_checked() as gpu_asleep:
+        steps()
+        still_asleep = gpu_asleep()
+    torch.cuda.synchronize()
+    assert still_asleep, "the host waited for the device in the own-kernel path"
     records, tags = tracker.drain()
     assert sorted(set(tags.tolist())) == [1, 2, 3, 4, 5]
 
@@ -354,16 +363,16 @@ def test_one_syevd_solve_never_syncs_the_host(rng):
     own-kernel test passes, syevd itself waits on the host."""
     x = torch.randn(512, 256, device="cuda")
     tracker = nc.DeviceGramTracker([256], ring_slots=8)
-
-    def step():
-        tracker.add(0, x)
-        tracker.compute(step=1)
-
     tracker.add(0, x)
     tracker.compute()
     torch.cuda.synchronize()
     tracker.reset()
-    assert _host_outruns_a_sleeping_gpu(step), "the host waited for the device around cuSOLVER syevd"
+    with _sync_checked() as gpu_asleep:
+        tracker.add(0, x)
+        tracker.compute(step=1)
+        still_asleep = gpu_asleep()
+    torch.cuda.synchronize()
+    assert still_asleep, "the host waited for the device around cuSOLVER syevd"
     records, tags = tracker.drain()
     assert tags.tolist() == [1]
 
@@ -377,15 +386,6 @@ def test_tracked_steps_never_sync_the_host(rng):
     xs = [torch.randn(64, 256, device=dev), torch.randn(64, 128, device=dev, dtype=torch.bfloat16),
           torch.randn(2, 512, 768, device=dev, dtype=torch.bfloat16)]
     tracker = nc.DeviceGramTracker([256, 768], ring_slots=64)
-
-    def steps():
-        for step in range(1, 6):
-            tracker.add(0, xs[0])
-            tracker.add(1, xs[2])
-            tracker.compute(step=step)
-            nc.device_metrics(xs)
-            tracker.drain()
-
     # Warm-up outside the checked region: contexts, plans and library loading happen once.
     nc.device_metrics(xs)
     tracker.add(0, xs[0])
@@ -394,6 +394,277 @@ def test_tracked_steps_never_sync_the_host(rng):
     torch.cuda.synchronize()
     tracker.drain()
     tracker.reset()
-    assert _host_outruns_a_sleeping_gpu(steps), "the host waited for the device somewhere in the tracked steps"
-    records, tags = tracker.drain()
-    assert sorted(set(tags.tolist())) == [1, 2, 3, 4, 5]
+
+    with _sync_checked() as gpu_asleep:
+        for step in range(1, 6):
+            tracker.add(0, xs[0])
+            tracker.add(1, xs[2])
+            tracker.compute(step=step)
+            nc.device_metrics(xs)
+            tracker.drain()  # the writer's side: must not wait either
+        still_asleep = gpu_asleep()
+    torch.cuda.synchronize()
+    assert still_asleep, "the host waited for the device somewhere in the tracked steps"
+    records, steps = tracker.drain()
+    assert sorted(set(steps.tolist())) == [1, 2, 3, 4, 5]
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: FastTracker on the device path (NEVER RUN so far). The plumbing (routing, queue, staging,
+# draining, errors) runs on the CPU in test_device_path.py through an emulated backend; what only
+# a GPU can show is here: the native backend's numbers, memory and the absence of host syncs.
+
+
+class _Probe:
+    """A plain forward hook keeping a copy of each forward's output per step (the last one wins)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.step: int | None = None
+        self.seen: dict[int, torch.Tensor] = {}
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output) -> None:
+        if self.step is not None:
+            self.seen[self.step] = output.detach().clone()
+
+
+def _assert_tracker_rows(device_df, host_df, probe: _Probe, context: str, seed: int) -> None:
+    """Device-path rows against the float64 reference of the probed activation (1e-4) and against
+    the host path's rows of the same forwards (1e-4; cumulative_90 exact but at a knife edge)."""
+    assert device_df["step"].tolist() == host_df["step"].tolist(), context
+    assert device_df["rows"].tolist() == host_df["rows"].tolist(), context
+    assert (device_df["flags"] == 0).all() and (host_df["flags"] == 0).all(), context
+    for i, step in enumerate(device_df["step"]):
+        x = probe.seen[int(step)]
+        ref = reference_metrics(x.reshape(-1, x.shape[-1]))
+        row = {name: float(device_df[name].iloc[i]) for name in METRIC_NAMES}
+        assert_metrics_match(row, ref, f"{context} step {step} vs float64 (seed={seed})", rtol=1e-4, knife_edge=1e-4)
+        host = {name: float(host_df[name].iloc[i]) for name in METRIC_NAMES}
+        ref.values = host  # the host path's numbers as the reference, with the same knife-edge rule
+        assert_metrics_match(row, ref, f"{context} step {step} vs host path (seed={seed})", rtol=1e-4, knife_edge=1e-4)
+
+
+@requires_cusolver
+def test_fast_tracker_on_cuda_matches_the_host_path(seed, caplog):
+    """An MLP on the GPU, hooked by a device-path tracker and a host-path one (which copies the
+    same CUDA activations to the host): every row agrees to 1e-4, loss and grad_norm given as CUDA
+    tensors land in their rows, weight metrics agree too, and the host copy is reported once.
+    Grams: 80 × 80 (sample side, cuSOLVER), 72 × 72 (feature side, cuSOLVER), 10 × 10 (own Jacobi)."""
+    from ndt_fast._device_path import DeviceAccumulator
+
+    torch.manual_seed(seed)
+    # Narrowing layers only: a widening Linear's output is rank-deficient, and its σ-based metrics
+    # cannot meet 1e-4 from a float32 Gram (see the module docstring).
+    model = mlp(128, 96, 72, 10).cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    linears = [model[0], model[2], model[4]]
+    device_tracker = nf.FastTracker(model, layers=linears, sampling_frequency=2, track_weights=True)
+    host_tracker = nf.FastTracker(model, layers=linears, sampling_frequency=2, track_weights=True, device_path="host")
+    probes = [_Probe(layer) for layer in linears]
+    losses = {}
+    for step in range(12):
+        for probe in probes:
+            probe.step = step
+        optimizer.zero_grad()
+        loss = model(torch.randn(80, 128, device="cuda")).square().mean()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1e6)
+        optimizer.step()
+        losses[step] = (float(loss), float(grad_norm))
+        device_tracker.log(step, loss, grad_norm)
+        host_tracker.log(step, loss, grad_norm)
+    assert all(isinstance(slot.accumulator, DeviceAccumulator) for slot in device_tracker._slots)
+    got, want = device_tracker.get_results(), host_tracker.get_results()
+    for name, probe in zip(device_tracker.layer_names, probes):
+        _assert_tracker_rows(got[name], want[name], probe, name, seed)
+        assert [(r.loss, r.grad_norm) for r in got[name].itertuples()] == [losses[s] for s in got[name]["step"]]
+        for metric in ("stable_rank", "participation_ratio", "nuclear_norm_ratio", "participation_ratio_eig",
+                       "effective_rank"):  # weights 96 × 128, 72 × 96, 10 × 72: their smaller Grams
+            np.testing.assert_allclose(got[name][f"weight_{metric}"], want[name][f"weight_{metric}"], rtol=1e-4,
+                                       err_msg=f"{name} weight_{metric} (seed={seed})")
+    assert device_tracker.errors == {name: 0 for name in device_tracker.layer_names}
+    warnings = [r for r in caplog.records if "copied to the host" in r.getMessage()]
+    assert len(warnings) == 1 and 'device_path="host"' in warnings[0].getMessage()
+    device_tracker.close()
+    host_tracker.close()
+
+
+@requires_gpu
+def test_fast_tracker_bf16_autocast_within_twice_torch_bf16(seed):
+    """Under bf16 autocast the tracked outputs are bf16; each metric's error against the float64
+    metric of those bf16 values is within 2× that of a plain torch bf16 computation (a bf16
+    matmul Gram, then float64 eigenvalues)."""
+    torch.manual_seed(seed)
+    model = mlp(256, 64, 32).cuda()
+    tracker = nf.FastTracker(model, layers=[model[0], model[2]])
+    probes = [_Probe(model[0]), _Probe(model[2])]
+    for step in range(3):
+        for probe in probes:
+            probe.step = step
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(torch.randn(48, 256, device="cuda"))
+        out.float().square().mean().backward()
+        tracker.log(step, 0.0)
+    for name, probe in zip(tracker.layer_names, probes):
+        df = tracker.get_results(name)
+        assert df["step"].tolist() == [0, 1, 2] and (df["flags"] == 0).all()
+        for i, step in enumerate(df["step"]):
+            xb = probe.seen[int(step)]
+            assert xb.dtype == torch.bfloat16
+            exact = nc.reference_metrics([xb])[0]
+            baseline = nc.reference_metrics([xb], gram_dtype=torch.bfloat16)[0]
+            for metric in ("stable_rank", "participation_ratio", "nuclear_norm_ratio", "participation_ratio_eig",
+                           "effective_rank"):
+                c = COLUMN[metric]
+                e_got = abs(float(df[metric].iloc[i]) - float(exact[c]))
+                e_base = abs(float(baseline[c]) - float(exact[c]))
+                assert e_got <= 2 * e_base + 1e-6 * abs(float(exact[c])), (
+                    f"{name} step {step} {metric}: {e_got:.3g} vs torch bf16 {e_base:.3g} (seed={seed})")
+    tracker.close()
+
+
+class _TokenBlock(torch.nn.Module):
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(d_in, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+@requires_gpu
+@pytest.mark.parametrize("max_rows", [None, 40])
+def test_fast_tracker_token_activations(max_rows, seed):
+    """(batch, seq, hidden) outputs: every token a row (400 × 48: feature side), or the same
+    fixed random 40 of them at every sample (40 × 48: sample side): as on the host path."""
+    torch.manual_seed(seed)
+    model = _TokenBlock(64, 48).cuda()
+    device_tracker = nf.FastTracker(model, layers=[model.lin], max_rows=max_rows)
+    host_tracker = nf.FastTracker(model, layers=[model.lin], max_rows=max_rows, device_path="host")
+    probe = _Probe(model.lin)
+    for step in range(3):
+        probe.step = step
+        model(torch.randn(4, 100, 64, device="cuda"))
+        device_tracker.log(step, 0.0)
+        host_tracker.log(step, 0.0)
+    got, want = device_tracker.get_results("Linear_0"), host_tracker.get_results("Linear_0")
+    assert got["rows"].tolist() == [400 if max_rows is None else max_rows] * 3
+    if max_rows is None:
+        _assert_tracker_rows(got, want, probe, "all tokens", seed)
+    else:
+        chosen = torch.randperm(400, generator=torch.Generator().manual_seed(0))[:max_rows].sort().values
+        probe.seen = {s: x.reshape(-1, 48)[chosen.cuda()] for s, x in probe.seen.items()}
+        _assert_tracker_rows(got, want, probe, f"max_rows={max_rows}", seed)
+    assert device_tracker._slots[0].accumulator.gram.shape == ((48, 48) if max_rows is None else (40, 40))
+    device_tracker.close()
+    host_tracker.close()
+
+
+@requires_cusolver
+@pytest.mark.parametrize("shape,max_rows,gram", [((64, 1024), None, 64), ((4, 256, 1024), 512, 512)],
+                         ids=["batch64", "tokens-max_rows512"])
+def test_fast_tracker_width_8192_measures_the_sample_side(shape, max_rows, gram, seed):
+    """Hidden size 8192: the feature Gram would be 8192² float32 (256 MiB) plus its float64 copy
+    for the solver (512 MiB); the tracker takes the sample side (rows < 8192) and stays within
+    64 MiB of an untracked forward's peak. Rows match the float64 reference to 1e-4."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 8192)).cuda()
+    x = torch.randn(*shape, device="cuda")
+    model(x)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    model(x)
+    torch.cuda.synchronize()
+    untracked_peak = torch.cuda.max_memory_allocated() - base
+    tracker = nf.FastTracker(model, layers=[model[0]], max_rows=max_rows)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    for step in range(2):
+        model(x)
+        tracker.log(step, 0.0)
+    torch.cuda.synchronize()
+    tracked_peak = torch.cuda.max_memory_allocated() - base
+    with torch.no_grad():
+        out = model(x).reshape(-1, 8192)  # what both steps saw (same input, same weights)
+    assert tracker._slots[0].accumulator.gram.shape == (gram, gram)
+    assert tracked_peak - untracked_peak < 64 * 2**20, f"{(tracked_peak - untracked_peak) / 2**20:.0f} MiB more"
+    df = tracker.get_results("Linear_0")
+    assert df["rows"].tolist() == [gram, gram] and (df["flags"] == 0).all()
+    if max_rows is not None:
+        chosen = torch.randperm(out.shape[0], generator=torch.Generator().manual_seed(0))[:max_rows]
+        out = out[chosen.sort().values.cuda()]
+    ref = reference_metrics(out)
+    for i, step in enumerate(df["step"]):
+        row = {name: float(df[name].iloc[i]) for name in METRIC_NAMES}
+        assert_metrics_match(row, ref, f"step {step} (seed={seed})", rtol=1e-4, knife_edge=1e-4)
+    tracker.close()
+
+
+class _Block(torch.nn.Module):
+    """A token MLP block with a residual: the shape of a transformer block's output."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.up = torch.nn.Linear(d, 2 * d)
+        self.down = torch.nn.Linear(2 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(torch.nn.functional.gelu(self.up(x)))
+
+
+@requires_cusolver
+def test_fast_tracker_training_steps_never_sync_the_host(seed):
+    """Tracked training steps (bf16 autocast, 3-D tokens, every step sampled, loss and grad_norm
+    as CUDA tensors, one layer with max_rows) under torch's sync debugger set to "error"; the
+    first three while the GPU sleeps ~1 s: the host must get past them before the GPU wakes (this
+    also catches syncs inside cuBLAS/cuSOLVER that the debugger cannot see). Only three: each
+    step queues hundreds of launches (cuSOLVER's syevd alone launches many), and a full launch
+    queue would block the host too. A sync error raised inside the tracker would be caught and
+    flagged, so the rows' flags and the error counts are checked as well. Then every row is
+    there, with its own loss."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(_Block(128), _Block(128), torch.nn.Linear(128, 32)).cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)  # plain SGD: no host reads of its own
+    layers = [model[0], model[1], model[2]]
+    tracker = nf.FastTracker(model, layers=layers, max_rows=None)
+    subset = nf.FastTracker(model, layers=[model[1]], layer_names=["sub"], max_rows=100)
+    xs = torch.randn(10, 4, 64, 128, device="cuda")
+    losses: dict[int, torch.Tensor] = {}
+
+    def train_step(step: int) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(xs[step]).float().square().mean()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1e6)
+        optimizer.step()
+        losses[step] = loss.detach()
+        tracker.log(step, loss, grad_norm)
+        subset.log(step, loss)
+
+    for step in range(2):  # warm-up: contexts, plans, rings, pinned buffers, the row subset
+        train_step(step)
+    torch.cuda.synchronize()
+    tracker.get_results()
+
+    with _sync_checked() as gpu_asleep:
+        for step in range(2, 5):
+            train_step(step)
+        still_asleep = gpu_asleep()
+        for step in range(5, 10):  # the debugger alone
+            train_step(step)
+    torch.cuda.synchronize()
+    assert still_asleep, "the host waited for the device somewhere in the tracked steps"
+    for t in (tracker, subset):
+        results = t.get_results()
+        assert sum(t.errors.values()) == 0, t.errors
+        for name, df in results.items():
+            assert df["step"].tolist() == list(range(10)), name
+            assert (df["flags"] == 0).all(), name
+            np.testing.assert_array_equal(df["loss"].to_numpy(), [float(losses[s]) for s in range(10)])
+    assert tracker.get_results("Linear_2")["rows"].tolist() == [256] * 10
+    assert subset.get_results("sub")["rows"].tolist() == [100] * 10
+    tracker.close()
+    subset.close()

@@ -21,6 +21,7 @@ from torch import nn
 
 import ndt_fast
 from checks import assert_metrics_match, metric_mismatches
+from models import mlp
 from ndt_fast import FastTracker
 from reference import METRIC_NAMES, reference_metrics
 
@@ -82,15 +83,6 @@ def check_against_probe(model: nn.Module, layer: nn.Module, name: str, pick, inp
     for step, row in rows.items():
         assert_row_matches(row, probe.seen[step], f"{name} step {step}")
     return tracker
-
-
-def mlp(*sizes: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
 
 
 def by_step(df: pd.DataFrame) -> dict[int, pd.Series]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from models import Switch
 from ndt_fast import FastTracker
 from ndt_fast.jumps import JumpDetector
 from ndt_fast.storage import load
@@ -16,19 +17,6 @@ from ndt_fast.validity import default_rule_indices
 
 METRICS = ("stable_rank", "participation_ratio", "cumulative_90", "nuclear_norm_ratio", "participation_ratio_eig",
            "effective_rank")
-
-
-class Switch(nn.Module):
-    """Projects its input onto the first `rank` coordinates; `rank` changes when told to."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.rank = width
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x.clone()
-        out[:, self.rank:] = 0
-        return out
 
 
 def run(steps: int, switch_at: int | None, sampling_frequency: int = 1, **kwargs) -> tuple[FastTracker, Switch]:
