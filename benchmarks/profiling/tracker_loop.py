@@ -1,7 +1,9 @@
 """Where FastTracker's time goes inside the TDS MLP training loop (see benchmarks/NOTES.md).
 
 Wraps FastTracker._capture (the work of an armed hook) and FastTracker._record (the work of a
-sampled log()) with timers and trains 300 steps.
+sampled log()) with timers and trains 300 steps. With ``--native``, also times the native calls
+inside them (GramAccumulator.add, metrics_of_accumulators) and the online jump banks
+(``_detect_online``), so the Python around them is the difference.
 """
 
 import argparse
@@ -20,11 +22,14 @@ def main():
     parser.add_argument("--frequency", type=int, default=1)
     parser.add_argument("--core-threads", type=int, default=None, help="ndt_fast's threads across layers")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--native", action="store_true", help="also time the native calls and the jump banks")
     args = parser.parse_args()
     if args.core_threads is not None:
         core.set_num_threads(args.core_threads)
 
-    spent = {"capture": 0.0, "record": 0.0, "samples": 0}
+    spent = {"capture": 0.0, "record": 0.0, "samples": 0, "native add": 0.0, "native metrics": 0.0, "jump banks": 0.0}
+    if args.native:
+        _time_native_calls(spent)
     capture, record = tracker_module.FastTracker._capture, tracker_module.FastTracker._record
 
     def timed_capture(self, *a):
@@ -57,6 +62,40 @@ def main():
     n = max(spent["samples"], 1)
     print(f"per step {total / args.steps * 1e6:.0f} µs; per sample: hooks {spent['capture'] / n * 1e6:.0f} µs, "
           f"log() {spent['record'] / n * 1e6:.0f} µs; {spent['samples']} samples")
+    if args.native:
+        print("  of which, per sample: " + ", ".join(
+            f"{name} {spent[name] / n * 1e6:.0f} µs" for name in ("native add", "native metrics", "jump banks")))
+
+
+def _time_native_calls(spent: dict) -> None:
+    """Route the tracker module's native calls through timers (a stand-in for ``core`` in it)."""
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            result = fn(*a, **k)
+            spent[name] += time.perf_counter() - t
+            return result
+        return wrapper
+
+    class TimedAccumulator:
+        def __init__(self, *a, **k):
+            self.native = core.GramAccumulator(*a, **k)
+            self.add = timed("native add", self.native.add)
+
+        def __getattr__(self, name):
+            return getattr(self.native, name)
+
+    class TimedCore:
+        GramAccumulator = TimedAccumulator
+        metrics_of_accumulators = staticmethod(timed("native metrics", lambda accumulators, **k: (
+            core.metrics_of_accumulators([a.native for a in accumulators], **k))))
+
+        def __getattr__(self, name):
+            return getattr(core, name)
+
+    tracker_module.core = TimedCore()
+    tracker_module.FastTracker._detect_online = timed("jump banks", tracker_module.FastTracker._detect_online)
 
 
 if __name__ == "__main__":
