@@ -107,10 +107,12 @@ def _make_loop(model: nn.Module, tracker: Any, inputs: torch.Tensor, labels: tor
 
 def run_variant(benchmark: Any, measure: Callable[..., Any], model: nn.Module, layers: list[nn.Module],
                 inputs: torch.Tensor, labels: torch.Tensor, *, frequency: int, variant: str, group: str,
-                check: Callable[[Any], None] | None = None, **loop_options: Any) -> None:
+                check: Callable[[Any], None] | None = None, fast_options: dict[str, Any] | None = None,
+                **loop_options: Any) -> None:
     """Times one variant (``VARIANTS``) of the training loop in ``group``; afterwards guards that a
     tracker recorded rows (a tracker that recorded nothing would time as free) and FastTracker
-    caught no error. ``check(tracker)``, if given, runs on FastTracker before it is closed."""
+    caught no error. ``check(tracker)``, if given, runs on FastTracker before it is closed;
+    ``fast_options`` are extra FastTracker keywords (e.g. ``device_path``)."""
     model.train()
     label, role = VARIANTS[variant]
     benchmark.group = group
@@ -119,7 +121,7 @@ def run_variant(benchmark: Any, measure: Callable[..., Any], model: nn.Module, l
     if variant == "ndtracker":
         tracker = HighFrequencyTracker(model, layers=layers, sampling_frequency=frequency)
     elif variant == "ndt_fast":
-        tracker = FastTracker(model, layers=layers, sampling_frequency=frequency)
+        tracker = FastTracker(model, layers=layers, sampling_frequency=frequency, **(fast_options or {}))
     try:
         measure(_make_loop(model, tracker, inputs, labels, item=variant == "ndtracker", **loop_options))
     finally:

@@ -8,7 +8,7 @@
    native backend; ``NativeCudaBackend``'s Python glue runs there against a host fake of
    ``_core.cuda``, ``PinnedScalarStage`` not at all.
 
-Routing (``FastTracker(device_path="auto")``, the default): an armed forward whose 2-D activation
+Routing (``FastTracker(device_path="auto")``, opt-in; the default is "host"): an armed forward whose 2-D activation
 the backend kind takes (the native kind: a CUDA tensor, with ``ndt_fast.cuda.is_available()``,
 and cuSOLVER loaded if its Gram is wider than the own solver's 64)
 gives its layer a :class:`DeviceAccumulator`, a Gram on that device; anything else stays on the
@@ -68,6 +68,8 @@ logger = logging.getLogger("ndt_fast.tracker")  # the tracker's logger: one plac
 RECORD_WIDTH = len(RECORD_COLUMNS)
 #: Samples that may wait for their device results; also the slots of each device's record ring.
 MAX_PENDING_SAMPLES = 256
+#: Widest Gram the device path takes (SpectraPlan's int32 limit: n² elements must fit an int).
+MAX_DEVICE_GRAM = 46340
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,20 @@ class _Sample:
     parts: dict[int, _Part] = field(default_factory=dict)  # id(backend) → its part, until delivered
 
     def done(self) -> bool:
-        return not self.parts and all(isinstance(s, float) or s.ready() for s in self.scalars)
+        """Every device part delivered and every staged scalar landed. A scalar whose readiness
+        cannot be asked (a device error) is given up as NaN rather than block the queue."""
+        if self.parts:
+            return False
+        for i, s in enumerate(self.scalars):
+            if isinstance(s, float):
+                continue
+            try:
+                if not s.ready():
+                    return False
+            except Exception as error:
+                logger.error("ndt_fast: a staged scalar could not be read (%s); recorded as NaN", error)
+                self.scalars[i] = math.nan
+        return True
 
 
 class DevicePath:
@@ -294,7 +309,13 @@ class DevicePath:
                 self._fail_backend(backend, error)
                 continue
             for tag, block in delivered:
-                self._deliver(backend, tag, block)
+                try:
+                    self._deliver(backend, tag, block)
+                except Exception as error:  # e.g. a block of the wrong shape: its rows flagged, not lost
+                    sample = self._by_tag.get(tag)
+                    part = sample.parts.pop(id(backend), None) if sample is not None else None
+                    if part is not None:
+                        self._flag(sample, part.positions, error)
         self._emit_done()
 
     def drain(self) -> None:
@@ -327,20 +348,26 @@ class DevicePath:
 
     def _deliver(self, backend: Backend, tag: int, block: np.ndarray) -> None:
         sample = self._by_tag.get(tag)
-        part = sample.parts.pop(id(backend), None) if sample is not None else None
+        part = sample.parts.get(id(backend)) if sample is not None else None
         if part is None:  # its sample was flagged already (a failed poll): nothing to deliver
             return
         k = len(part.positions)
         sample.records[part.positions] = block[:k]
         if part.weight_positions and sample.weight_records is not None:
             sample.weight_records[part.weight_positions] = block[k:k + len(part.weight_positions)]
+        del sample.parts[id(backend)]  # delivered only once everything is in place
 
     def _emit_done(self) -> None:
         while self._queue and self._queue[0].done():
             sample = self._queue.popleft()
             del self._by_tag[sample.tag]
             loss, grad = (s if isinstance(s, float) else self._scalar_value(s) for s in sample.scalars)
-            self._emit(sample.step, sample.slots, sample.records, sample.weight_records, sample.rows_seen, loss, grad)
+            try:
+                self._emit(sample.step, sample.slots, sample.records, sample.weight_records, sample.rows_seen,
+                           loss, grad)
+            except Exception as error:  # a bug of ours: this sample's rows are lost, counted, training goes on
+                for slot in sample.slots:
+                    self._report_error(slot, error)
 
     @staticmethod
     def _scalar_value(staged: Staged) -> float:
@@ -391,12 +418,16 @@ class NativeCudaKind:
         return self._available
 
     def takes(self, x: torch.Tensor, dim: int) -> bool:
-        # Without cuSOLVER only the own Jacobi kernel solves (dim ≤ 64): wider Grams stay on the host.
-        return x.is_cuda and self._check() and (dim <= self._own_solver_max or self._cusolver)
+        # Without cuSOLVER only the own Jacobi kernel solves (dim ≤ 64): wider Grams stay on the
+        # host, as do Grams beyond SpectraPlan's limit (whose hook would allocate gigabytes).
+        return (x.is_cuda and dim <= MAX_DEVICE_GRAM and self._check()
+                and (dim <= self._own_solver_max or self._cusolver))
 
     def refusal(self, x: torch.Tensor, dim: int) -> str:
         if not x.is_cuda:
             return "not a CUDA tensor"
+        if dim > MAX_DEVICE_GRAM:
+            return f"a {dim}-wide Gram is beyond the device path's {MAX_DEVICE_GRAM}"
         if not self._check():
             return f"ndt_fast.cuda is unavailable: {self._reason}"
         return f"a {dim}-wide Gram needs cuSOLVER, which is not loaded: {self._reason}"
@@ -602,9 +633,12 @@ class _ClonedScalar:
 
     def wait(self) -> None:
         self.delay = 0
+        self.checks = max(self.checks, 1)
 
     def value(self) -> float:
-        return float(self.tensor.item())
+        # NaN until ready, as a pinned cell read too early would hold a stale value: a queue that
+        # emitted a sample before its scalars landed shows up in the tests.
+        return float(self.tensor.item()) if self.checks > self.delay else math.nan
 
 
 class EmulatedBackend:

@@ -21,13 +21,15 @@ Where records go: each sample becomes one fixed-width record per layer in a boun
 crash-safe, live-readable HDF5 run file. A native online detector watches every metric of every
 layer and adds jump records as they are confirmed (``tracker.jumps``, ``get_jumps()``).
 
-CUDA models (``device_path="auto"``, the default; ``ndt_fast._device_path``; the native CUDA
-backend has NEVER RUN, see ``docs/CUDA.md``): a layer whose activations are CUDA tensors keeps
-its Gram on that device; hooks and ``log()`` only queue work on the current stream, nothing is
-copied to the host or read from the device in the training step (``loss``/``grad_norm`` given as
-CUDA tensors are copied asynchronously into pinned memory), and the results are collected later:
-without waiting at each ``log()``, with waiting in ``get_results()``, ``get_jumps()``,
-``detect_jumps()`` and ``close()``. ``tracker.jumps`` then lags the device by a few samples.
+CUDA models: by default (``device_path="host"``) a CUDA activation is copied to the host in the
+hook (a sync per layer and sample). ``device_path="auto"`` opts into the device path
+(``ndt_fast._device_path``; its native CUDA backend has NEVER RUN, see ``docs/CUDA.md``): a layer
+whose activations are CUDA tensors keeps its Gram on that device; hooks and ``log()`` only queue
+work on the current stream, nothing is copied to the host or read from the device in the
+training step (``loss``/``grad_norm`` given as CUDA tensors are copied asynchronously into pinned
+memory), and the results are collected later: without waiting at each ``log()``, with waiting in
+``get_results()``, ``get_jumps()``, ``detect_jumps()`` and ``close()``. ``tracker.jumps`` then
+lags the device by a few samples.
 
 Robustness: outputs that are tuples/lists/dicts, any rank, float16/bfloat16/autocast, channels_last,
 a batch of 1 and varying batch sizes are handled (see ``ndt_fast.layers``). Forwards in eval mode
@@ -178,22 +180,27 @@ class FastTracker:
             column says how many were used); its error on token activations is measured in
             ``benchmarks/row_subsampling_error.py``. None (default): every row, exact.
         device_path: where a layer whose activations are CUDA tensors is measured.
-            ``"auto"`` (default): on its device when ``ndt_fast.cuda.is_available()`` (and
-            ``center=False``; a Gram wider than 64 also needs cuSOLVER): a float32 Gram (the
-            smaller side when ``window == 1``, as on the host) updated on the current stream in
-            the hook; ``log()`` queues the spectra, metrics and a copy of the records into a
-            pinned host ring, never synchronizing; records are collected as they complete (at
-            later ``log()`` calls, without waiting) and completely (waiting for the device) in
-            ``get_results()``, ``get_jumps()``, ``detect_jumps()`` and ``close()``. At most 256
-            samples wait for the device (``_device_path.MAX_PENDING_SAMPLES``); a sample beyond
-            that waits for it first (a sync; only if the host runs that far ahead). Precision:
-            float32 Gram (bf16/fp16 inputs through tensor cores), float64 spectra; see
-            ``docs/CUDA.md``. Token activations ``(batch, seq, hidden)``: every token is a row,
-            or with ``max_rows`` the same fixed random subset at every sample. NEVER RUN on a
-            GPU so far (tested on the CPU against an emulated backend).
-            ``"host"``: today's CPU path for every layer (a CUDA activation is copied to the
-            host in the hook: one sync per layer per sample). A CUDA activation that ends up on
-            the host path either way is reported once (a warning: it synchronizes).
+            ``"host"`` (default while the device path is unverified): every layer on the CPU
+            path; a CUDA activation is copied to the host in the hook (one sync per layer per
+            sample, reported once).
+            ``"auto"`` (opt-in; NEVER RUN on a GPU so far — tested on the CPU against an
+            emulated backend, see ``docs/CUDA.md``): on its device when
+            ``ndt_fast.cuda.is_available()`` (and ``center=False``; a Gram wider than 64 also
+            needs cuSOLVER): a float32 Gram (the smaller side when ``window == 1``, as on the
+            host) updated on the current stream in the hook; ``log()`` queues the spectra,
+            metrics and a copy of the records into a pinned host ring, never synchronizing;
+            records are collected as they complete (at later ``log()`` calls, without waiting)
+            and completely (waiting for the device) in ``get_results()``, ``get_jumps()``,
+            ``detect_jumps()`` and ``close()``. At most 256 samples wait for the device
+            (``_device_path.MAX_PENDING_SAMPLES``); a sample beyond that waits for it first (a
+            sync; only if the host runs that far ahead). Precision: float32 Gram (bf16/fp16
+            inputs through tensor cores), float64 spectra. Differences from the host path: the
+            device always solves the spectrum (no Lanczos shortcut for stable rank alone), so
+            ``lambda_max`` is filled even when no metric needs it; a weight the device cannot
+            take (``track_weights``; on another device, or wider than 64 without cuSOLVER) is
+            measured on the host, a sync per sample, reported once. Token activations
+            ``(batch, seq, hidden)``: every token is a row, or with ``max_rows`` the same fixed
+            random subset at every sample.
         threads: threads the tracker's native work (ours and BLAS's) may use; default 1: in a
             training loop the framework's threads hold the cores, and helper threads that fight
             them slow both (measured on 2 cores: weight tracking cost 3× more with BLAS threads).
@@ -229,7 +236,7 @@ class FastTracker:
         jump_rule: str = "default",
         threads: int = 1,
         max_rows: int | None = None,
-        device_path: str = "auto",
+        device_path: str = "host",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError("model must be a torch.nn.Module")
@@ -345,7 +352,7 @@ class FastTracker:
                 self._replay_into_detectors(run_file)
         self._records = RecordStream(self._layout, capacity=capacity, output=run_file, flush_interval=flush_interval)
         self._device_path: DevicePath | None = None
-        self._host_copy_warned = False
+        self._host_copy_warned: set[str] = set()
         if device_path == "auto" and not self.center:  # the device kernels do not centre
             self._device_path = DevicePath(
                 _device_path.backend_kind(),
@@ -470,16 +477,19 @@ class FastTracker:
             slot.accumulator_key = ("feature", cols, device)
         return slot.accumulator
 
-    def _warn_host_copy(self, slot: _LayerSlot, x: torch.Tensor, dim: int) -> None:
-        if self._host_copy_warned:
+    def _warn_host_copy(self, slot: _LayerSlot, x: torch.Tensor, dim: int, what: str = "activations") -> None:
+        """Report once per kind (activations / weight) that a device tensor is copied to the host."""
+        if x.device.type == "cpu" or what in self._host_copy_warned:
             return
-        self._host_copy_warned = True
-        if self._device_path is not None:
-            why = self._device_path.kind.refusal(x, dim)
-        else:
+        self._host_copy_warned.add(what)
+        if self._device_path is None:
             why = 'device_path="host"' if self.device_path == "host" else "center=True is computed on the host only"
-        logger.warning("ndt_fast: layer %r: activations on %s are copied to the host (%s); each copy synchronizes "
-                       "the host with the device (reported once)", slot.name, x.device, why)
+        elif what == "weight" and x.device != slot.accumulator.backend.device:
+            why = f"the weight is on {x.device}, its layer's activations on {slot.accumulator.backend.device}"
+        else:
+            why = self._device_path.kind.refusal(x, dim)
+        logger.warning("ndt_fast: layer %r: %s on %s are copied to the host (%s); each copy synchronizes "
+                       "the host with the device (reported once)", slot.name, what, x.device, why)
 
     def _row_subset(self, slot: _LayerSlot, rows: int, device: torch.device) -> torch.Tensor:
         """The layer's fixed random ``max_rows`` of ``rows`` (ascending indices): drawn once per
@@ -490,7 +500,9 @@ class FastTracker:
         if chosen is None:
             generator = torch.Generator().manual_seed(slot.index)
             chosen = torch.randperm(rows, generator=generator)[: self.max_rows].sort().values
-            chosen = chosen.to(device, non_blocking=True)  # from pageable memory: staged, no device sync
+            if device.type == "cuda":  # pinned first: a non_blocking copy from pageable memory may sync
+                chosen = chosen.pin_memory()
+            chosen = chosen.to(device, non_blocking=True)
             if len(slot.row_subset) >= _ROW_SUBSETS_KEPT:  # varying batch/sequence lengths: bounded
                 slot.row_subset.pop(next(iter(slot.row_subset)))
             slot.row_subset[(rows, device)] = chosen
@@ -572,11 +584,17 @@ class FastTracker:
                 records = core.metrics_of_accumulators(
                     [slot.accumulator for slot in ready], eps=self.eps, energy_threshold=self.energy_threshold,
                     center=self.center, metrics=self._metric_mask, solver="auto", threads=self.threads)
-                weight_records = self._weight_records(ready) if self.track_weights else None
             except Exception as error:  # a bug of ours must not end the user's run
                 for slot in ready:
                     self._report_error(slot, error)
                 failed, ready = ready + failed, []
+        if ready and self.track_weights:
+            try:
+                weight_records = self._weight_records(ready)
+            except Exception as error:  # the activation rows stand; their weight columns stay NaN
+                for slot in ready:
+                    self._report_error(slot, error)
+                weight_records = np.full((len(ready), len(core.RECORD_COLUMNS)), np.nan)
         if failed:  # a caught error at this sample: a row that says so (NaN metrics, FLAG_TRACKER_ERROR)
             nan_rows = np.full((len(failed), len(core.RECORD_COLUMNS)), np.nan)
             nan_rows[:, _FLAGS_IN_RECORD] = FLAG_TRACKER_ERROR
@@ -602,24 +620,35 @@ class FastTracker:
         positions = list(range(len(written), len(slots)))
         placeholder = np.full((len(on_device), len(core.RECORD_COLUMNS)), np.nan)
         records = np.concatenate([records, placeholder])
-        weights: list[torch.Tensor | None] | None = None
-        if weight_records is not None:
-            weight_records = np.concatenate([weight_records, placeholder])
-            weights = [None] * len(slots)
-            for i in positions:
-                w = self._weight_matrix(slots[i])
-                if w is None:
-                    continue
-                if w.device == slots[i].accumulator.backend.device and self._device_path.takes(w, min(w.shape)):
-                    weights[i] = w
-                else:  # away from its layer's activations, or too wide for the device's solvers
-                    weight_records[i] = self._weight_records([slots[i]])[0]
         try:
+            weights: list[torch.Tensor | None] | None = None
+            if weight_records is not None:
+                weight_records = np.concatenate([weight_records, placeholder])
+                weights = [None] * len(slots)
+                for i in positions:
+                    weights[i] = self._device_weight(slots[i], weight_records, i)
             self._device_path.submit(step, slots, records, weight_records, rows_seen, positions, weights,
                                      loss, grad_norm)
-        except Exception as error:  # a bug of ours must not end the user's run (rows of this sample lost)
+        except Exception as error:  # a bug of ours must not end the user's run (this sample's rows are lost)
             for slot in slots:
                 self._report_error(slot, error)
+
+    def _device_weight(self, slot: _LayerSlot, weight_records: np.ndarray, i: int) -> torch.Tensor | None:
+        """The weight matrix a device layer's backend measures with its activations, or None: no
+        weight, or one its device cannot take (on another device, or too wide without cuSOLVER),
+        whose record ``weight_records[i]`` is then computed here on the host — a copy that
+        synchronizes with the device, reported once."""
+        w = self._weight_matrix(slot)
+        if w is None:
+            return None
+        if w.device == slot.accumulator.backend.device and self._device_path.takes(w, min(w.shape)):
+            return w
+        self._warn_host_copy(slot, w, min(w.shape), what="weight")
+        try:
+            weight_records[i] = self._weight_records([slot])[0]
+        except Exception as error:  # the activation row stands; its weight columns stay NaN
+            self._report_error(slot, error)
+        return None
 
     def _emit_sample(self, step: int, slots: list[_LayerSlot], records: np.ndarray,
                      weight_records: np.ndarray | None, rows_seen: list[int], loss_value: float,

@@ -50,7 +50,7 @@ def emulate(monkeypatch):
 def pair(model: nn.Module, **kwargs) -> tuple[FastTracker, FastTracker]:
     """(host-path tracker, device-path tracker) on the same model and layers: they see the same forwards."""
     host = FastTracker(model, device_path="host", **kwargs)
-    device = FastTracker(model, **kwargs)
+    device = FastTracker(model, device_path="auto", **kwargs)
     return host, device
 
 
@@ -220,7 +220,7 @@ def test_loss_and_grad_norm_tensors_land_in_their_rows(emulate, caplog):
     NaN and reported once, as on the host path."""
     emulate(delay=3, scalar_delay=2)
     model = mlp(6, 5)
-    tracker = FastTracker(model, sampling_frequency=2)
+    tracker = FastTracker(model, sampling_frequency=2, device_path="auto")
     loss = torch.zeros(())
     for step in range(12):
         model(torch.randn(4, 6))
@@ -247,7 +247,7 @@ def test_get_results_before_and_after_close_lose_nothing(emulate, tmp_path, seed
     model = mlp(12, 20, 4)
     path = tmp_path / "run.h5"
     host = FastTracker(model, device_path="host")
-    device = FastTracker(model, output=path, flush_interval=0.05)
+    device = FastTracker(model, output=path, flush_interval=0.05, device_path="auto")
     gen = torch.Generator().manual_seed(seed)
 
     def train(tracker_list, steps, host_from=0):
@@ -267,7 +267,7 @@ def test_get_results_before_and_after_close_lose_nothing(emulate, tmp_path, seed
     assert_same_results(device, host)
     assert_same_results_frames(dict(ndt_fast.load(path)), host.get_results())
     # resume from an older checkpoint: steps 7..9 again are skipped, 10..14 appended
-    resumed = FastTracker(model, output=path, resume=True)
+    resumed = FastTracker(model, output=path, resume=True, device_path="auto")
     train([host, resumed], range(7, 15), host_from=10)  # the host tracker measures what it has not yet
     resumed.close()
     assert_same_results_frames(dict(ndt_fast.load(path)), host.get_results())
@@ -351,7 +351,7 @@ def test_close_leaves_no_hooks_and_keeps_every_result(emulate):
     emulate(delay=5)
     model = mlp(6, 5, 3)
     before = [(id(m), list(m._forward_hooks)) for m in model.modules()]
-    tracker = FastTracker(model)
+    tracker = FastTracker(model, device_path="auto")
     for step in range(4):
         model(torch.randn(4, 6))
         tracker.log(step, 0.0)
@@ -371,7 +371,8 @@ def test_device_path_choices(emulate):
     model = mlp(6, 5)
     with pytest.raises(ValueError, match="device_path"):
         FastTracker(model, device_path="gpu")
-    for kwargs in ({"device_path": "host"}, {"center": True}):
+    # The default stays "host" until the native backend has run on a GPU (docs/CUDA.md).
+    for kwargs in ({}, {"device_path": "host"}, {"center": True, "device_path": "auto"}):
         tracker = FastTracker(model, **kwargs)
         model(torch.randn(4, 6))
         tracker.log(0, 0.0)
@@ -385,7 +386,7 @@ def test_the_native_kind_leaves_cpu_tensors_on_the_host():
     kind = NativeCudaKind()
     assert not kind.takes(torch.randn(3, 4), 3) and kind.stage(torch.tensor(1.0)) is None
     model = mlp(6, 5)
-    tracker = FastTracker(model)
+    tracker = FastTracker(model, device_path="auto")
     model(torch.randn(4, 6))
     tracker.log(0, torch.tensor(0.5))
     assert isinstance(tracker._device_path.kind, NativeCudaKind)
@@ -543,3 +544,58 @@ def test_native_backend_glue_against_a_fake_core(delay, emulate, monkeypatch, se
         host.close()
         device.close()
     assert len(backends) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# review follow-ups: staged scalars of host-only samples, failing weight metrics
+
+
+def test_a_sample_with_no_device_layer_still_waits_for_its_staged_loss(emulate):
+    """Once a layer is on a device every sample goes through the queue, a sample computed wholly
+    on the host included; its loss tensor is staged like any other and the sample must not be
+    emitted before that scalar has landed (on a GPU: a pinned cell read too early is stale)."""
+    emulate(scalar_delay=3, takes=lambda x, dim: x.shape[1] == 5)  # Linear_0 (5 wide) only
+    model = mlp(6, 5, 3)
+    tracker = FastTracker(model, device_path="auto")
+    model(torch.randn(4, 6))
+    tracker.log(0, torch.tensor(0.5))
+    model[2](torch.randn(4, 5))  # Linear_1 alone: a host-only sample
+    tracker.log(1, torch.tensor(1.5))
+    assert on_device(tracker) == [True, False]
+    assert tracker._device_path.pending == 2, "the staged losses were not waited for"
+    results = tracker.get_results()
+    assert results["Linear_0"]["loss"].tolist() == [0.5]
+    assert results["Linear_1"]["loss"].tolist() == [0.5, 1.5]
+    tracker.close()
+
+
+@pytest.mark.parametrize("path", ["host", "auto"])
+def test_a_failing_weight_metric_keeps_the_activation_rows(path, emulate, monkeypatch, seed):
+    """track_weights: weight metrics that raise (here: injected) leave the sample's activation
+    rows as they are, NaN weight columns, the error counted, and log() returning normally. On the
+    device path the first layer is on the device with its weight refused (measured on the host),
+    the second layer on the host."""
+    emulate(takes=lambda x, dim: x.shape[1] == 6 and dim < 8)  # Linear_0's activations, not its 6 × 8 weight
+    torch.manual_seed(seed)
+    model = mlp(8, 6, 4)
+    reference = FastTracker(model, device_path="host")
+    tracker = FastTracker(model, track_weights=True, device_path=path)
+
+    def boom(slots):
+        raise RuntimeError("injected weight failure")
+
+    monkeypatch.setattr(tracker, "_weight_records", boom)
+    for step in range(3):
+        model(torch.randn(5, 8))
+        reference.log(step, 0.0)
+        tracker.log(step, 0.0)
+    if path == "auto":
+        assert on_device(tracker) == [True, False]
+    got, want = tracker.get_results(), reference.get_results()
+    for name in want:
+        assert_same_rows(got[name][list(want[name].columns)], want[name], name)
+        weight_columns = [c for c in got[name].columns if c.startswith("weight_")]
+        assert weight_columns and got[name][weight_columns].isna().all().all(), name
+        assert tracker.errors[name] == 3, tracker.errors
+    reference.close()
+    tracker.close()
