@@ -176,9 +176,10 @@ class FastTracker:
             drift, AR(1) and heavy tails) or ``"ndt"``. Both rules run; both are recorded.
         max_rows: measure at most this many rows of each activation matrix (after the reshape
             rules: batch·seq tokens, batch·positions, …): a fixed random subset per layer and
-            row count, the same positions at every sample with that row count. An approximation when rows exceed it (the ``rows``
-            column says how many were used); its error on token activations is measured in
-            ``benchmarks/row_subsampling_error.py``. None (default): every row, exact.
+            row count, the same positions at every sample with that row count. An approximation
+            when rows exceed it (the ``rows`` column says how many were used); its error on token
+            activations is measured in ``benchmarks/row_subsampling_error.py``. None (default):
+            every row, exact.
         device_path: where a layer whose activations are CUDA tensors is measured.
             ``"host"`` (default while the device path is unverified): every layer on the CPU
             path; a CUDA activation is copied to the host in the hook (one sync per layer per

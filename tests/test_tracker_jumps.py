@@ -4,7 +4,6 @@ detection reaches the jump records (memory, run file)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
