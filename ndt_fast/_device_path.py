@@ -8,12 +8,12 @@
    native backend; ``NativeCudaBackend``'s Python glue runs there against a host fake of
    ``_core.cuda``, ``PinnedScalarStage`` not at all.
 
-Routing (``FastTracker(device_path="auto")``, opt-in; the default is "host"): an armed forward whose 2-D activation
-the backend kind takes (the native kind: a CUDA tensor, with ``ndt_fast.cuda.is_available()``,
-and cuSOLVER loaded if its Gram is wider than the own solver's 64)
-gives its layer a :class:`DeviceAccumulator`, a Gram on that device; anything else stays on the
-host path (a CUDA activation is then copied to the host, one sync per layer and sample; the
-tracker warns once). The Gram's side is the host path's: the smaller one when ``window == 1``
+Routing (``FastTracker(device_path="auto")``, opt-in; the default is "host"): an armed forward
+whose 2-D activation the backend kind takes (the native kind: a CUDA tensor, with
+``ndt_fast.cuda.is_available()``, and cuSOLVER loaded if its Gram is wider than the own
+solver's 64) gives its layer a :class:`DeviceAccumulator`, a Gram on that device; anything else
+stays on the host path (a CUDA activation is then copied to the host, one sync per layer and
+sample; the tracker warns once). The Gram's side is the host path's: the smaller one when ``window == 1``
 (``rows < cols`` → the sample side, rows × rows), the feature side otherwise; a new (side, size)
 builds a new Gram, as on the host.
 
