@@ -424,10 +424,13 @@ class FastTracker:
                 # This forward replaces the sample; until it is in, there is none (a capture that
                 # fails half-way must not leave an empty or stale Gram marked as captured).
                 slot.captured = False
-            tensor = self.select(output) if self.select is not None else first_tensor(output)
-            if not isinstance(tensor, torch.Tensor):
-                raise TypeError(f"the module output holds no tensor to track (got {type(output).__name__})")
-            x = activation_matrix(tensor, slot.spatial_rows)  # detached, 2-D
+            if type(output) is torch.Tensor and output.dim() == 2 and self.select is None:
+                tensor = x = output.detach()  # the common case (a Linear's output), without the general rules
+            else:
+                tensor = self.select(output) if self.select is not None else first_tensor(output)
+                if not isinstance(tensor, torch.Tensor):
+                    raise TypeError(f"the module output holds no tensor to track (got {type(output).__name__})")
+                x = activation_matrix(tensor, slot.spatial_rows)  # detached, 2-D
             if self.max_rows is not None and x.shape[0] > self.max_rows:
                 x = x.index_select(0, self._row_subset(slot, x.shape[0], x.device))
             rows, cols = x.shape
@@ -448,8 +451,13 @@ class FastTracker:
             if view is None:  # float8, integer, … outputs: measured in float32
                 x = x.float()
                 view = torch_matrix_view(x)
-            accumulator = self._accumulator_for(
-                slot, rows, cols, None, lambda side, n: core.GramAccumulator(n, side, center=self.center))
+            if self.window == 1 and slot.accumulator_key == (("sample", rows, None) if rows < cols
+                                                             else ("feature", cols, None)):
+                accumulator = slot.accumulator  # the same Gram as last sample (the usual case)
+                accumulator.reset()
+            else:
+                accumulator = self._accumulator_for(
+                    slot, rows, cols, None, lambda side, n: core.GramAccumulator(n, side, center=self.center))
             accumulator.add(view, threads=self.threads)
             slot.captured = True
         except Exception as error:  # never break the user's forward pass
@@ -563,10 +571,13 @@ class FastTracker:
 
     def _record(self, step: int, loss: Any, grad_norm: Any) -> None:
         self.step_counter = step
-        ready = [slot for slot in self._slots if slot.captured]
-        failed = [slot for slot in self._slots if not slot.captured and slot.failed]
-        for slot in self._slots:
-            if not slot.captured and not slot.failed:
+        ready, failed = [], []
+        for slot in self._slots:  # one pass: this runs at every sample
+            if slot.captured:
+                ready.append(slot)
+            elif slot.failed:
+                failed.append(slot)
+            else:
                 self._missed[slot.name] = self._missed.get(slot.name, 0) + 1
                 if self._missed[slot.name] == 1:
                     logger.warning("ndt_fast: no activation captured for layer %r at step %d: its forward ran "
@@ -575,7 +586,8 @@ class FastTracker:
                                    "pass)", slot.name, step)
         if not ready and not failed:
             return
-        on_device = [slot for slot in ready if isinstance(slot.accumulator, DeviceAccumulator)]
+        on_device = [] if self._device_path is None else [
+            slot for slot in ready if isinstance(slot.accumulator, DeviceAccumulator)]
         if on_device:
             ready = [slot for slot in ready if not isinstance(slot.accumulator, DeviceAccumulator)]
         records = np.empty((0, len(core.RECORD_COLUMNS)))
