@@ -88,7 +88,7 @@ JUMP_RULES = ("ndt", "default")
 # Flag of a row whose sample met a caught error (in a hook or the metric computation): metrics NaN.
 # Above the native core's FLAG_* bits.
 FLAG_TRACKER_ERROR = 1 << 16
-_FLAGS_IN_RECORD = core.RECORD_COLUMNS.index("flags")  # index = the `rule` field of a jump record (core.JumpBank's numbering)
+_FLAGS_IN_RECORD = core.RECORD_COLUMNS.index("flags")  # the flags column of a core record (metrics_of_accumulators)
 if core.RECORD_COLUMNS[:9] != _METRIC_NAMES[:4] + EXTRA_COLUMNS[:-1] or _METRIC_NAMES != core.RECORD_COLUMNS[:6]:
     raise ImportError(f"ndt_fast: native record columns {core.RECORD_COLUMNS} do not match the tracker's table")
 
