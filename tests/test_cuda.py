@@ -328,6 +328,17 @@ def _sync_checked() -> Iterator[Callable[[], bool]]:
         torch.cuda.set_sync_debug_mode(0)
 
 
+def _five_device_steps(tracker, first, second, xs) -> None:
+    """Steps 1–5 of tracked work on the device API: two Gram updates, metrics into the ring, one
+    batched ``device_metrics`` and a drain (the writer's side: must not wait either)."""
+    for step in range(1, 6):
+        tracker.add(0, first)
+        tracker.add(1, second)
+        tracker.compute(step=step)
+        nc.device_metrics(xs)
+        tracker.drain()
+
+
 @requires_gpu
 def test_own_kernels_never_sync_the_host(rng):
     """Grams ≤ 64 wide only (own Gram kernel or cuBLAS, own Jacobi, metrics, ring): a handful of
@@ -338,12 +349,7 @@ def test_own_kernels_never_sync_the_host(rng):
     tracker = nc.DeviceGramTracker([48, 64], ring_slots=64)
 
     def steps():
-        for step in range(1, 6):
-            tracker.add(0, xs[0])
-            tracker.add(1, xs[1])
-            tracker.compute(step=step)
-            nc.device_metrics(xs)
-            tracker.drain()  # the writer's side: must not wait either
+        _five_device_steps(tracker, xs[0], xs[1], xs)
 
     steps()  # warm-up outside the checked region: contexts, plans, kernel loading happen once
     torch.cuda.synchronize()
@@ -396,12 +402,7 @@ def test_tracked_steps_never_sync_the_host(rng):
     tracker.reset()
 
     with _sync_checked() as gpu_asleep:
-        for step in range(1, 6):
-            tracker.add(0, xs[0])
-            tracker.add(1, xs[2])
-            tracker.compute(step=step)
-            nc.device_metrics(xs)
-            tracker.drain()  # the writer's side: must not wait either
+        _five_device_steps(tracker, xs[0], xs[2], xs)
         still_asleep = gpu_asleep()
     torch.cuda.synchronize()
     assert still_asleep, "the host waited for the device somewhere in the tracked steps"
