@@ -50,7 +50,6 @@ reported through the tracker's ``report_error`` (counted per layer, logged once)
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -460,10 +459,7 @@ class NativeCudaBackend:
         self.device = device if device.index is not None else torch.device(device.type, torch.cuda.current_device())
         self._settings = settings
         self._ctx = cuda._context(self.device.index)
-        # The ring's events belong to the device current at their creation, and cudaEventRecord
-        # wants the event and the stream on one device.
-        with torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext():
-            self._ring = cuda._native.PinnedRecordRing(slots, records_per_sample, RECORD_WIDTH)
+        self._ring = cuda._record_ring(self.device, slots, records_per_sample)
         self._update_streams: dict[int, torch.cuda.Stream] = {}  # streams of updates since the last compute
         self._compute_stream: torch.cuda.Stream | None = None
 

@@ -359,10 +359,7 @@ class DeviceGramTracker:
         self._grams = [torch.zeros((d, d), dtype=torch.float32, device=self.device) for d in self.dims]
         self._workspace = torch.empty(self._plan.workspace_bytes, dtype=torch.uint8, device=self.device)
         self._rows = [0] * len(self.dims)  # host-side row counts: known without reading the device
-        # The ring's events must belong to the device whose stream records them (cudaEventRecord
-        # rejects a stream of another device), and the native constructor uses the current device.
-        with torch.cuda.device(self.device):
-            self._ring = _native.PinnedRecordRing(ring_slots, len(self.dims), RECORD_WIDTH)
+        self._ring = _record_ring(self.device, ring_slots, len(self.dims))
 
     def add(self, layer: int, x: Any) -> None:
         """G_layer += XᵀX on the current stream. x: CUDA tensor (n, d) or (..., d), d = dims[layer]."""
@@ -417,6 +414,16 @@ class DeviceGramTracker:
     def dropped(self) -> int:
         """compute(step) calls whose records the full ring rejected."""
         return int(self._ring.dropped)
+
+
+def _record_ring(device: Any, slots: int, records_per_slot: int) -> Any:
+    """A native PinnedRecordRing (slots × records_per_slot records) for streams of ``device``: its
+    events must belong to that device (cudaEventRecord rejects a stream of another device), and
+    the native constructor creates them on the current one."""
+    import torch
+
+    with torch.cuda.device(device):
+        return _native.PinnedRecordRing(slots, records_per_slot, RECORD_WIDTH)
 
 
 # ---- the pure-torch reference ------------------------------------------------------------------

@@ -73,7 +73,8 @@ for stage in "$@"; do
         -k "(float32 or bf16 or bad_inputs or metric_mask or many_layers or token or tracker_accumulates) and not fast_tracker"
       run_step "zero syncs" "${PYTEST[@]}" tests/test_cuda.py -k "never_sync and not fast_tracker"
       run_step "ring" "${PYTEST[@]}" tests/test_cuda.py -k "ring"
-      run_step "the rest of test_cuda.py" "${PYTEST[@]}" tests/test_cuda.py -k "not fast_tracker"
+      run_step "availability and the torch reference" "${PYTEST[@]}" tests/test_cuda.py \
+        -k "availability or api_boundary or extension_flag or torch_reference"
       ;;
     tracker)
       run_step "FastTracker on the device" "${PYTEST[@]}" tests/test_cuda.py -k "fast_tracker"

@@ -12,7 +12,9 @@ only on a GPU is in ``test_cuda.py``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import types
 
 import numpy as np
 import pandas as pd
@@ -395,6 +397,18 @@ def test_the_native_kind_leaves_cpu_tensors_on_the_host():
     tracker.close()
 
 
+def test_the_native_kind_refuses_grams_beyond_the_device_limit():
+    """A Gram wider than SpectraPlan's limit stays on the host, with the reason in the warning;
+    decided before anything about CUDA is asked (no device needed to check it)."""
+    from ndt_fast._device_path import MAX_DEVICE_GRAM
+
+    kind = NativeCudaKind()
+    wide = types.SimpleNamespace(is_cuda=True)  # stands in for a CUDA activation
+    assert not kind.takes(wide, MAX_DEVICE_GRAM + 1)
+    assert kind._available is None  # refused before the availability check
+    assert f"beyond the device path's {MAX_DEVICE_GRAM}" in kind.refusal(wide, MAX_DEVICE_GRAM + 1)
+
+
 def test_ring_output_splits_into_blocks_by_tag():
     records = np.arange(12.0).reshape(6, 2)
     blocks = _split_by_tag(records, np.array([4, 4, 5, 7, 7, 7]))
@@ -517,6 +531,7 @@ def test_native_backend_glue_against_a_fake_core(delay, emulate, monkeypatch, se
     monkeypatch.setattr(nc, "_plan", fake.plan)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _FakeStream())
     monkeypatch.setattr(torch.cuda, "synchronize", fake.synchronize)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())  # no CUDA device here
     kind = emulate()
     backends: list[NativeCudaBackend] = []
 
