@@ -70,6 +70,18 @@ class JumpDetector:
             Jump(i + step_offset, z, float(v[i - 1]), float(v[i]), metric_name) for i, z in self.detect_indices(v)
         ]
 
+    def detect_at_steps(
+        self, values: Sequence[float] | np.ndarray, steps: Sequence[int] | np.ndarray, metric_name: str
+    ) -> list[Jump]:
+        """ndt's rule on ``values`` (1-D float), each Jump placed at its sample's training step
+        ``steps[i]`` (same length as ``values``) — the one place FastTracker and the experiments
+        turn detections into Jumps."""
+        v = np.asarray(values, dtype=np.float64)
+        at = np.asarray(steps, dtype=np.int64)
+        if at.shape != v.shape:
+            raise ValueError(f"steps has shape {at.shape}, values {v.shape}: one step per value")
+        return [Jump(int(at[i]), z, float(v[i - 1]), float(v[i]), metric_name) for i, z in self.detect_indices(v)]
+
     def detect_jumps_with_direction(
         self,
         values: Sequence[float] | np.ndarray,

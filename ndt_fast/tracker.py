@@ -792,10 +792,7 @@ class FastTracker:
         out: dict[str, list[Jump]] = {}
         for slot in slots:
             values, steps = samples[slot.index][:, column], samples[slot.index][:, step_column].astype(np.int64)
-            out[slot.name] = [
-                Jump(int(steps[i]), z, float(values[i - 1]), float(values[i]), f"{slot.name}_{metric}")
-                for i, z in self.jump_detector.detect_indices(values)
-            ]
+            out[slot.name] = self.jump_detector.detect_at_steps(values, steps, f"{slot.name}_{metric}")
         return out
 
     def get_jumps(self) -> pd.DataFrame:

@@ -337,8 +337,7 @@ def detect_on(detector: JumpDetector, df: pd.DataFrame, metric: str, every: int,
     rows = df[df["step"].to_numpy() % every == 0]
     values = rows[metric].to_numpy(dtype=np.float64, na_value=np.nan)
     steps = rows["step"].to_numpy(dtype=np.int64)
-    return [Jump(int(steps[i]), z, float(values[i - 1]), float(values[i]), f"{name}_{metric}")
-            for i, z in detector.detect_indices(values)]
+    return detector.detect_at_steps(values, steps, f"{name}_{metric}")
 
 
 def find_jumps(results: Mapping[str, pd.DataFrame], freq: int, detector: JumpDetector,
