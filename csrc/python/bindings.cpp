@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <optional>
 
 #include <string>
 #include <vector>
@@ -23,6 +24,8 @@
 #include "ndt/metrics.h"
 #include "ndt/parallel.h"
 #include "ndt/record_ring.h"
+#include "ndt/record_schema.h"
+#include "ndt/sample_finish.h"
 #include "view_tuple.h"
 
 namespace py = pybind11;
@@ -35,7 +38,7 @@ namespace {
 
 using ndt_binding::to_view;
 using ndt_binding::ViewTuple;
-constexpr int kRecordWidth = 9;  // the columns of a metrics record, see record_columns below
+constexpr int kRecordWidth = ndt::record::kMetricWidth;  // ndt/record_schema.h
 
 ndt::GramSide to_side(const std::string& side) {
   if (side == "feature") return ndt::GramSide::feature;
@@ -72,10 +75,8 @@ py::array_t<double> records_to_array(const std::vector<ndt::Metrics>& records) {
   py::array_t<double> out({static_cast<py::ssize_t>(records.size()), static_cast<py::ssize_t>(kRecordWidth)});
   auto r = out.mutable_unchecked<2>();
   for (size_t i = 0; i < records.size(); ++i) {
-    const ndt::Metrics& m = records[i];
-    const double row[kRecordWidth] = {m.stable_rank, m.participation_ratio, m.cumulative_90,
-                                      m.nuclear_norm_ratio, m.participation_ratio_eig, m.effective_rank,
-                                      m.trace, m.lambda_max, static_cast<double>(m.flags)};
+    double row[kRecordWidth];
+    ndt::record::write_metrics(records[i], row);
     for (int j = 0; j < kRecordWidth; ++j) r(static_cast<py::ssize_t>(i), j) = row[j];
   }
   return out;
@@ -138,14 +139,59 @@ py::array_t<double> full_gram(const ViewTuple& view, const std::string& side, co
   return out;
 }
 
+template <size_t N>
+py::tuple names(const char* const (&columns)[N]) {
+  py::tuple out(N);
+  for (size_t i = 0; i < N; ++i) out[i] = py::str(columns[i]);
+  return out;
+}
+
+// A finished sample's leftovers for Python: None in the usual case (every record in the ring,
+// no detection, no weight error), else (overflow rows or None, detections (k, 8) of
+// FINISH_JUMP_COLUMNS or None, weight error text or None).
+py::object outcome_to_python(const ndt::SampleOutcome& out, int64_t width) {
+  if (out.overflow.empty() && out.jumps.empty() && out.weight_error.empty()) return py::none();
+  py::object overflow = py::none(), jumps = py::none(), weight_error = py::none();
+  if (!out.overflow.empty()) {
+    py::array_t<double> rows({static_cast<py::ssize_t>(out.overflow.size()) / width, static_cast<py::ssize_t>(width)});
+    std::copy(out.overflow.begin(), out.overflow.end(), rows.mutable_data());
+    overflow = rows;
+  }
+  if (!out.jumps.empty()) {
+    py::array_t<double> rows({static_cast<py::ssize_t>(out.jumps.size()), py::ssize_t{8}});
+    auto r = rows.mutable_unchecked<2>();
+    for (size_t i = 0; i < out.jumps.size(); ++i) {
+      const auto& [layer, e] = out.jumps[i];
+      const auto row = static_cast<py::ssize_t>(i);
+      r(row, 0) = static_cast<double>(layer);
+      r(row, 1) = static_cast<double>(e.series);
+      r(row, 2) = static_cast<double>(e.rule);
+      r(row, 3) = static_cast<double>(e.index);
+      r(row, 4) = static_cast<double>(e.step);
+      r(row, 5) = e.z;
+      r(row, 6) = e.before;
+      r(row, 7) = e.after;
+    }
+    jumps = rows;
+  }
+  if (!out.weight_error.empty()) weight_error = py::str(out.weight_error);
+  return py::make_tuple(overflow, jumps, weight_error);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "ndt_fast native core (private; use the ndt_fast package).";
 
-  m.attr("RECORD_COLUMNS") = py::make_tuple("stable_rank", "participation_ratio", "cumulative_90",
-                                            "nuclear_norm_ratio", "participation_ratio_eig", "effective_rank",
-                                            "trace", "lambda_max", "flags");
+  // ---- the record schema (ndt/record_schema.h): every Python module derives its offsets from these
+  m.attr("RECORD_COLUMNS") = names(ndt::record::kMetricColumns);
+  m.attr("RECORD_HEADER") = names(ndt::record::kHeaderColumns);
+  m.attr("SAMPLE_COLUMNS") = names(ndt::record::kSampleColumns);
+  m.attr("WEIGHT_COLUMNS") = names(ndt::record::kWeightColumns);
+  m.attr("JUMP_COLUMNS") = names(ndt::record::kJumpColumns);
+  m.attr("KIND_SAMPLE") = static_cast<int>(ndt::record::kKindSample);
+  m.attr("KIND_JUMP") = static_cast<int>(ndt::record::kKindJump);
+  m.attr("FLAG_TRACKER_ERROR") = ndt::record::kFlagTrackerError;
   m.attr("METRIC_BITS") = py::dict(
       py::arg("stable_rank") = static_cast<uint32_t>(ndt::kStableRank),
       py::arg("participation_ratio") = static_cast<uint32_t>(ndt::kParticipationRatio),
@@ -426,4 +472,92 @@ PYBIND11_MODULE(_core, m) {
           "push() for each row: steps int (n,), values float64 (n, series); all detections, float64 (k, 7).")
       .def_property_readonly("series", &ndt::JumpBank::series)
       .def_property_readonly("samples_seen", &ndt::JumpBank::samples_seen);
+
+  // ---- the per-sample finish (ndt/sample_finish.h) -------------------------------------------------
+  m.attr("FINISH_JUMP_COLUMNS") = py::make_tuple("layer", "series", "rule", "index", "step", "z", "before", "after");
+  using Doubles = py::array_t<double, py::array::c_style | py::array::forcecast>;
+  using Ints = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+  py::class_<ndt::SampleFinisher>(m, "SampleFinisher")
+      .def(py::init([](int64_t layers, double eps, double energy_threshold, bool center, uint32_t metrics,
+                       uint32_t weight_metrics, bool track_weights, bool detect_jumps, int64_t ndt_window,
+                       double ndt_z_threshold) {
+             ndt::SampleFinishOptions o;
+             o.layers = layers;
+             o.activations = to_options(eps, energy_threshold, center, metrics, "auto");
+             o.weights = to_options(eps, energy_threshold, center, weight_metrics, "auto");
+             o.track_weights = track_weights;
+             o.detect_jumps = detect_jumps;
+             o.ndt_rule.window = ndt_window;
+             o.ndt_rule.z_threshold = ndt_z_threshold;
+             return new ndt::SampleFinisher(o);
+           }),
+           py::arg("layers"), py::kw_only(), py::arg("eps"), py::arg("energy_threshold"), py::arg("center"),
+           py::arg("metrics"), py::arg("weight_metrics"), py::arg("track_weights"), py::arg("detect_jumps"),
+           py::arg("ndt_window") = 50, py::arg("ndt_z_threshold") = 3.0)
+      .def(
+          "finish",
+          [](ndt::SampleFinisher& self, ndt::RecordRing* ring, int64_t step, double loss, double grad_norm,
+             const std::vector<int64_t>& layers, const std::vector<ndt::GramAccumulator*>& accs,
+             const std::vector<std::optional<ViewTuple>>& weights, const std::vector<int64_t>& failed, int threads) {
+            std::vector<ndt::MatrixView> views(weights.size());
+            std::vector<const ndt::MatrixView*> pointers(weights.size(), nullptr);
+            for (size_t i = 0; i < weights.size(); ++i) {
+              if (weights[i]) {
+                views[i] = to_view(*weights[i]);
+                ndt::validate(views[i], "weight");
+                pointers[i] = &views[i];
+              }
+            }
+            ndt::SampleOutcome out;
+            {
+              py::gil_scoped_release release;
+              const ndt::ThreadBudgetScope budget(threads);
+              self.finish({step, loss, grad_norm}, layers, accs, pointers, failed, ring, out);
+            }
+            return outcome_to_python(out, self.width());
+          },
+          py::arg("ring").none(true), py::arg("step"), py::arg("loss"), py::arg("grad_norm"), py::arg("layers"),
+          py::arg("accumulators"), py::arg("weights"), py::arg("failed"), py::arg("threads"),
+          "One sample, computed and recorded: metrics of every accumulator (reset afterwards) and weight "
+          "view (None: no weight), NaN rows flagged FLAG_TRACKER_ERROR for `failed` layers, records into "
+          "`ring` (None: all returned), jump banks fed. Returns None, or (overflow records, detections "
+          "(k, 8) of FINISH_JUMP_COLUMNS, weight error) with None for each part that is empty.")
+      .def(
+          "record",
+          [](ndt::SampleFinisher& self, ndt::RecordRing* ring, int64_t step, double loss, double grad_norm,
+             const Ints& layers, const Doubles& metrics, const std::optional<Doubles>& weight_metrics,
+             const Ints& rows_seen) {
+            const int64_t k = layers.ndim() == 1 ? layers.shape(0) : -1;
+            NDT_CHECK_ARG(k >= 0 && rows_seen.ndim() == 1 && rows_seen.shape(0) == k,
+                          "layers and rows_seen must be 1-D of equal length");
+            NDT_CHECK_ARG(metrics.ndim() == 2 && metrics.shape(0) == k && metrics.shape(1) == kRecordWidth,
+                          "metrics must be (len(layers), " << kRecordWidth << ")");
+            NDT_CHECK_ARG(!weight_metrics || (weight_metrics->ndim() == 2 && weight_metrics->shape(0) == k &&
+                                              weight_metrics->shape(1) == kRecordWidth),
+                          "weight_metrics must be None or (len(layers), " << kRecordWidth << ")");
+            ndt::SampleOutcome out;
+            {
+              py::gil_scoped_release release;
+              self.record({step, loss, grad_norm}, k, layers.data(), metrics.data(),
+                          weight_metrics ? weight_metrics->data() : nullptr, rows_seen.data(), ring, out);
+            }
+            return outcome_to_python(out, self.width());
+          },
+          py::arg("ring").none(true), py::arg("step"), py::arg("loss"), py::arg("grad_norm"), py::arg("layers"),
+          py::arg("metrics"), py::arg("weight_metrics").none(true), py::arg("rows_seen"),
+          "One sample whose metric records (k, 9) were computed elsewhere (a device; NaN error rows): "
+          "recorded and fed to the jump banks as finish() does. Same return value.")
+      .def(
+          "replay",
+          [](ndt::SampleFinisher& self, int64_t layer, const Ints& steps, const Doubles& values) {
+            NDT_CHECK_ARG(steps.ndim() == 1 && values.ndim() == 2 && values.shape(0) == steps.shape(0) &&
+                              values.shape(1) == self.series(),
+                          "replay: steps (n,) and values (n, " << self.series() << ") expected");
+            py::gil_scoped_release release;
+            self.replay(layer, steps.shape(0), steps.data(), values.data());
+          },
+          py::arg("layer"), py::arg("steps"), py::arg("values"),
+          "Resume: a layer's earlier samples into its jump bank (values: its metric series), detections dropped.")
+      .def_property_readonly("width", &ndt::SampleFinisher::width)
+      .def_property_readonly("series", &ndt::SampleFinisher::series);
 }

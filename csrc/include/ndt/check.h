@@ -4,7 +4,9 @@
 //   NDT_CHECK_ARG  — the caller passed something invalid: throws std::invalid_argument, which the
 //                    binding maps to Python's ValueError.
 //   NDT_ASSERT     — an internal invariant broke: throws std::logic_error (RuntimeError in Python).
-// Both carry file:line so a report from a user points at the exact check.
+// A user error names the problem only: its message reaches the user as a ValueError, where the
+// build machine's source path would be noise. An internal error carries file:line, so a report
+// points at the exact invariant that broke.
 #pragma once
 
 #include <sstream>
@@ -13,11 +15,7 @@
 
 namespace ndt::detail {
 
-[[noreturn]] inline void throw_invalid_argument(const char* file, int line, const std::string& msg) {
-  std::ostringstream os;
-  os << msg << " [" << file << ":" << line << "]";
-  throw std::invalid_argument(os.str());
-}
+[[noreturn]] inline void throw_invalid_argument(const std::string& msg) { throw std::invalid_argument(msg); }
 
 [[noreturn]] inline void throw_internal(const char* file, int line, const char* cond,
                                         const std::string& msg) {
@@ -33,7 +31,7 @@ namespace ndt::detail {
     if (!(cond)) {                                                                      \
       std::ostringstream ndt_check_os_;                                                 \
       ndt_check_os_ << msg;                                                             \
-      ::ndt::detail::throw_invalid_argument(__FILE__, __LINE__, ndt_check_os_.str());   \
+      ::ndt::detail::throw_invalid_argument(ndt_check_os_.str());                      \
     }                                                                                   \
   } while (0)
 
