@@ -34,7 +34,7 @@ from torch import nn
 
 import ndt_fast.cuda as nc
 from benchmarks.test_tracker_overhead import VARIANTS, run_variant
-from ndt_fast._device_path import DeviceAccumulator
+from ndt_fast.tracker.backends import DeviceAccumulator
 
 _INFO = nc.availability()
 pytestmark = pytest.mark.skipif(  # 768-wide Grams: beyond the own Jacobi kernel, cuSOLVER needed

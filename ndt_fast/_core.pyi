@@ -10,7 +10,15 @@ import numpy.typing as npt
 
 ViewTuple = tuple[int, int, int, int, int, int]
 
-RECORD_COLUMNS: tuple[str, ...]
+# The record schema (csrc/include/ndt/record_schema.h); ndt_fast._schema derives everything from these.
+RECORD_COLUMNS: tuple[str, ...]  # a metric record (one matrix)
+RECORD_HEADER: tuple[str, ...]  # (kind, layer) before a sample's or a jump's columns
+SAMPLE_COLUMNS: tuple[str, ...]  # a layer's table
+WEIGHT_COLUMNS: tuple[str, ...]  # after SAMPLE_COLUMNS with track_weights
+JUMP_COLUMNS: tuple[str, ...]
+KIND_SAMPLE: int
+KIND_JUMP: int
+FLAG_TRACKER_ERROR: int
 METRIC_BITS: dict[str, int]
 FLAG_NON_FINITE: int
 FLAG_ZERO: int
@@ -113,6 +121,33 @@ class JumpBank:
     def series(self) -> int: ...
     @property
     def samples_seen(self) -> int: ...
+
+FINISH_JUMP_COLUMNS: tuple[str, ...]
+
+_Outcome = tuple[npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None, str | None] | None
+
+class SampleFinisher:
+    """The per-sample finish of a tracker (csrc/include/ndt/sample_finish.h): metrics of every
+    layer's Gram, records into a RecordRing, one JumpBank per layer fed the metric values.
+
+    finish/record return None in the usual case, else (records the ring could not take (n, width)
+    or None, detections (k, 8) of FINISH_JUMP_COLUMNS or None, weight-metric error text or None).
+    Bad options or shapes: ValueError. Not thread-safe.
+    """
+
+    def __init__(self, layers: int, *, eps: float, energy_threshold: float, center: bool, metrics: int,
+                 weight_metrics: int, track_weights: bool, detect_jumps: bool, ndt_window: int = 50,
+                 ndt_z_threshold: float = 3.0) -> None: ...
+    def finish(self, ring: RecordRing | None, step: int, loss: float, grad_norm: float, layers: list[int],
+               accumulators: list[GramAccumulator], weights: list[ViewTuple | None], failed: list[int],
+               threads: int) -> _Outcome: ...
+    def record(self, ring: RecordRing | None, step: int, loss: float, grad_norm: float, layers: npt.ArrayLike,
+               metrics: npt.ArrayLike, weight_metrics: npt.ArrayLike | None, rows_seen: npt.ArrayLike) -> _Outcome: ...
+    def replay(self, layer: int, steps: npt.ArrayLike, values: npt.ArrayLike) -> None: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def series(self) -> int: ...
 
 # ---- CUDA (csrc/python/bindings_cuda.cpp; present only when HAS_CUDA) -------------------------------
 # Compiled but never run on a GPU so far: see docs/CUDA.md. Use ndt_fast.cuda, not this.

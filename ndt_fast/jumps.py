@@ -47,18 +47,21 @@ class JumpDetector:
         self.min_samples = min_samples
 
     def detect_indices(self, values: Sequence[float] | np.ndarray) -> list[tuple[int, float]]:
-        """``[(index, |z|)]`` of every jump in ``values``, with the same arithmetic as ndt."""
+        """``[(index, |z|)]`` of every jump in ``values``, with the same arithmetic as ndt (the one
+        implementation of ndt's rule; ``ndt_fast.validity.ndt_rule_indices`` states its NaN/Inf
+        semantics). No floating-point warning is raised."""
         v = np.asarray(values, dtype=np.float64)
         n = len(v)
         found: list[tuple[int, float]] = []
-        for i in range(self.min_samples, n):
-            window = v[max(0, i - self.window_size) : i]
-            std = window.std()
-            if std < 1e-10:
-                continue
-            z = abs((v[i] - window.mean()) / std)
-            if z > self.z_threshold:
-                found.append((i, float(z)))
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            for i in range(self.min_samples, n):
+                window = v[max(0, i - self.window_size) : i]
+                std = window.std()
+                if std < 1e-10:
+                    continue
+                z = abs((v[i] - window.mean()) / std)
+                if z > self.z_threshold:
+                    found.append((i, float(z)))
         return found
 
     def detect_jumps(

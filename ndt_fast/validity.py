@@ -261,24 +261,9 @@ def ndt_rule_indices(
     floating-point warning is raised.
     Bad input: ValueError for a non-1-D ``values`` or parameters ndt rejects.
     """
-    if window < 2:
-        raise ValueError(f"window must be >= 2, got {window}")
-    if z_threshold <= 0:
-        raise ValueError(f"z_threshold must be > 0, got {z_threshold}")
-    if min_samples < 1:
-        raise ValueError(f"min_samples must be >= 1, got {min_samples}")
-    v = _as_series(values)
-    found: list[int] = []
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        for i in range(min_samples, len(v)):
-            w = v[max(0, i - window) : i]
-            mu = w.mean()
-            sigma = np.sqrt(np.mean((w - mu) ** 2))
-            if sigma < 1e-10:
-                continue
-            if abs((v[i] - mu) / sigma) > z_threshold:
-                found.append(i)
-    return found
+    # One implementation of the rule: ndt_fast.jumps.JumpDetector (its parameter checks too).
+    detector = JumpDetector(window_size=window, z_threshold=z_threshold, min_samples=min_samples)
+    return [i for i, _ in detector.detect_indices(_as_series(values))]
 
 
 def _as_series(values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -315,11 +300,8 @@ def default_detector(
 
 def ndt_detector(window: int = 50, z_threshold: float = 3.0, min_samples: int = 20) -> Detector:
     """ndt's ``JumpDetector(window, z_threshold, min_samples)`` as a detector: values → indices."""
-    jumps = JumpDetector(window_size=window, z_threshold=z_threshold, min_samples=min_samples)
-
-    def rule(values: Sequence[float] | np.ndarray) -> list[int]:
-        return [i for i, _ in jumps.detect_indices(values)]
-
+    rule = functools.partial(ndt_rule_indices, window=window, z_threshold=z_threshold, min_samples=min_samples)
+    rule(np.zeros(0))  # rejects bad parameters now, not at the first call
     return _NamedDetector(f"ndt JumpDetector(window={window}, z>{z_threshold:g})", rule)
 
 

@@ -74,7 +74,7 @@ def test_api_boundary_raises_clear_error_when_unavailable():
     with pytest.raises(nc.CudaUnavailableError, match=r"CUDA path unavailable: \S"):
         nc.device_metrics([torch.ones(4, 3)])
     with pytest.raises(nc.CudaUnavailableError):
-        nc.DeviceGramTracker([8])
+        nc.device_gram(torch.ones(4, 3))
     with pytest.raises(RuntimeError):  # CudaUnavailableError is a RuntimeError
         nc.device_eigenvalues(torch.ones(4, 3))
 
@@ -268,41 +268,58 @@ def test_token_activations_use_every_token(rng):
     assert_metrics_match(as_dict(got), reference_metrics(x.reshape(-1, 32).cpu().numpy()), "3-D", rtol=1e-4, knife_edge=1e-4)
 
 
+def _native_backend(records_per_sample: int, slots: int = 64):
+    """FastTracker's CUDA backend (the code device_path="auto" runs) on the current device, all metrics."""
+    from ndt_fast.cuda.backend import NativeCudaBackend
+    from ndt_fast.tracker.backends import MetricSettings
+
+    mask = nf.metrics.metric_mask(None)
+    return NativeCudaBackend(torch.device("cuda", torch.cuda.current_device()), records_per_sample=records_per_sample,
+                             slots=slots, settings=MetricSettings(1e-10, 0.9, mask, mask))
+
+
 @requires_gpu
-def test_tracker_accumulates_batches_like_the_cpu(rng):
+def test_backend_accumulates_batches_like_the_cpu(rng):
     batches = [rng.standard_normal((64, 48)).astype(np.float32) for _ in range(3)]
-    tracker = nc.DeviceGramTracker([48, 48])
+    backend = _native_backend(records_per_sample=2)
+    first, second = backend.accumulator("feature", 48), backend.accumulator("feature", 48)
     for b in batches:
-        tracker.add(0, torch.from_numpy(b).cuda())
-    tracker.add(1, torch.from_numpy(batches[0]).cuda())
-    recs = tracker.compute().cpu()
-    assert_metrics_match(as_dict(recs[0]), reference_metrics(np.concatenate(batches)), "layer 0", rtol=1e-4, knife_edge=1e-4)
-    assert_metrics_match(as_dict(recs[1]), reference_metrics(batches[0]), "layer 1", rtol=1e-4, knife_edge=1e-4)
-    tracker.reset()
-    with pytest.raises(ValueError, match="no rows"):
-        tracker.compute()
+        first.add(torch.from_numpy(b).cuda())
+    second.add(torch.from_numpy(batches[0]).cuda())
+    backend.submit(0, [first, second], [])
+    assert first.rows_seen == second.rows_seen == 0, "submit resets the accumulators for the next sample"
+    backend.wait()
+    [(tag, recs)] = backend.poll()
+    assert tag == 0
+    assert_metrics_match(as_dict(torch.from_numpy(recs[0])), reference_metrics(np.concatenate(batches)), "layer 0",
+                         rtol=1e-4, knife_edge=1e-4)
+    assert_metrics_match(as_dict(torch.from_numpy(recs[1])), reference_metrics(batches[0]), "layer 1", rtol=1e-4,
+                         knife_edge=1e-4)
 
 
 @requires_gpu
-def test_ring_delivers_completed_records_and_drops_when_full(rng):
+def test_backend_polls_only_completed_records_and_refuses_a_full_ring(rng):
     x = torch.from_numpy(rng.standard_normal((32, 16)).astype(np.float32)).cuda()
-    tracker = nc.DeviceGramTracker([16], ring_slots=2)
-    tracker.add(0, x)
+    backend = _native_backend(records_per_sample=1, slots=2)
+    gram = backend.accumulator("feature", 16)
     # Load the kernels before the sleep: with lazy module loading (CUDA's default) a kernel's
-    # first launch may synchronize the context, which would make compute() wait for the sleep.
-    tracker.compute()
-    torch.cuda.synchronize()
+    # first launch may synchronize the context, which would make submit() wait for the sleep.
+    gram.add(x)
+    backend.submit(9, [gram], [])
+    backend.wait()
+    assert [tag for tag, _ in backend.poll()] == [9]
     torch.cuda._sleep(500_000_000)  # the copies queue behind ~0.3 s of GPU sleep
-    first = tracker.compute(step=10).clone()
-    tracker.compute(step=11)
-    tracker.compute(step=12)  # ring full: dropped, not waited for
-    records, steps = tracker.drain()
-    assert len(records) == 0 and tracker.pending == 2, "drain() returned records before their copy completed"
-    assert tracker.dropped == 1
-    torch.cuda.synchronize()
-    records, steps = tracker.drain()
-    assert steps.tolist() == [10, 11]
-    np.testing.assert_array_equal(records[0], first.cpu().numpy()[0])
+    for step in (10, 11):
+        gram.add(x)
+        backend.submit(step, [gram], [])
+    gram.add(x)
+    with pytest.raises(RuntimeError, match="ring is full"):  # the sample queue never lets this happen
+        backend.submit(12, [gram], [])
+    assert backend.poll() == [], "poll() returned records before their copy completed"
+    backend.wait()
+    delivered = backend.poll()
+    assert [tag for tag, _ in delivered] == [10, 11]
+    np.testing.assert_array_equal(delivered[0][1], delivered[1][1])  # the same activation twice
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,15 +345,15 @@ def _sync_checked() -> Iterator[Callable[[], bool]]:
         torch.cuda.set_sync_debug_mode(0)
 
 
-def _five_device_steps(tracker, first, second, xs) -> None:
-    """Steps 1–5 of tracked work on the device API: two Gram updates, metrics into the ring, one
-    batched ``device_metrics`` and a drain (the writer's side: must not wait either)."""
+def _five_device_steps(backend, grams, first, second, xs) -> None:
+    """Steps 1–5 of tracked work on the device backend: two Gram updates, metrics into the ring,
+    one batched ``device_metrics`` and a poll (the collecting side: must not wait either)."""
     for step in range(1, 6):
-        tracker.add(0, first)
-        tracker.add(1, second)
-        tracker.compute(step=step)
+        grams[0].add(first)
+        grams[1].add(second)
+        backend.submit(step, grams, [])
         nc.device_metrics(xs)
-        tracker.drain()
+        backend.poll()
 
 
 @requires_gpu
@@ -346,21 +363,21 @@ def test_own_kernels_never_sync_the_host(rng):
     launches more than the driver queues, reportedly ~1000 kernels, blocks without any sync)."""
     dev = torch.device("cuda")
     xs = [torch.randn(64, 48, device=dev), torch.randn(4, 16, 64, device=dev, dtype=torch.bfloat16)]
-    tracker = nc.DeviceGramTracker([48, 64], ring_slots=64)
+    backend = _native_backend(records_per_sample=2)
+    grams = [backend.accumulator("feature", 48), backend.accumulator("feature", 64)]
 
     def steps():
-        _five_device_steps(tracker, xs[0], xs[1], xs)
+        _five_device_steps(backend, grams, xs[0], xs[1].reshape(-1, 64), xs)
 
     steps()  # warm-up outside the checked region: contexts, plans, kernel loading happen once
-    torch.cuda.synchronize()
-    tracker.drain()
+    backend.wait()
+    backend.poll()
     with _sync_checked() as gpu_asleep:
         steps()
         still_asleep = gpu_asleep()
-    torch.cuda.synchronize()
+    backend.wait()
     assert still_asleep, "the host waited for the device in the own-kernel path"
-    records, tags = tracker.drain()
-    assert sorted(set(tags.tolist())) == [1, 2, 3, 4, 5]
+    assert [tag for tag, _ in backend.poll()] == [1, 2, 3, 4, 5]
 
 
 @requires_cusolver
@@ -368,19 +385,19 @@ def test_one_syevd_solve_never_syncs_the_host(rng):
     """One cuSOLVER syevd (a 256-wide Gram) inside the sleep window: if this fails while the
     own-kernel test passes, syevd itself waits on the host."""
     x = torch.randn(512, 256, device="cuda")
-    tracker = nc.DeviceGramTracker([256], ring_slots=8)
-    tracker.add(0, x)
-    tracker.compute()
-    torch.cuda.synchronize()
-    tracker.reset()
+    backend = _native_backend(records_per_sample=1, slots=8)
+    gram = backend.accumulator("feature", 256)
+    gram.add(x)
+    backend.submit(0, [gram], [])
+    backend.wait()
+    backend.poll()
     with _sync_checked() as gpu_asleep:
-        tracker.add(0, x)
-        tracker.compute(step=1)
+        gram.add(x)
+        backend.submit(1, [gram], [])
         still_asleep = gpu_asleep()
-    torch.cuda.synchronize()
+    backend.wait()
     assert still_asleep, "the host waited for the device around cuSOLVER syevd"
-    records, tags = tracker.drain()
-    assert tags.tolist() == [1]
+    assert [tag for tag, _ in backend.poll()] == [1]
 
 
 @requires_cusolver
@@ -391,23 +408,23 @@ def test_tracked_steps_never_sync_the_host(rng):
     dev = torch.device("cuda")
     xs = [torch.randn(64, 256, device=dev), torch.randn(64, 128, device=dev, dtype=torch.bfloat16),
           torch.randn(2, 512, 768, device=dev, dtype=torch.bfloat16)]
-    tracker = nc.DeviceGramTracker([256, 768], ring_slots=64)
+    backend = _native_backend(records_per_sample=2)
+    grams = [backend.accumulator("feature", 256), backend.accumulator("feature", 768)]
+    tokens = xs[2].reshape(-1, 768)
     # Warm-up outside the checked region: contexts, plans and library loading happen once.
     nc.device_metrics(xs)
-    tracker.add(0, xs[0])
-    tracker.add(1, xs[2])
-    tracker.compute(step=0)
-    torch.cuda.synchronize()
-    tracker.drain()
-    tracker.reset()
+    grams[0].add(xs[0])
+    grams[1].add(tokens)
+    backend.submit(0, grams, [])
+    backend.wait()
+    backend.poll()
 
     with _sync_checked() as gpu_asleep:
-        _five_device_steps(tracker, xs[0], xs[2], xs)
+        _five_device_steps(backend, grams, xs[0], tokens, xs)
         still_asleep = gpu_asleep()
-    torch.cuda.synchronize()
+    backend.wait()
     assert still_asleep, "the host waited for the device somewhere in the tracked steps"
-    records, steps = tracker.drain()
-    assert sorted(set(steps.tolist())) == [1, 2, 3, 4, 5]
+    assert [tag for tag, _ in backend.poll()] == [1, 2, 3, 4, 5]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,7 +468,7 @@ def test_fast_tracker_on_cuda_matches_the_host_path(seed, caplog):
     same CUDA activations to the host): every row agrees to 1e-4, loss and grad_norm given as CUDA
     tensors land in their rows, weight metrics agree too, and the host copy is reported once.
     Grams: 80 × 80 (sample side, cuSOLVER), 72 × 72 (feature side, cuSOLVER), 10 × 10 (own Jacobi)."""
-    from ndt_fast._device_path import DeviceAccumulator
+    from ndt_fast.tracker.backends import DeviceAccumulator
 
     torch.manual_seed(seed)
     # Narrowing layers only: a widening Linear's output is rank-deficient, and its σ-based metrics

@@ -1,6 +1,6 @@
-"""FastTracker's device path (``ndt_fast._device_path``), exercised on the CPU.
+"""FastTracker's device path (``ndt_fast.tracker`` with a device backend), exercised on the CPU.
 
-The native CUDA backend cannot run here; these tests put :class:`EmulatedKind` in its place (a
+The native CUDA backend cannot run here; these tests put :class:`EmulatedKind` (tests/emulated_backend.py) in its place (a
 pure-torch backend with float64 Grams and the device kernels' metric rules, whose results arrive
 ``delay`` polls after they were queued) on CPU tensors, so the routing, the sample queue, the
 staged scalars, draining and error handling all run. The reference is the host path
@@ -24,8 +24,11 @@ from torch import nn
 
 import ndt_fast
 from models import Switch, mlp
-from ndt_fast import FastTracker, _device_path
-from ndt_fast._device_path import DeviceAccumulator, EmulatedBackend, EmulatedKind, NativeCudaKind, _split_by_tag
+from emulated_backend import EmulatedBackend, EmulatedKind
+from ndt_fast import FastTracker
+from ndt_fast.cuda.backend import MAX_DEVICE_GRAM, NativeCudaBackend, NativeCudaKind, split_by_tag
+from ndt_fast.tracker import backends
+from ndt_fast.tracker.backends import DeviceAccumulator
 
 pytestmark = pytest.mark.usefixtures("torch_env")
 
@@ -43,7 +46,7 @@ def emulate(monkeypatch):
         kind = EmulatedKind(delay=delay, scalar_delay=scalar_delay)
         if takes is not None:
             kind.takes = takes
-        monkeypatch.setattr(_device_path, "backend_kind", lambda: kind)
+        monkeypatch.setattr(backends, "device_kind", lambda: kind)
         return kind
 
     return install
@@ -130,7 +133,7 @@ def test_device_rows_equal_host_rows(case, delay, emulate, seed):
         host.log(step, loss)
         device.log(step, loss)
     if delay:
-        assert device._device_path.pending > 0, "the delayed branch did not run"
+        assert device._queue.pending > 0, "the delayed branch did not run"
     assert all(on_device(device)) and not any(on_device(host))
     if case == "mlp-both-sides":  # the cheaper side on the device too: 16 × 16, not 32 × 32
         assert [tuple(slot.accumulator.gram.shape) for slot in device._slots] == [(16, 16), (8, 8)]
@@ -230,7 +233,7 @@ def test_loss_and_grad_norm_tensors_land_in_their_rows(emulate, caplog):
         grad = torch.tensor(10.0 * step, dtype=torch.float64) if step % 4 == 0 else 2.0 * step
         tracker.log(step, loss if step != 6 else torch.ones(3), grad)
         loss.fill_(-1.0)  # reused buffer: the recorded value is the one at log() time
-    assert tracker._device_path.pending > 0, "the delayed branch did not run"
+    assert tracker._queue.pending > 0, "the delayed branch did not run"
     df = tracker.get_results("Linear_0")
     assert df["step"].tolist() == list(range(0, 12, 2))
     want_loss = [s + 0.5 if s != 6 else np.nan for s in range(0, 12, 2)]
@@ -260,11 +263,11 @@ def test_get_results_before_and_after_close_lose_nothing(emulate, tmp_path, seed
                     t.log(step, float(step))
 
     train([host, device], range(5))
-    assert device._device_path.pending == 5
+    assert device._queue.pending == 5
     assert [len(df) for df in device.get_results().values()] == [5, 5]
-    assert device._device_path.pending == 0
+    assert device._queue.pending == 0
     train([host, device], range(5, 10))
-    assert device._device_path.pending == 5
+    assert device._queue.pending == 5
     device.close()
     assert_same_results(device, host)
     assert_same_results_frames(dict(ndt_fast.load(path)), host.get_results())
@@ -285,7 +288,7 @@ def assert_same_results_frames(got: dict[str, pd.DataFrame], want: dict[str, pd.
 def test_a_full_queue_waits_for_the_device_instead_of_dropping(emulate, monkeypatch, caplog):
     """With the host MAX_PENDING_SAMPLES samples ahead of a device that does not finish, the next
     sample drains with waiting (counted, logged once); every row is recorded, in order."""
-    monkeypatch.setattr(_device_path, "MAX_PENDING_SAMPLES", 3)
+    monkeypatch.setattr(backends, "MAX_PENDING_SAMPLES", 3)
     emulate(delay=10_000)
     model = mlp(6, 5, 3)
     host, device = pair(model)
@@ -293,8 +296,8 @@ def test_a_full_queue_waits_for_the_device_instead_of_dropping(emulate, monkeypa
         model(torch.randn(4, 6))
         host.log(step, 0.0)
         device.log(step, 0.0)
-        assert device._device_path.pending <= 3
-    assert device._device_path.waits == 3  # at steps 3, 6 and 9
+        assert device._queue.pending <= 3
+    assert device._queue.waits == 3  # at steps 3, 6 and 9
     assert sum("samples behind" in r.getMessage() for r in caplog.records) == 1
     assert_same_results(device, host)
     assert device.get_results("Linear_0")["step"].tolist() == list(range(11))
@@ -357,7 +360,7 @@ def test_close_leaves_no_hooks_and_keeps_every_result(emulate):
     for step in range(4):
         model(torch.randn(4, 6))
         tracker.log(step, 0.0)
-    assert tracker._device_path.pending == 4
+    assert tracker._queue.pending == 4
     tracker.close()
     assert [(id(m), list(m._forward_hooks)) for m in model.modules()] == before
     assert [len(df) for df in tracker.get_results().values()] == [4, 4]
@@ -378,7 +381,7 @@ def test_device_path_choices(emulate):
         tracker = FastTracker(model, **kwargs)
         model(torch.randn(4, 6))
         tracker.log(0, 0.0)
-        assert tracker._device_path is None and not any(on_device(tracker)), kwargs
+        assert tracker._capture.router is None and not any(on_device(tracker)), kwargs
         assert len(tracker.get_results("Linear_0")) == 1
         tracker.close()
 
@@ -391,8 +394,8 @@ def test_the_native_kind_leaves_cpu_tensors_on_the_host():
     tracker = FastTracker(model, device_path="auto")
     model(torch.randn(4, 6))
     tracker.log(0, torch.tensor(0.5))
-    assert isinstance(tracker._device_path.kind, NativeCudaKind)
-    assert not tracker._device_path.in_use and not any(on_device(tracker))
+    assert isinstance(tracker._capture.router.kind, NativeCudaKind)
+    assert not tracker._capture.device_in_use and not any(on_device(tracker))
     assert tracker.get_results("Linear_0")["loss"].tolist() == [0.5]
     tracker.close()
 
@@ -400,8 +403,6 @@ def test_the_native_kind_leaves_cpu_tensors_on_the_host():
 def test_the_native_kind_refuses_grams_beyond_the_device_limit():
     """A Gram wider than SpectraPlan's limit stays on the host, with the reason in the warning;
     decided before anything about CUDA is asked (no device needed to check it)."""
-    from ndt_fast._device_path import MAX_DEVICE_GRAM
-
     kind = NativeCudaKind()
     wide = types.SimpleNamespace(is_cuda=True)  # stands in for a CUDA activation
     assert not kind.takes(wide, MAX_DEVICE_GRAM + 1)
@@ -411,10 +412,10 @@ def test_the_native_kind_refuses_grams_beyond_the_device_limit():
 
 def test_ring_output_splits_into_blocks_by_tag():
     records = np.arange(12.0).reshape(6, 2)
-    blocks = _split_by_tag(records, np.array([4, 4, 5, 7, 7, 7]))
+    blocks = split_by_tag(records, np.array([4, 4, 5, 7, 7, 7]))
     assert [tag for tag, _ in blocks] == [4, 5, 7]
     assert [b.tolist() for _, b in blocks] == [records[:2].tolist(), records[2:3].tolist(), records[3:].tolist()]
-    assert _split_by_tag(np.empty((0, 2)), np.empty(0, dtype=np.int64)) == []
+    assert split_by_tag(np.empty((0, 2)), np.empty(0, dtype=np.int64)) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,7 +492,7 @@ class _FakeCudaCore:
         base = np.frombuffer((ctypes.c_char * extent).from_address(pointer), dtype=dtype)
         return np.lib.stride_tricks.as_strided(base, shape, (strides[0] * itemsize, strides[1] * itemsize))
 
-    def gram_update(self, ctx, view, *, side: str, gram: int, beta: float, stream: int) -> None:
+    def gram_update(self, ctx, view, *, side: str, gram: int, beta: float, stream: int, use_cublas: bool = True) -> None:
         pointer, code, rows, cols, row_stride, col_stride = view
         x = self.read(pointer, self._DTYPES[code], (rows, cols), (row_stride, col_stride)).astype(np.float64)
         g = x.T @ x if side == "feature" else x @ x.T
@@ -522,13 +523,12 @@ def test_native_backend_glue_against_a_fake_core(delay, emulate, monkeypatch, se
     """NativeCudaBackend (the code a GPU runs) with ``_core.cuda`` replaced by a host fake: rows
     equal the host path's to float32 round-off, with sample and feature sides, a window, weights
     (records at an offset of one ring push) and results arriving late."""
-    import ndt_fast.cuda as nc
-    from ndt_fast._device_path import NativeCudaBackend
+    from ndt_fast.cuda import runtime
 
     fake = _FakeCudaCore(delay)
-    monkeypatch.setattr(nc, "_native", fake)
-    monkeypatch.setattr(nc, "_context", lambda index: object())
-    monkeypatch.setattr(nc, "_plan", fake.plan)
+    monkeypatch.setattr(runtime, "_native", fake)
+    monkeypatch.setattr(runtime, "_context", lambda index: object())
+    monkeypatch.setattr(runtime, "_plan", fake.plan)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _FakeStream())
     monkeypatch.setattr(torch.cuda, "synchronize", fake.synchronize)
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())  # no CUDA device here
@@ -553,7 +553,7 @@ def test_native_backend_glue_against_a_fake_core(delay, emulate, monkeypatch, se
             device.log(step, float(step))
         assert all(isinstance(slot.accumulator.backend, NativeCudaBackend) for slot in device._slots)
         if delay:
-            assert device._device_path.pending > 0
+            assert device._queue.pending > 0
         assert_same_results(device, host, rtol=1e-5)  # float32 Grams
         assert sum(device.errors.values()) == 0
         host.close()
@@ -577,7 +577,7 @@ def test_a_sample_with_no_device_layer_still_waits_for_its_staged_loss(emulate):
     model[2](torch.randn(4, 5))  # Linear_1 alone: a host-only sample
     tracker.log(1, torch.tensor(1.5))
     assert on_device(tracker) == [True, False]
-    assert tracker._device_path.pending == 2, "the staged losses were not waited for"
+    assert tracker._queue.pending == 2, "the staged losses were not waited for"
     results = tracker.get_results()
     assert results["Linear_0"]["loss"].tolist() == [0.5]
     assert results["Linear_1"]["loss"].tolist() == [0.5, 1.5]
@@ -596,10 +596,12 @@ def test_a_failing_weight_metric_keeps_the_activation_rows(path, emulate, monkey
     reference = FastTracker(model, device_path="host")
     tracker = FastTracker(model, track_weights=True, device_path=path)
 
-    def boom(slots):
+    def boom(weight):
         raise RuntimeError("injected weight failure")
 
-    monkeypatch.setattr(tracker, "_weight_records", boom)
+    # The one place a weight becomes input of the host core (the native finish, the host backend
+    # and the host measurement of a weight the device refused all go through it).
+    monkeypatch.setattr(backends, "weight_view", boom)
     for step in range(3):
         model(torch.randn(5, 8))
         reference.log(step, 0.0)

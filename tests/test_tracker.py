@@ -1061,20 +1061,25 @@ def test_failed_capture_after_a_good_one_keeps_other_layers_rows(seed):
 def test_failed_sample_does_not_leak_rows_into_the_next_window(seed, monkeypatch):
     """window > 1: if computing a sample fails, its Grams are discarded, so the next sample covers
     exactly its own window."""
-    import ndt_fast.tracker as tracker_module
-
     model = mlp(6, 5, 3)
     tracker = FastTracker(model, layers=[model[0]], layer_names=["a"], sampling_frequency=2, window=2)
-    real = tracker_module.core.metrics_of_accumulators
-    calls = {"n": 0}
 
-    def failing_once(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("injected")
-        return real(*args, **kwargs)
+    class FailingOnce:
+        """The record sink's native finisher, whose first per-sample finish raises."""
 
-    monkeypatch.setattr(tracker_module.core, "metrics_of_accumulators", failing_once)
+        def __init__(self, real):
+            self.real, self.calls = real, 0
+
+        def finish(self, *args):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("injected")
+            return self.real.finish(*args)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    monkeypatch.setattr(tracker._sink, "_finisher", FailingOnce(tracker._sink._finisher))
     gen = torch.Generator().manual_seed(seed)
     for step in range(5):  # samples at 0 (fails), 2 and 4; windows {1, 2} and {3, 4} follow at once
         model(torch.randn(3, 6, generator=gen))

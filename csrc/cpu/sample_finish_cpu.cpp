@@ -141,7 +141,8 @@ void SampleFinisher::emit(const SampleScalars& scalars, int64_t k, const int64_t
       events_.clear();
       banks_[static_cast<size_t>(layers[i])]->push(scalars.step, series_values_.data(), events_);
       for (const JumpEvent& e : events_) {
-        out.jumps.push_back({layers[i], e});
+        out.jumps.push_back(e);
+        out.jump_layers.push_back(layers[i]);
         rows_.resize(rows_.size() + width, kNaN);
         double* row = &rows_[static_cast<size_t>(count) * width];
         row[0] = record::kKindJump;

@@ -146,6 +146,27 @@ py::tuple names(const char* const (&columns)[N]) {
   return out;
 }
 
+// Detections as float64 rows (indices and steps exact below 2^53): with `layers`, the layer first
+// (FINISH_JUMP_COLUMNS), else JUMP_EVENT_COLUMNS.
+py::array_t<double> event_rows(const std::vector<ndt::JumpEvent>& events, const std::vector<int64_t>* layers) {
+  const int skip = layers != nullptr ? 1 : 0;
+  py::array_t<double> out({static_cast<py::ssize_t>(events.size()), static_cast<py::ssize_t>(7 + skip)});
+  auto r = out.mutable_unchecked<2>();
+  for (size_t i = 0; i < events.size(); ++i) {
+    const auto& e = events[i];
+    const auto row = static_cast<py::ssize_t>(i);
+    if (layers != nullptr) r(row, 0) = static_cast<double>((*layers)[i]);
+    r(row, skip + 0) = static_cast<double>(e.series);
+    r(row, skip + 1) = static_cast<double>(e.rule);
+    r(row, skip + 2) = static_cast<double>(e.index);
+    r(row, skip + 3) = static_cast<double>(e.step);
+    r(row, skip + 4) = e.z;
+    r(row, skip + 5) = e.before;
+    r(row, skip + 6) = e.after;
+  }
+  return out;
+}
+
 // A finished sample's leftovers for Python: None in the usual case (every record in the ring,
 // no detection, no weight error), else (overflow rows or None, detections (k, 8) of
 // FINISH_JUMP_COLUMNS or None, weight error text or None).
@@ -157,23 +178,7 @@ py::object outcome_to_python(const ndt::SampleOutcome& out, int64_t width) {
     std::copy(out.overflow.begin(), out.overflow.end(), rows.mutable_data());
     overflow = rows;
   }
-  if (!out.jumps.empty()) {
-    py::array_t<double> rows({static_cast<py::ssize_t>(out.jumps.size()), py::ssize_t{8}});
-    auto r = rows.mutable_unchecked<2>();
-    for (size_t i = 0; i < out.jumps.size(); ++i) {
-      const auto& [layer, e] = out.jumps[i];
-      const auto row = static_cast<py::ssize_t>(i);
-      r(row, 0) = static_cast<double>(layer);
-      r(row, 1) = static_cast<double>(e.series);
-      r(row, 2) = static_cast<double>(e.rule);
-      r(row, 3) = static_cast<double>(e.index);
-      r(row, 4) = static_cast<double>(e.step);
-      r(row, 5) = e.z;
-      r(row, 6) = e.before;
-      r(row, 7) = e.after;
-    }
-    jumps = rows;
-  }
+  if (!out.jumps.empty()) jumps = event_rows(out.jumps, &out.jump_layers);
   if (!out.weight_error.empty()) weight_error = py::str(out.weight_error);
   return py::make_tuple(overflow, jumps, weight_error);
 }
@@ -398,24 +403,6 @@ PYBIND11_MODULE(_core, m) {
   // ---- online jump detection (ndt/jumps.h) ---------------------------------------------------------
   // Events leave as float64 rows (k, 7) of JUMP_EVENT_COLUMNS (indices and steps exact below 2^53).
   m.attr("JUMP_EVENT_COLUMNS") = py::make_tuple("series", "rule", "index", "step", "z", "before", "after");
-  struct JumpRows {
-    static py::array_t<double> of(const std::vector<ndt::JumpEvent>& events) {
-      py::array_t<double> out({static_cast<py::ssize_t>(events.size()), py::ssize_t{7}});
-      auto r = out.mutable_unchecked<2>();
-      for (size_t i = 0; i < events.size(); ++i) {
-        const auto& e = events[i];
-        const auto row = static_cast<py::ssize_t>(i);
-        r(row, 0) = static_cast<double>(e.series);
-        r(row, 1) = static_cast<double>(e.rule);
-        r(row, 2) = static_cast<double>(e.index);
-        r(row, 3) = static_cast<double>(e.step);
-        r(row, 4) = e.z;
-        r(row, 5) = e.before;
-        r(row, 6) = e.after;
-      }
-      return out;
-    }
-  };
   using JumpValues = py::array_t<double, py::array::c_style | py::array::forcecast>;
   py::class_<ndt::JumpBank>(m, "JumpBank")
       .def(py::init([](int64_t series, int64_t ndt_window, double ndt_z_threshold, int64_t ndt_min_samples,
@@ -446,7 +433,7 @@ PYBIND11_MODULE(_core, m) {
               py::gil_scoped_release release;
               self.push(step, values.data(), events);
             }
-            return JumpRows::of(events);
+            return event_rows(events, nullptr);
           },
           py::arg("step"), py::arg("values"),
           "Next sample of every series (float64 (series,)) at training step `step`; the detections it "
@@ -466,7 +453,7 @@ PYBIND11_MODULE(_core, m) {
               py::gil_scoped_release release;
               self.push_many(s.shape(0), s.data(), values.data(), events);
             }
-            return JumpRows::of(events);
+            return event_rows(events, nullptr);
           },
           py::arg("steps"), py::arg("values"),
           "push() for each row: steps int (n,), values float64 (n, series); all detections, float64 (k, 7).")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ndt_fast.storage.files import replace_via_temporary
+from ndt_fast.storage.files import check_writable_file, replace_via_temporary
 from ndt_fast.storage.records import RecordLayout
 
 ResultsLike = Mapping[str, pd.DataFrame]
@@ -35,13 +35,7 @@ def _check_results(results: ResultsLike) -> None:
 
 
 def _write_atomically(path: str, write: Callable[[str], None]) -> None:
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    if os.path.isdir(path):
-        raise ValueError(f"{path!r} is a directory, expected a file path")
-    if not os.path.isdir(folder):
-        raise ValueError(f"cannot write {path!r}: folder {folder!r} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write {path!r}: folder {folder!r} is not writable")
+    check_writable_file(path, f"cannot write {path!r}")
     replace_via_temporary(path, write)
 
 

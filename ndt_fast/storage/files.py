@@ -1,11 +1,24 @@
-"""File replacement shared by the exports and the run-file rewrite: write a temporary file
-beside the target, then rename it over the target, so no half-written file is ever visible."""
+"""Files shared by the exports and the run file: the writable-path check, and replacement through
+a temporary file beside the target renamed over it, so no half-written file is ever visible."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from collections.abc import Callable
+
+
+def check_writable_file(path: str, label: str) -> None:
+    """Raise ValueError, starting with ``label`` (e.g. ``output='run.h5'``), unless a file can be
+    created at ``path``: not a directory, in a folder that exists and is writable. The one check
+    of the run file and of every export."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise ValueError(f"{label} is a directory; give a file path (such as run.h5)")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{label}: folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{label}: folder {folder!r} is not writable")
 
 
 def give_default_permissions(path: str) -> None:

@@ -38,7 +38,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ndt_fast.storage.files import replace_via_temporary
+from ndt_fast.storage.files import check_writable_file, replace_via_temporary
 from ndt_fast.storage.records import (
     INTEGER_COLUMNS,
     JUMP_COLUMNS,
@@ -111,13 +111,7 @@ class RunFile:
                  *, resume: bool = False) -> None:
         self.path = os.fspath(path)
         self.layout = layout
-        folder = os.path.dirname(os.path.abspath(self.path))
-        if os.path.isdir(self.path):
-            raise ValueError(f"output={self.path!r} is a directory; give a file path such as run.h5")
-        if not os.path.isdir(folder):
-            raise ValueError(f"output={self.path!r}: folder {folder!r} does not exist")
-        if not os.access(folder, os.W_OK):
-            raise ValueError(f"output={self.path!r}: folder {folder!r} is not writable")
+        check_writable_file(self.path, f"output={self.path!r}")
         exists = os.path.exists(self.path)
         if exists and not resume:
             raise ValueError(f"output={self.path!r} exists; pass resume=True to append to that run, "

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-KIND_SAMPLE = 0
-KIND_JUMP = 1
-SAMPLE_OFFSET = 2  # the sample columns start after the two header fields (kind, layer)
-JUMP_COLUMNS = ("step", "metric", "rule", "z_score", "value_before", "value_after")
+# The header fields and jump columns come from the native schema (ndt_fast._schema).
+from ndt_fast._schema import JUMP_COLUMNS, KIND_JUMP, KIND_SAMPLE, SAMPLE_OFFSET
+
 # Columns stored and returned as int64 (cumulative_90 too, unless it holds NaN: not computed).
 INTEGER_COLUMNS = frozenset({"step", "flags", "rows"})
 INTEGER_IF_COMPLETE = frozenset({"cumulative_90", "weight_cumulative_90"})
@@ -115,12 +114,11 @@ class MemoryRecords:
 
 
 def samples_frame(columns: tuple[str, ...], values: np.ndarray) -> pd.DataFrame:
-    """One layer's DataFrame from its sample values (k × len(columns)); integer columns as int64."""
-    if len(values) == 0:
-        return pd.DataFrame()
-    df = pd.DataFrame(values, columns=list(columns))
+    """One layer's DataFrame from its sample values (k × len(columns)); integer columns as int64.
+    No samples (a run killed before its first flush): an empty frame that still has the columns."""
+    df = pd.DataFrame(np.asarray(values, dtype=np.float64).reshape(-1, len(columns)), columns=list(columns))
     for name in df.columns:
-        if name in INTEGER_COLUMNS or (name in INTEGER_IF_COMPLETE and not df[name].isna().any()):
+        if name in INTEGER_COLUMNS or (name in INTEGER_IF_COMPLETE and len(df) and not df[name].isna().any()):
             df[name] = df[name].astype(np.int64)
     return df
 

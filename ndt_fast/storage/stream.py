@@ -21,6 +21,8 @@ import collections
 import logging
 import threading
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +66,9 @@ class RecordStream:
         self.spilled = 0
         self.write_error: BaseException | None = None
         self.records_written = 0
+        #: Called with every drained block of records (n × layout.width), in order, off the training
+        #: thread when a writer runs: where consumers of finished samples (sinks) attach.
+        self.listeners: list[Callable[[np.ndarray], None]] = []
         self._drain_lock = threading.Lock()  # one drain at a time: the writer thread or a reader
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -77,6 +82,12 @@ class RecordStream:
     @property
     def path(self) -> str | None:
         return self._file.path if self._file is not None else None
+
+    def ring_for_push(self) -> Any:
+        """The native ring a producer may push into directly (``core.SampleFinisher``), or None
+        while rows wait in the spill queue (pushing past them would reorder records); rows a
+        producer could not push go to :meth:`append`."""
+        return None if self._spill else self._ring
 
     def append(self, rows: np.ndarray) -> None:
         """Record ``rows`` (n × layout.width float64). Never raises for a full ring."""
@@ -104,6 +115,11 @@ class RecordStream:
         rows = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         if len(rows) == 0:
             return
+        for listener in self.listeners:
+            try:
+                listener(rows)
+            except Exception as error:  # a consumer's failure never reaches storage or training
+                logger.error("ndt_fast: a record listener failed (%s: %s)", type(error).__name__, error)
         if self._file is None or self.write_error is not None:
             self._memory.add(rows)
             return

@@ -42,20 +42,16 @@ struct SampleScalars {
   double grad_norm = 0.0;  ///< NaN when not given
 };
 
-/// A detection of layer `layer`'s bank.
-struct LayerJump {
-  int64_t layer;
-  JumpEvent event;
-};
-
 /// Where a finished sample's records went.
 struct SampleOutcome {
   std::vector<double> overflow;  ///< records (row-major, width() each) the ring could not take, oldest first
-  std::vector<LayerJump> jumps;  ///< detections this sample confirmed, in bank order
+  std::vector<JumpEvent> jumps;     ///< detections this sample confirmed, in bank order
+  std::vector<int64_t> jump_layers; ///< the layer of each detection
   std::string weight_error;      ///< non-empty: the weight metrics failed (their columns are NaN)
   void clear() {
     overflow.clear();
     jumps.clear();
+    jump_layers.clear();
     weight_error.clear();
   }
 };

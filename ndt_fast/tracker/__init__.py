@@ -1,0 +1,326 @@
+"""FastTracker: a drop-in for ndtracker's ``HighFrequencyTracker``, computed natively.
+
+    from ndt_fast import FastTracker as HighFrequencyTracker   # the only change to the loop
+
+    tracker = HighFrequencyTracker(model, sampling_frequency=5)
+    for step, (x, y) in enumerate(loader):
+        loss = train_step(model, x, y)
+        tracker.log(step, loss)            # a float or a 0-d tensor; read only on sampled steps
+    results = tracker.get_results()        # {layer name: DataFrame}
+    tracker.close()
+
+One sample, one way (each part is a module of this package)::
+
+    schedule   is this step sampled? arm the hooks for the forwards that feed it
+    capture    armed hook: output → 2-D matrix → its layer's accumulator, on the backend routing
+               chose once for that layer (host, or a CUDA device with device_path="auto")
+    log(step)  queue.submit: host only and nothing in flight → sink.finish, one native call
+               (spectra + metrics of every layer → records → ring → jump banks); otherwise each
+               backend's share is submitted and the sample waits in step order
+    sink       records → native ring → writer thread → memory or HDF5 run file; jumps
+    config     every argument check; metadata: what a run file says about its run
+
+CUDA models: by default (``device_path="host"``) a CUDA activation is copied to the host in the
+hook (a sync per layer and sample). ``device_path="auto"`` opts into the device backends
+(``ndt_fast.cuda.backend``; NEVER RUN on a GPU, see ``docs/CUDA.md``): hooks and ``log()`` only
+queue work, and results are collected later — without waiting at each ``log()``, with waiting in
+``get_results()``, ``get_jumps()``, ``detect_jumps()`` and ``close()``.
+
+Robustness: outputs that are tuples/lists/dicts, any rank, float16/bfloat16/autocast, channels_last,
+a batch of 1 and varying batch sizes are handled (``ndt_fast.layers``). Forwards in eval mode or
+under ``torch.no_grad()`` are ignored by default. An exception inside a hook is caught, counted in
+``tracker.errors`` and logged once per layer; the forward pass always completes. NaN/Inf
+activations give NaN metrics with ``flags & FLAG_NON_FINITE``; an all-zero layer zeros with ``FLAG_ZERO``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ndt_fast._schema import (
+    EXTRA_COLUMNS,
+    FLAG_TRACKER_ERROR,
+    JUMP_RULES,
+    METRIC_NAMES,
+    NDT_COLUMNS,
+    WEIGHT_COLUMNS,
+)
+from ndt_fast.jumps import Jump, JumpDetector
+from ndt_fast.storage.records import RecordLayout, jumps_frame, samples_frame
+from ndt_fast.storage.stream import RecordStream
+from ndt_fast.tracker import backends
+from ndt_fast.tracker.backends import DeviceRouter, HostBackend, MetricSettings
+from ndt_fast.tracker.capture import Capture
+from ndt_fast.tracker.config import DEVICE_PATHS, TrackerConfig, tracked_layers
+from ndt_fast.tracker.metadata import run_metadata
+from ndt_fast.tracker.queue import SampleQueue
+from ndt_fast.tracker.schedule import Schedule
+from ndt_fast.tracker.sink import RecordSink
+
+__all__ = ["DEVICE_PATHS", "EXTRA_COLUMNS", "FLAG_TRACKER_ERROR", "JUMP_RULES", "NDT_COLUMNS", "WEIGHT_COLUMNS",
+           "FastTracker"]
+
+logger = logging.getLogger(__name__)
+
+
+class FastTracker:
+    """Tracks the dimensionality of a model's layers during training (ndt-compatible surface).
+
+    Args (ndt's, same defaults): ``model``; ``layers`` (None: auto-selected, ``ndt_fast.layers``);
+    ``layer_names`` (default ndt's ``f"{ClassName}_{i}"``); ``sampling_frequency`` (sample when
+    ``step % sampling_frequency == 0``, or ``force=True``); ``enable_jump_detection`` (online
+    detector on every metric of every layer, and ``detect_jumps``); ``jump_window_size``,
+    ``jump_z_threshold`` (ndt's z-score rule, offline and online); ``device`` (accepted for
+    compatibility; metrics are computed where the data is, see ``device_path``).
+
+    Keyword-only extras:
+        window: accumulate the feature-side Gram over the ``window`` steps ending at each sampled
+            step (exact), 1 ≤ window ≤ sampling_frequency; 1 = ndt's last forward before ``log``.
+        metrics: names of the metrics to compute (default all six; ``stable_rank`` /
+            ``participation_ratio_eig`` alone skip the eigensolver).
+        center: subtract column means first (ndt does not).
+        track_weights: also record the metrics of each layer's weight (``weight.reshape(out, -1)``)
+            in ``weight_*`` columns: True = the same metrics, or the names of the ones to compute.
+        select: ``output → tensor`` callable picking the tracked tensor from a module's output.
+        conv_rows: ``"flatten"`` (ndt: ``(batch, C·H·W)``) or ``"spatial"`` (``(batch·H·W, C)``).
+        skip_eval_forwards: ignore forwards in eval mode or with grad disabled (default True).
+        eps, energy_threshold: as in ``ndt_fast.compute_all_metrics``.
+        output: HDF5 run file written while training (live-readable, crash-safe, ``ndt_fast.load``);
+            an existing file is refused unless ``resume=True``. None: records kept in memory.
+        resume: append to the run in ``output``; steps already in the file are skipped.
+        capacity: records the bounded native ring holds between writes (default 65536).
+        flush_interval: with ``output``, the most seconds a record waits before it is on disk.
+        jump_rule: which online rule feeds ``tracker.jumps``: ``"default"`` (``ndt_fast.validity``'s,
+            ≤ 1 false positive per 1000 samples on noise, drift, AR(1), heavy tails) or ``"ndt"``.
+        max_rows: measure at most this many rows of each activation matrix: a fixed random subset
+            per layer and row count (an approximation, see the README). None: every row, exact.
+        device_path: ``"host"`` (default): every layer measured on the CPU, a CUDA activation
+            copied there in the hook (a sync, reported once). ``"auto"`` (opt-in, NEVER RUN on a
+            GPU): CUDA layers keep a float32 Gram on their device (the smaller side when
+            ``window == 1``), float64 spectra; ``log()`` never synchronizes; at most
+            ``backends.MAX_PENDING_SAMPLES`` samples wait for the device; ``center=True`` stays
+            on the host; a weight the device cannot take is measured on the host (a sync,
+            reported once); ``lambda_max`` is always filled there.
+        threads: threads for the tracker's native work (ours and BLAS's); default 1 (in a
+            training loop the framework's threads hold the cores); 0 = automatic.
+
+    Raises ValueError/TypeError for invalid arguments; never raises from inside a forward pass.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[nn.Module] | None = None,
+                 layer_names: Sequence[str] | None = None, sampling_frequency: int = 1,
+                 enable_jump_detection: bool = True, jump_window_size: int = 50, jump_z_threshold: float = 3.0,
+                 device: torch.device | str | None = None, *, window: int = 1, metrics: Iterable[str] | None = None,
+                 center: bool = False, track_weights: bool | Iterable[str] = False,
+                 select: Callable[[Any], torch.Tensor] | None = None, conv_rows: str = "flatten",
+                 skip_eval_forwards: bool = True, eps: float = 1e-10, energy_threshold: float = 0.9,
+                 output: str | os.PathLike[str] | None = None, resume: bool = False, capacity: int = 65536,
+                 flush_interval: float = 1.0, jump_rule: str = "default", threads: int = 1,
+                 max_rows: int | None = None, device_path: str = "host") -> None:
+        modules, names = tracked_layers(model, layers, layer_names)
+        config = TrackerConfig.check(
+            sampling_frequency=sampling_frequency, window=window, metrics=metrics, center=center,
+            track_weights=track_weights, select=select, conv_rows=conv_rows, skip_eval_forwards=skip_eval_forwards,
+            eps=eps, energy_threshold=energy_threshold, output=output, resume=resume, capacity=capacity,
+            flush_interval=flush_interval, enable_jump_detection=enable_jump_detection,
+            jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
+            threads=threads, max_rows=max_rows, device_path=device_path, device=device)
+        self._config = config
+        # ndt's attributes
+        self.model, self.layer_names, self.device = model, names, device
+        self.sampling_frequency, self.window, self.center = sampling_frequency, config.window, config.center
+        self.track_weights, self.select, self.skip_eval_forwards = config.track_weights, select, config.skip_eval_forwards
+        self.eps, self.energy_threshold, self.threads = config.eps, config.energy_threshold, threads
+        self.max_rows, self.device_path, self.jump_rule = max_rows, device_path, jump_rule
+        self.enable_jump_detection = config.enable_jump_detection
+        self.jump_detector = (JumpDetector(window_size=jump_window_size, z_threshold=jump_z_threshold)
+                              if config.enable_jump_detection else None)
+        self.step_counter = 0
+
+        weight_columns = WEIGHT_COLUMNS if config.track_weights else ()
+        self._layout = RecordLayout(layer_names=tuple(names), sample_columns=NDT_COLUMNS + EXTRA_COLUMNS + weight_columns,
+                                    metric_names=METRIC_NAMES + weight_columns, rule_names=JUMP_RULES)
+        settings = MetricSettings(config.eps, config.energy_threshold, config.metric_mask, config.weight_mask,
+                                  config.center, config.threads)
+        host = HostBackend(settings)
+        router = None
+        if device_path == "auto" and not config.center:  # the device kernels do not centre
+            router = DeviceRouter(backends.device_kind(), settings=settings, slots=backends.MAX_PENDING_SAMPLES,
+                                  records_per_sample=len(names) * (2 if config.track_weights else 1))
+        self._schedule = Schedule(sampling_frequency, config.window)
+        self._capture = Capture(modules, names, config, host, router)
+        self._slots = self._capture.slots
+        self._by_name = {slot.name: slot for slot in self._slots}
+        self._missed: dict[str, int] = {}
+        self._sink = RecordSink(config, self._layout, self._slots, self._open_records)
+        self._queue = SampleQueue(self._capture, self._sink, host, router, settings=settings,
+                                  track_weights=config.track_weights, max_pending=backends.MAX_PENDING_SAMPLES)
+        self._capture.armed = self._schedule.in_window(0)
+        self._capture.install()  # hooks last: nothing above may fail after the model has been touched
+
+    def _open_records(self, sink: RecordSink) -> RecordStream:
+        """The record stream, with the run file (and, on resume, the detectors replayed) first."""
+        c, run_file = self._config, None
+        if c.output is not None:
+            from ndt_fast.storage.hdf5 import RunFile  # h5py only when a file is asked for
+
+            run_file = RunFile(c.output, self._layout, run_metadata(self.model, c, self.layer_names), resume=c.resume)
+            if c.resume:
+                sink.replay(run_file.resumed_from, run_file.committed_frames()[0])
+        return RecordStream(self._layout, capacity=c.capacity, output=run_file, flush_interval=c.flush_interval)
+
+    # ---- the training-loop API ------------------------------------------------------------------
+
+    def log(self, step: int, loss: Any, grad_norm: Any = None, force: bool = False) -> None:
+        """Record the sample of ``step`` if it is due (``step % sampling_frequency == 0``) or forced.
+
+        ``loss`` and ``grad_norm`` may be floats or 0-d tensors, read only on sampled steps (CUDA
+        tensors on the device path: copied asynchronously, never read with a sync). A layer with
+        no captured forward since the last sample gets no row (as in ndt), counted in
+        ``tracker.missed``. ``force=True`` on an unscheduled step needs ``arm()`` before its forward.
+        """
+        step = int(step)
+        if force or step % self.sampling_frequency == 0:
+            self._record(step, loss, grad_norm)
+        elif not self._schedule.in_window(step):
+            for slot in self._slots:  # captured for a step that turned out not to be sampled
+                if slot.captured or slot.failed:
+                    self._capture.discard(slot)
+            if self._queue.pending:
+                self._queue.poll()  # completed device results only: never waits
+        elif self._queue.pending:
+            self._queue.poll()
+        self._capture.armed = self._schedule.in_window(step + 1)
+
+    def arm(self) -> None:
+        """Capture the next forward pass(es) whatever the schedule, until the next ``log()``
+        (hooks keep nothing on unscheduled steps, so ``log(..., force=True)`` needs this first)."""
+        self._capture.armed = True
+
+    def _record(self, step: int, loss: Any, grad_norm: Any) -> None:
+        self.step_counter = step
+        ready, failed = [], []
+        for slot in self._slots:  # one pass: this runs at every sample
+            if slot.captured:
+                ready.append(slot)
+            elif slot.failed:
+                failed.append(slot)
+            else:
+                self._missed[slot.name] = self._missed.get(slot.name, 0) + 1
+                if self._missed[slot.name] == 1:
+                    logger.warning("ndt_fast: no activation captured for layer %r at step %d: its forward ran "
+                                   "in eval mode / no_grad, did not run, or ran at an unscheduled step (for "
+                                   "log(..., force=True) on such a step, call tracker.arm() before its forward "
+                                   "pass)", slot.name, step)
+        if ready or failed:
+            self._queue.submit(step, ready, failed, loss, grad_norm)
+            for slot in ready:
+                slot.captured = False
+            for slot in failed:
+                self._capture.discard(slot)
+
+    # ---- results --------------------------------------------------------------------------------
+
+    def get_results(self, layer_name: str | None = None) -> pd.DataFrame | dict[str, pd.DataFrame]:
+        """One DataFrame per layer: ndt's columns ``step, stable_rank, participation_ratio,
+        cumulative_90, nuclear_norm_ratio, loss, grad_norm`` first, then ``participation_ratio_eig,
+        effective_rank, trace, lambda_max, flags, rows`` (and ``weight_*`` with track_weights).
+        ``grad_norm`` is NaN where none was given. Everything recorded is returned (with
+        ``output=``: the file, earlier runs too, plus what is not written yet). Unknown
+        ``layer_name`` → ValueError."""
+        if layer_name is not None and layer_name not in self._by_name:
+            raise ValueError(f"Unknown layer name: {layer_name}")
+        samples = self._samples()
+        columns = self._layout.sample_columns
+        if layer_name is not None:
+            return samples_frame(columns, samples[self._by_name[layer_name].index])
+        return {slot.name: samples_frame(columns, samples[slot.index]) for slot in self._slots}
+
+    def detect_jumps(self, layer_name: str | None = None, metric: str = "stable_rank") -> dict[str, list[Jump]]:
+        """ndt's offline z-score jumps per layer; ``Jump.step`` is the training step."""
+        if self.jump_detector is None:
+            raise ValueError("Jump detection is disabled. Enable it during initialization.")
+        valid = METRIC_NAMES + (WEIGHT_COLUMNS if self.track_weights else ())
+        if metric not in valid:
+            raise ValueError(f"metric must be one of {list(valid)}, got {metric}")
+        if layer_name is not None and layer_name not in self._by_name:
+            raise ValueError(f"Unknown layer name: {layer_name}")
+        slots = [self._by_name[layer_name]] if layer_name is not None else self._slots
+        samples = self._samples()
+        column, step_column = self._layout.sample_columns.index(metric), self._layout.sample_columns.index("step")
+        return {slot.name: self.jump_detector.detect_at_steps(samples[slot.index][:, column],
+                                                              samples[slot.index][:, step_column].astype(np.int64),
+                                                              f"{slot.name}_{metric}")
+                for slot in slots}
+
+    def get_jumps(self) -> pd.DataFrame:
+        """Every online detection so far, both rules: ``layer, step, metric, rule, z_score,
+        value_before, value_after`` (ndt rule: |z|; default rule: signed z), ordered by step.
+        A detection of the default rule is confirmed 12 samples after its step."""
+        self._queue.drain()
+        return jumps_frame(self._layout, self._sink.stream.results()[1])
+
+    def _samples(self) -> list[np.ndarray]:
+        self._queue.drain()  # everything the devices still owe (a sync; outside the training step)
+        return self._sink.stream.results()[0]
+
+    @property
+    def jumps(self) -> list[Jump]:
+        """Online detections of ``jump_rule``, appended as they are confirmed."""
+        return self._sink.jumps
+
+    @property
+    def output(self) -> str | None:
+        """The run file being written (None: records are kept in memory)."""
+        return self._sink.stream.path
+
+    @property
+    def write_error(self) -> BaseException | None:
+        """The error that stopped writing ``output`` (records are then kept in memory), or None."""
+        return self._sink.stream.write_error
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Exceptions caught inside hooks, per layer name."""
+        return {slot.name: slot.errors for slot in self._slots}
+
+    @property
+    def missed(self) -> dict[str, int]:
+        """Sampled steps at which a layer had no captured forward (no row recorded)."""
+        return dict(self._missed)
+
+    # ---- lifetime ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Remove every hook (the model is left exactly as it was), write what is left to
+        ``output`` and close it. Results stay readable. Idempotent."""
+        try:
+            if hasattr(self, "_queue"):
+                self._queue.drain()  # waits for the devices: every queued sample is recorded
+        finally:  # whatever happened there, no hook stays behind and the records are closed
+            if hasattr(self, "_capture"):
+                self._capture.remove()
+            if hasattr(self, "_sink"):
+                self._sink.stream.close()
+
+    def __enter__(self) -> FastTracker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # At interpreter exit, run files were already closed by the stream's atexit hook; what is
+        # left (an in-memory tracker) has no one to hand results to, and draining it would need
+        # imports that no longer work ("sys.meta_path is None").
+        if hasattr(self, "_slots") and not sys.is_finalizing():
+            self.close()

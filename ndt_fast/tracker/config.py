@@ -1,0 +1,129 @@
+"""FastTracker's arguments, checked once: a frozen configuration and the layers it tracks.
+
+Every argument check of the tracker lives here, so the façade holds no validation and a new
+option (``sinks=``, ``distributed=``, …) is one field and one check. Bad input raises at
+construction, naming the argument: ValueError for a bad value, TypeError for a bad type.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ndt_fast._schema import JUMP_RULES
+from ndt_fast.layers import auto_select_layers, default_layer_names
+from ndt_fast.metrics import metric_mask
+
+DEVICE_PATHS = ("auto", "host")
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """What a FastTracker was asked to do (see ``FastTracker`` for each option's meaning)."""
+
+    sampling_frequency: int
+    window: int
+    metric_mask: int  # activation metrics (ndt_fast.metrics.metric_mask bits)
+    center: bool
+    track_weights: bool
+    weight_mask: int  # weight metrics: the activation set (track_weights=True) or the named ones
+    select: Callable[[Any], Any] | None
+    conv_rows: str
+    skip_eval_forwards: bool
+    eps: float
+    energy_threshold: float
+    output: str | os.PathLike[str] | None
+    resume: bool
+    capacity: int
+    flush_interval: float
+    enable_jump_detection: bool
+    jump_window_size: int
+    jump_z_threshold: float
+    jump_rule: str
+    threads: int
+    max_rows: int | None
+    device_path: str
+    device: Any
+
+    @classmethod
+    def check(cls, *, sampling_frequency: Any, window: Any, metrics: Iterable[str] | None, center: Any,
+              track_weights: Any, select: Any, conv_rows: Any, skip_eval_forwards: Any, eps: Any,
+              energy_threshold: Any, output: Any, resume: Any, capacity: Any, flush_interval: Any,
+              enable_jump_detection: Any, jump_window_size: Any, jump_z_threshold: Any, jump_rule: Any,
+              threads: Any, max_rows: Any, device_path: Any, device: Any) -> TrackerConfig:
+        """The configuration of these arguments, or ValueError/TypeError naming the bad one."""
+        if not _is_int(sampling_frequency, 1):
+            raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
+        if not _is_int(window, 1):
+            raise ValueError(f"window must be an integer >= 1, got {window!r}")
+        if window > sampling_frequency:
+            raise ValueError(f"window ({window}) must not exceed sampling_frequency ({sampling_frequency}): "
+                             "the windows of consecutive samples would overlap")
+        if conv_rows not in ("flatten", "spatial"):
+            raise ValueError(f"conv_rows must be 'flatten' or 'spatial', got {conv_rows!r}")
+        if select is not None and not callable(select):
+            raise TypeError("select must be a callable output -> tensor")
+        if not (0.0 < energy_threshold <= 1.0):
+            raise ValueError(f"energy_threshold must be in (0, 1], got {energy_threshold}")
+        if not (eps >= 0.0 and math.isfinite(eps)):
+            raise ValueError(f"eps must be finite and >= 0, got {eps}")
+        if not _is_int(capacity, 1):
+            raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+        if not (isinstance(flush_interval, (int, float)) and 0 < flush_interval < math.inf):
+            raise ValueError(f"flush_interval must be a positive number of seconds, got {flush_interval!r}")
+        if output is not None and not isinstance(output, (str, os.PathLike)):
+            raise TypeError(f"output must be a file path (str or os.PathLike), got {type(output).__name__}")
+        if resume and output is None:
+            raise ValueError("resume=True needs output= (the run file to append to)")
+        if max_rows is not None and not _is_int(max_rows, 1):
+            raise ValueError(f"max_rows must be None or an integer >= 1, got {max_rows!r}")
+        if not _is_int(threads, 0):
+            raise ValueError(f"threads must be an integer >= 0, got {threads!r}")
+        if jump_rule not in JUMP_RULES:
+            raise ValueError(f"jump_rule must be one of {list(JUMP_RULES)}, got {jump_rule!r}")
+        if device_path not in DEVICE_PATHS:
+            raise ValueError(f"device_path must be one of {list(DEVICE_PATHS)}, got {device_path!r}")
+        mask = metric_mask(metrics)
+        if isinstance(track_weights, np.bool_):
+            track_weights = bool(track_weights)
+        if not (isinstance(track_weights, (bool, str)) or track_weights is None
+                or isinstance(track_weights, Iterable)):
+            raise TypeError(f"track_weights must be True/False or metric names, got {track_weights!r}")
+        tracked = track_weights is not False and track_weights is not None
+        weight_mask = metric_mask(track_weights) if tracked and track_weights is not True else mask
+        return cls(sampling_frequency=sampling_frequency, window=window, metric_mask=mask, center=bool(center),
+                   track_weights=tracked, weight_mask=weight_mask, select=select, conv_rows=conv_rows,
+                   skip_eval_forwards=bool(skip_eval_forwards), eps=float(eps),
+                   energy_threshold=float(energy_threshold), output=output, resume=bool(resume), capacity=capacity,
+                   flush_interval=flush_interval, enable_jump_detection=bool(enable_jump_detection),
+                   jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
+                   threads=threads, max_rows=max_rows, device_path=device_path, device=device)
+
+
+def tracked_layers(model: Any, layers: Sequence[nn.Module] | None,
+                   layer_names: Sequence[str] | None) -> tuple[list[nn.Module], list[str]]:
+    """The modules to track (given, or auto-selected) and their unique names (given, or ndt's)."""
+    if not isinstance(model, nn.Module):
+        raise ValueError("model must be a torch.nn.Module")
+    modules = list(layers) if layers is not None else auto_select_layers(model)
+    if not modules:
+        raise ValueError("No layers to track. Provide layers explicitly or use a supported architecture.")
+    for layer in modules:
+        if not isinstance(layer, nn.Module):
+            raise TypeError(f"layers must be nn.Module instances, got {type(layer).__name__}")
+    names = list(layer_names) if layer_names is not None else default_layer_names(modules)
+    if len(names) != len(modules):
+        raise ValueError(f"Number of layer names ({len(names)}) must match number of layers ({len(modules)})")
+    if len(set(names)) != len(names):
+        raise ValueError(f"layer names must be unique, got {names}")
+    return modules, names

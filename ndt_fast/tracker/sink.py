@@ -1,0 +1,174 @@
+"""The record sink: finished samples → records → ring → memory or run file; online jumps.
+
+Every sample ends here, one of two ways, both native (``core.SampleFinisher``):
+
+- :meth:`RecordSink.finish` — a host sample with nothing in flight before it: the layers' spectra
+  and metrics, their records into the ring and the jump banks fed the metric values, in one
+  call with the GIL released;
+- :meth:`RecordSink.record` — a sample whose metric records were computed elsewhere (a device,
+  the host part of a sample queued behind one, or a caught error's NaN row): the same records,
+  the same banks.
+
+The ring is drained by ``ndt_fast.storage.stream.RecordStream`` (a writer thread with
+``output=``); consumers of finished records off the training thread attach there
+(``RecordStream.listeners``). What the banks confirm comes back here, becomes ``tracker.jumps``
+(the ``jump_rule``'s detections) and is handed to ``jump_listeners`` on the training thread.
+With ``resume=True`` the banks are first fed the run's earlier samples (:meth:`replay`) and
+samples of steps the file holds already are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ndt_fast._native import core
+from ndt_fast._schema import FLAG_TRACKER_ERROR, FLAGS_AT, JUMP_RULES, METRIC_WIDTH
+from ndt_fast.jumps import Jump
+from ndt_fast.storage.records import RecordLayout
+from ndt_fast.storage.stream import RecordStream
+from ndt_fast.tracker import backends
+from ndt_fast.tracker.capture import LayerSlot, report_error
+from ndt_fast.tracker.config import TrackerConfig
+
+logger = logging.getLogger("ndt_fast.tracker")
+
+
+def flagged_records(count: int) -> np.ndarray:
+    """Metric records (count, 9) of layers whose sample met a caught error: NaN, FLAG_TRACKER_ERROR."""
+    records = np.full((count, METRIC_WIDTH), np.nan)
+    records[:, FLAGS_AT] = FLAG_TRACKER_ERROR
+    return records
+
+
+class RecordSink:
+    def __init__(self, config: TrackerConfig, layout: RecordLayout, slots: Sequence[LayerSlot],
+                 stream_factory: Callable[[RecordSink], RecordStream]) -> None:
+        self._slots = slots
+        self._layout = layout
+        self._threads = config.threads
+        self._track_weights = config.track_weights
+        self._finisher = core.SampleFinisher(
+            len(slots), eps=config.eps, energy_threshold=config.energy_threshold, center=config.center,
+            metrics=config.metric_mask, weight_metrics=config.weight_mask, track_weights=config.track_weights,
+            detect_jumps=config.enable_jump_detection, ndt_window=config.jump_window_size,
+            ndt_z_threshold=config.jump_z_threshold)
+        self._wanted_rule = JUMP_RULES.index(config.jump_rule)
+        self.jumps: list[Jump] = []  # online detections of `jump_rule`, appended as they are confirmed
+        #: Called on the training thread with each new Jump of ``jump_rule`` (e.g. an on_jump callback).
+        self.jump_listeners: list[Callable[[Jump], None]] = []
+        self.resumed_from: list[int] = [-1] * len(slots)  # per layer: the last step already in the file
+        self._resumed_max = -1
+        self.stream = stream_factory(self)  # may replay a resumed run into the banks first
+
+    # ---- resume -------------------------------------------------------------------------------
+
+    def replay(self, resumed_from: dict[str, int], samples: list[np.ndarray]) -> None:
+        """On resume: remember which steps the file holds, and feed its samples (per layer,
+        k × sample columns) to the banks, so detection continues as if never stopped."""
+        self.resumed_from = [resumed_from.get(slot.name, -1) for slot in self._slots]
+        self._resumed_max = max(self.resumed_from)
+        columns = [self._layout.sample_columns.index(m) for m in self._layout.metric_names]
+        for layer, values in enumerate(samples):
+            if len(values):
+                self._finisher.replay(layer, values[:, 0].astype(np.int64), np.ascontiguousarray(values[:, columns]))
+
+    # ---- the two ways a sample ends -------------------------------------------------------------
+
+    def finish(self, step: int, loss: float, grad_norm: float, ready: list[LayerSlot], failed: list[LayerSlot],
+               weights: list[Any] | None) -> None:
+        """Compute and record a host sample: ``ready`` slots' accumulators (reset afterwards),
+        ``failed`` slots as flagged rows, ``weights`` (per ready slot: a 2-D weight or None)."""
+        if step <= self._resumed_max:
+            ready, failed, weights = self._fresh(step, ready, failed, weights)
+        views = [None] * len(ready)
+        if weights is not None:
+            try:
+                owners = [backends.weight_view(w) if w is not None else None for w in weights]
+                views = [o[1] if o is not None else None for o in owners]
+            except Exception as error:  # the activation rows stand; their weight columns stay NaN
+                for slot in ready:
+                    report_error(slot, error)
+        try:
+            outcome = self._finisher.finish(
+                self.stream.ring_for_push(), step, loss, grad_norm, [s.index for s in ready],
+                [s.accumulator for s in ready], views,
+                [s.index for s in failed], self._threads)
+        except Exception as error:  # a bug of ours must not end the user's run: flagged rows
+            for slot in ready:
+                report_error(slot, error)
+            everyone = ready + failed
+            rows_seen = [s.accumulator.rows_seen for s in ready] + [0] * len(failed)
+            for slot in ready:
+                slot.accumulator.reset()
+            self.record(step, loss, grad_norm, everyone, flagged_records(len(everyone)), None, rows_seen)
+            return
+        if outcome is not None:
+            self._outcome(outcome, ready)
+
+    def record(self, step: int, loss: float, grad_norm: float, slots: list[LayerSlot], records: np.ndarray,
+               weight_records: np.ndarray | None, rows_seen: list[int]) -> None:
+        """Record a sample whose metric records ((len(slots), 9) float64; weights likewise or None)
+        were computed elsewhere."""
+        if step <= self._resumed_max:
+            fresh = [i for i, slot in enumerate(slots) if step > self.resumed_from[slot.index]]
+            slots, records, rows_seen = [slots[i] for i in fresh], records[fresh], [rows_seen[i] for i in fresh]
+            weight_records = weight_records[fresh] if weight_records is not None else None
+        if not slots:
+            return
+        outcome = self._finisher.record(
+            self.stream.ring_for_push(), step, loss, grad_norm, np.array([s.index for s in slots], dtype=np.int64),
+            records, weight_records if self._track_weights else None, np.asarray(rows_seen, dtype=np.int64))
+        if outcome is not None:
+            self._outcome(outcome, slots)
+
+    def _fresh(self, step: int, ready: list[LayerSlot], failed: list[LayerSlot],
+               weights: list[Any] | None) -> tuple[list[LayerSlot], list[LayerSlot], list[Any] | None]:
+        """Resume: only layers whose file does not hold ``step`` yet (the others' Grams are dropped)."""
+        keep = [i for i, slot in enumerate(ready) if step > self.resumed_from[slot.index]]
+        for i, slot in enumerate(ready):
+            if i not in keep:
+                slot.accumulator.reset()
+        return ([ready[i] for i in keep], [s for s in failed if step > self.resumed_from[s.index]],
+                [weights[i] for i in keep] if weights is not None else None)
+
+    def _outcome(self, outcome: tuple[Any, Any, Any], slots: list[LayerSlot]) -> None:
+        """The slow paths of a finished sample: records the ring could not take, detections, a
+        failed weight computation."""
+        overflow, detections, weight_error = outcome
+        if overflow is not None:
+            self.stream.append(overflow)
+        if weight_error is not None:  # the activation rows stand; their weight columns are NaN
+            error = RuntimeError(f"weight metrics failed: {weight_error}")
+            for slot in slots:
+                report_error(slot, error)
+        if detections is None:
+            return
+        for layer, series, rule, _index, at_step, z, before, after in detections:
+            if int(rule) != self._wanted_rule:
+                continue
+            metric = self._layout.metric_names[int(series)]
+            jump = Jump(int(at_step), float(z), float(before), float(after), f"{self._slots[int(layer)].name}_{metric}")
+            self.jumps.append(jump)
+            for listener in self.jump_listeners:
+                listener(jump)
+
+
+def read_scalar(value: Any) -> float:
+    """A Python float from a float, int, numpy scalar or one-element tensor (None → NaN).
+
+    Raises TypeError/ValueError for anything else (the caller records NaN and reports it once).
+    """
+    if value is None:
+        return math.nan
+    if type(value) is float:
+        return value
+    if hasattr(value, "numel"):
+        if value.numel() != 1:
+            raise ValueError(f"expected a scalar, got a tensor of shape {tuple(value.shape)}")
+        return float(value.item())  # (item() reads any one-element tensor, grad or not: no views needed)
+    return float(value)
