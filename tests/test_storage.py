@@ -23,6 +23,7 @@ from torch import nn
 import ndt_fast
 from ndt_fast import FastTracker
 from ndt_fast._native import core
+from ndt_fast._schema import SAMPLE_COLUMNS
 from ndt_fast.storage import export_to_csv, export_to_hdf5, export_to_json, load
 from ndt_fast.storage.hdf5 import RunFile
 from ndt_fast.storage.records import RecordLayout
@@ -307,6 +308,27 @@ def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path, seed):
         model = nn.Sequential(nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 4))
         resumed = FastTracker(model, layers=[model[0], model[2], model[4]], output=path, resume=True)
         resumed.close()
+
+
+def test_a_run_killed_before_its_first_flush_loads_as_empty_tables_with_columns(tmp_path):
+    """Killed right after set-up (a flush interval of an hour: nothing flushed yet): load() gives
+    every layer an empty DataFrame that still has the table's columns, so ``df["step"]`` works;
+    plain h5py opens the file as a SWMR reader, as the README says."""
+    path = tmp_path / "run.h5"
+    child = start_child(path, flush_interval=3600.0, steps=100000)
+    assert child.stdout.readline().split()[0] == "logged"  # a few records exist, none is on disk
+    child.send_signal(signal.SIGKILL)
+    child.communicate()
+    run = load(path)
+    assert list(run) == ["Linear_0", "Linear_1", "Linear_2"]
+    for df in run.values():
+        assert len(df) == 0 and list(df.columns) == list(SAMPLE_COLUMNS)
+        assert df["step"].tolist() == [] and df["step"].dtype == np.int64
+    assert len(run.jumps) == 0 and "step" in run.jumps.columns
+    with pytest.raises(OSError, match="already open for write"):  # the killed writer's flag is still set
+        h5py.File(path, "r")
+    with h5py.File(path, "r", swmr=True) as f:
+        assert f["layers/0"].attrs["name"] == "Linear_0" and len(f["layers/0/step"]) == 0
 
 
 def test_a_second_process_reads_the_file_while_it_grows(tmp_path):

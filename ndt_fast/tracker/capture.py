@@ -45,7 +45,7 @@ class LayerSlot:
         self.module = module
         self.handle: Any = None
         self.accumulator: Any = None  # made on first capture, by the backend routing chose
-        self.key: tuple[str, int, torch.device] | None = None  # (side, dim, device) of `accumulator`
+        self.key: tuple[str, int, torch.device | None] | None = None  # (side, dim, device; None: CPU)
         self.on_host = True  # the accumulator is the host backend's (reads host memory views)
         self.captured = False
         self.failed = False  # a capture for the coming sample raised (the sample gets a flagged row)
@@ -125,13 +125,14 @@ class Capture:
             if rows == 0 or cols == 0:
                 raise ValueError(f"empty activation of shape {tuple(tensor.shape)}")
             side, dim = gram_side(rows, cols, self._window)
-            key = (side, dim, x.device)
+            on_cpu = x.is_cpu
+            key = (side, dim, None if on_cpu else x.device)  # (no device object built for a CPU tensor)
             if slot.key != key:
                 self._new_accumulator(slot, x, key)
             elif self._window == 1:
                 slot.accumulator.reset()  # the same Gram as last sample (the usual case), refilled
             if slot.on_host:
-                if x.device.type != "cpu":
+                if not on_cpu:
                     self.warn_host_copy(slot, x, dim)
                     x = x.detach().to("cpu")  # a sync with the device (see device_path)
                 view = torch_matrix_view(x)
@@ -147,11 +148,11 @@ class Capture:
             slot.failed = True
             report_error(slot, error)
 
-    def _new_accumulator(self, slot: LayerSlot, x: torch.Tensor, key: tuple[str, int, torch.device]) -> None:
+    def _new_accumulator(self, slot: LayerSlot, x: torch.Tensor, key: tuple[str, int, torch.device | None]) -> None:
         """Route the layer (once per Gram shape and device) and give it an empty accumulator there."""
-        side, dim, device = key
+        side, dim, device = key[0], key[1], x.device
         if self._window > 1 and slot.accumulator is not None and slot.accumulator.rows_seen:
-            old_dim, old_device = slot.key[1], slot.key[2]
+            old_dim, old_device = slot.key[1], slot.key[2] or "cpu"
             raise ValueError(f"feature count or device changed inside a window ({old_dim} features on "
                              f"{old_device} -> {dim} on {device})")
         if self.router is not None and self.router.takes(x, dim):

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from ndt_fast._native import core
 from ndt_fast._schema import FLAG_TRACKER_ERROR, FLAGS_AT, JUMP_RULES, METRIC_WIDTH
@@ -167,7 +168,7 @@ def read_scalar(value: Any) -> float:
         return math.nan
     if type(value) is float:
         return value
-    if hasattr(value, "numel"):
+    if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"expected a scalar, got a tensor of shape {tuple(value.shape)}")
         return float(value.item())  # (item() reads any one-element tensor, grad or not: no views needed)

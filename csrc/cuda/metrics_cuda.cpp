@@ -1,6 +1,6 @@
-// Entry points of the CUDA path (ndt/cuda/device.h): argument checks, the choice between cuBLAS /
-// cuSOLVER and the own kernels, workspace layout, and the pinned record ring. Only host code:
-// compiled by the C++ compiler against the CUDA runtime API.
+// SpectraPlan (ndt/cuda/device.h): the batched Gram → eigenvalues → metrics plan of the device,
+// its workspace layout and the choice between the own Jacobi kernel (eigen_cuda.cu) and cuSOLVER;
+// the device counterpart of metrics_of_accumulators (metrics_cpu.cpp). Host code.
 //
 // Rule kept everywhere below: nothing waits for the device and nothing reads device memory on the
 // host; allocation is the caller's (torch's stream-ordered caching allocator) or happens once in
@@ -29,56 +29,8 @@ constexpr size_t kAlign = 256;  // cudaMalloc's alignment; every workspace regio
 
 size_t align_up(size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
 
-// Describes x as the column-major operand of a cuBLAS Gram product, if cuBLAS can read it
-// directly (one unit stride, non-negative leading dimension large enough, float32/16-bit).
-bool cublas_operand(const MatrixView& x, GramSide side, detail::GramOperand* out) {
-  if (x.dtype == DType::float64) return false;
-  if (x.rows > INT_MAX || x.cols > INT_MAX) return false;
-  const bool feature = side == GramSide::feature;
-  int64_t m_rows, m_cols, ld;
-  bool m_is_xt;  // the buffer read column-major is Xᵀ (X row-major) or X (X column-major)
-  if (x.col_stride == 1 && (x.row_stride >= x.cols || x.rows == 1)) {
-    m_is_xt = true;
-    m_rows = x.cols;
-    m_cols = x.rows;
-    ld = x.rows == 1 ? x.cols : x.row_stride;
-  } else if (x.row_stride == 1 && (x.col_stride >= x.rows || x.cols == 1)) {
-    m_is_xt = false;
-    m_rows = x.rows;
-    m_cols = x.cols;
-    ld = x.cols == 1 ? x.rows : x.col_stride;
-  } else {
-    return false;
-  }
-  if (ld > INT_MAX) return false;
-  // feature: G = XᵀX = M·Mᵀ if M = Xᵀ, else Mᵀ·M; sample: the other way round.
-  out->data = x.data;
-  out->dtype = x.dtype;
-  out->rows = static_cast<int>(m_rows);
-  out->cols = static_cast<int>(m_cols);
-  out->ld = static_cast<int>(std::max<int64_t>(ld, 1));
-  out->transpose = feature != m_is_xt;
-  return true;
-}
 
 }  // namespace
-
-void gram_update(Context& ctx, const MatrixView& x, GramSide side, float* gram, float beta, Stream stream,
-                 bool use_cublas) {
-  validate(x, "gram_update");
-  NDT_CHECK_ARG(gram != nullptr, "gram_update: null Gram pointer");
-  NDT_CHECK_ARG(beta == 0.0f || beta == 1.0f, "gram_update: beta must be 0 or 1, got " << beta);
-  const int64_t n = side == GramSide::feature ? x.cols : x.rows;
-  NDT_CHECK_ARG(n <= INT_MAX && n * n / n == n, "gram_update: Gram dimension " << n << " too large");
-  detail::DeviceGuard guard(ctx.device());
-  const cudaStream_t s = detail::to_stream(stream);
-  detail::GramOperand operand{};
-  if (use_cublas && ctx.has_cublas() && cublas_operand(x, side, &operand)) {
-    detail::cublas_gram(ctx.handles(), operand, gram, beta, s);
-    return;
-  }
-  detail::launch_gram_lower(x, side, gram, beta, s);
-}
 
 SpectraPlan::SpectraPlan(Context& ctx, std::vector<int64_t> dims, const MetricOptions& options,
                          DeviceSolver solver)
@@ -243,96 +195,5 @@ void SpectraPlan::eigenvalues(Context& ctx, const float* const* grams, void* wor
 }
 
 // ---- pinned record ring ------------------------------------------------------------------------
-
-struct PinnedRecordRing::Impl {
-  double* host = nullptr;  // slots × slot_records × width, pinned
-  std::vector<cudaEvent_t> events;
-  std::vector<int64_t> counts, tags;
-  int64_t head = 0, size = 0, dropped = 0;
-  mutable std::mutex mutex;
-};
-
-PinnedRecordRing::PinnedRecordRing(int64_t slots, int64_t slot_records, int64_t width)
-    : slots_(slots), slot_records_(slot_records), width_(width), impl_(std::make_unique<Impl>()) {
-  NDT_CHECK_ARG(slots >= 1 && slot_records >= 1 && width >= 1,
-                "PinnedRecordRing: slots, slot_records and width must be >= 1");
-  NDT_CHECK_ARG(slots * slot_records * width <= (int64_t{1} << 31), "PinnedRecordRing: too large");
-  const size_t bytes = static_cast<size_t>(slots * slot_records * width) * sizeof(double);
-  NDT_CHECK_CUDA(cudaHostAlloc(reinterpret_cast<void**>(&impl_->host), bytes, cudaHostAllocDefault));
-  impl_->events.resize(static_cast<size_t>(slots), nullptr);
-  impl_->counts.assign(static_cast<size_t>(slots), 0);
-  impl_->tags.assign(static_cast<size_t>(slots), 0);
-  for (cudaEvent_t& e : impl_->events) {
-    const cudaError_t err = cudaEventCreateWithFlags(&e, cudaEventDisableTiming);
-    if (err != cudaSuccess) {
-      for (cudaEvent_t made : impl_->events)
-        if (made) (void)cudaEventDestroy(made);
-      (void)cudaFreeHost(impl_->host);
-      detail::throw_cuda(__FILE__, __LINE__, "cudaEventCreateWithFlags", cudaGetErrorString(err));
-    }
-  }
-}
-
-PinnedRecordRing::~PinnedRecordRing() {
-  for (int64_t i = 0; i < impl_->size; ++i)  // copies still in flight write into `host`
-    (void)cudaEventSynchronize(impl_->events[static_cast<size_t>((impl_->head + i) % slots_)]);
-  for (cudaEvent_t e : impl_->events) (void)cudaEventDestroy(e);
-  (void)cudaFreeHost(impl_->host);
-}
-
-bool PinnedRecordRing::push(const double* records, int64_t count, int64_t tag, Stream stream) {
-  NDT_CHECK_ARG(records != nullptr, "PinnedRecordRing.push: null records");
-  NDT_CHECK_ARG(count >= 1 && count <= slot_records_,
-                "PinnedRecordRing.push: count " << count << " not in [1, " << slot_records_ << "]");
-  std::lock_guard<std::mutex> lock(impl_->mutex);
-  if (impl_->size == slots_) {
-    ++impl_->dropped;
-    return false;
-  }
-  const int64_t slot = (impl_->head + impl_->size) % slots_;
-  double* dst = impl_->host + slot * slot_records_ * width_;
-  const cudaStream_t s = detail::to_stream(stream);
-  // Device → pinned host: truly asynchronous (pageable memory would make it synchronous).
-  NDT_CHECK_CUDA(cudaMemcpyAsync(dst, records, static_cast<size_t>(count * width_) * sizeof(double),
-                                 cudaMemcpyDeviceToHost, s));
-  NDT_CHECK_CUDA(cudaEventRecord(impl_->events[static_cast<size_t>(slot)], s));
-  impl_->counts[static_cast<size_t>(slot)] = count;
-  impl_->tags[static_cast<size_t>(slot)] = tag;
-  ++impl_->size;
-  return true;
-}
-
-int64_t PinnedRecordRing::pop(double* out, int64_t* tags, int64_t max_records) {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
-  int64_t written = 0;
-  while (impl_->size > 0) {
-    const auto slot = static_cast<size_t>(impl_->head);
-    const cudaError_t state = cudaEventQuery(impl_->events[slot]);
-    if (state == cudaErrorNotReady) {
-      (void)cudaGetLastError();  // cudaErrorNotReady is not an error; do not leave it behind
-      break;
-    }
-    if (state != cudaSuccess) detail::throw_cuda(__FILE__, __LINE__, "cudaEventQuery", cudaGetErrorString(state));
-    const int64_t count = impl_->counts[slot];
-    if (written + count > max_records) break;
-    std::memcpy(out + written * width_, impl_->host + impl_->head * slot_records_ * width_,
-                static_cast<size_t>(count * width_) * sizeof(double));
-    std::fill(tags + written, tags + written + count, impl_->tags[slot]);
-    written += count;
-    impl_->head = (impl_->head + 1) % slots_;
-    --impl_->size;
-  }
-  return written;
-}
-
-int64_t PinnedRecordRing::pending() const {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
-  return impl_->size;
-}
-
-int64_t PinnedRecordRing::dropped() const {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
-  return impl_->dropped;
-}
 
 }  // namespace ndt::cuda
