@@ -67,7 +67,7 @@ def test_stream_million_samples_to_hdf5(benchmark, tmp_path):
         "samples": SAMPLES, "layers": 3, "rss_growth_mb": round(growth["rss_mb"], 2),
         "records_per_second": round(3 * SAMPLES / elapsed), "close_seconds": round(close_seconds, 2),
         "file_mb": round(os.path.getsize(path) / 2**20, 2), "write_error": repr(tracker.write_error),
-        "spilled_records": tracker._records.spilled,
+        "spilled_records": tracker._sink.stream.spilled,
     })
     assert tracker.write_error is None
     assert growth["rss_mb"] <= RSS_BUDGET_MB, f"resident memory grew {growth['rss_mb']:.1f} MB"

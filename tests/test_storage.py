@@ -122,6 +122,19 @@ def test_memory_stream_keeps_every_record_in_order_with_a_tiny_ring():
     assert jumps.shape == (0, 7)
 
 
+def test_stream_listeners_see_every_record_once_in_order_and_cannot_break_storage(caplog):
+    stream = RecordStream(LAYOUT, capacity=3, output=None, flush_interval=1.0)
+    got: list[np.ndarray] = []
+    stream.listeners.append(lambda rows: 1 / 0)  # a failing consumer is logged, nothing more
+    stream.listeners.append(got.append)
+    for start in range(0, 40, 2):
+        stream.append(sample_rows(np.array([start, start + 1.0]), layer=0))
+    samples, _ = stream.results()
+    seen = np.concatenate(got)
+    assert seen[:, 2].tolist() == list(range(40)) == samples[0][:, 0].tolist()
+    assert any("record listener failed" in r.getMessage() for r in caplog.records)
+
+
 def test_a_lagging_writer_spills_rows_and_writes_them_in_order(tmp_path):
     run = RunFile(tmp_path / "r.h5", LAYOUT, {})
     stream = RecordStream(LAYOUT, capacity=2, output=run, flush_interval=60.0)  # the writer waits 30 s

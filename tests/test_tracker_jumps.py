@@ -18,12 +18,15 @@ METRICS = ("stable_rank", "participation_ratio", "cumulative_90", "nuclear_norm_
            "effective_rank")
 
 
-def run(steps: int, switch_at: int | None, sampling_frequency: int = 1, **kwargs) -> tuple[FastTracker, Switch]:
+def run(steps: int, switch_at: int | None, sampling_frequency: int = 1, on_jump=None,
+        **kwargs) -> tuple[FastTracker, Switch]:
     lin = nn.Linear(16, 16)
     switch = Switch(16)
     model = nn.Sequential(lin, switch)
     tracker = FastTracker(model, layers=[lin, switch], layer_names=["lin", "switch"],
                           sampling_frequency=sampling_frequency, **kwargs)
+    if on_jump is not None:
+        tracker._sink.jump_listeners.append(on_jump)  # the seam an on_jump= callback plugs into
     for step in range(steps):
         if step == switch_at:
             switch.rank = 1  # dimensionality collapses from ~16 to 1 at this step (stable rank exactly 1 after:
@@ -72,6 +75,31 @@ def test_a_planted_collapse_is_found_at_its_step_and_nowhere_else():
     # The Linear layer before the switch did not change: no jump in its continuous metrics.
     # (cumulative_90 is an integer: when it has sat still, a lasting change of 1 is a real jump.)
     assert not [j for j in tracker.jumps if j.metric_name.startswith("lin_") and "cumulative_90" not in j.metric_name]
+    tracker.close()
+
+
+def test_jump_listeners_get_each_jump_on_the_training_thread_as_it_is_confirmed():
+    import threading
+
+    seen: list[tuple[int, object, str]] = []
+    steps = {"now": -1}
+
+    def on_jump(jump):
+        seen.append((steps["now"], jump, threading.current_thread().name))
+
+    tracker, _ = run(0, switch_at=None, on_jump=on_jump)
+    model = tracker.model
+    for step in range(320):
+        if step == 200:
+            model[1].rank = 1
+        model(torch.randn(32, 16))
+        steps["now"] = step
+        tracker.log(step, 0.0)
+    assert [jump for _, jump, _ in seen] == tracker.jumps and len(seen) > 0
+    assert {thread for _, _, thread in seen} == {threading.current_thread().name}
+    collapse = [(at, jump) for at, jump, _ in seen if jump.metric_name == "switch_stable_rank"]
+    assert [jump.step for _, jump in collapse] == [200]
+    assert collapse[0][0] == 200 + 12  # handed over at the log() that confirms it (12 samples later)
     tracker.close()
 
 

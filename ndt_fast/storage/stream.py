@@ -69,6 +69,7 @@ class RecordStream:
         #: Called with every drained block of records (n × layout.width), in order, off the training
         #: thread when a writer runs: where consumers of finished samples (sinks) attach.
         self.listeners: list[Callable[[np.ndarray], None]] = []
+        self._failed_listeners: set[int] = set()
         self._drain_lock = threading.Lock()  # one drain at a time: the writer thread or a reader
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -119,7 +120,10 @@ class RecordStream:
             try:
                 listener(rows)
             except Exception as error:  # a consumer's failure never reaches storage or training
-                logger.error("ndt_fast: a record listener failed (%s: %s)", type(error).__name__, error)
+                if id(listener) not in self._failed_listeners:  # reported once per listener
+                    self._failed_listeners.add(id(listener))
+                    logger.error("ndt_fast: a record listener failed (%s: %s); further failures of it are not "
+                                 "reported", type(error).__name__, error)
         if self._file is None or self.write_error is not None:
             self._memory.add(rows)
             return
