@@ -7,7 +7,7 @@ lands on both. Timed per sample:
 
 - hooks: the work of the armed hooks (old ``FastTracker._capture``; new ``Capture.take``);
 - log(): the work of a sampled ``log()`` (``FastTracker._record`` in both);
-- native: the native calls inside them — ``GramAccumulator.add`` in both; old:
+- native: the native calls inside them — ``GramAccumulator.add`` in both (new: ``refill``, reset + add); old:
   ``metrics_of_accumulators`` and the jump banks' ``JumpBank.push``; new: ``SampleFinisher.finish``
   (spectra, metrics, records, jump banks in one call).
 
@@ -90,6 +90,11 @@ def timed_core(spent: Spent, finisher: bool):
         def add(self, view, threads=0):
             t = time.perf_counter()
             super().add(view, threads=threads)
+            spent.native += time.perf_counter() - t
+
+        def refill(self, view, threads):
+            t = time.perf_counter()
+            super().refill(view, threads)
             spent.native += time.perf_counter() - t
 
     class TimedJumpBank(core.JumpBank):

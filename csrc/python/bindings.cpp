@@ -328,6 +328,17 @@ PYBIND11_MODULE(_core, m) {
             self.add(x);
           },
           py::arg("view"), py::kw_only(), py::arg("threads") = 0)
+      .def(
+          "refill",
+          [](ndt::GramAccumulator& self, const ViewTuple& view, int threads) {
+            const ndt::MatrixView x = to_view(view);
+            py::gil_scoped_release release;
+            const ndt::ThreadBudgetScope budget(threads);
+            self.reset();
+            self.add(x);
+          },
+          py::arg("view"), py::arg("threads"),
+          "reset() then add(view): the Gram of this one matrix (the tracker's hook, in one call).")
       .def("reset", &ndt::GramAccumulator::reset)
       .def_property_readonly("dim", &ndt::GramAccumulator::dim)
       .def_property_readonly("side",

@@ -97,9 +97,11 @@ class Capture:
         self.armed = False
 
     def _hook(self, slot: LayerSlot) -> Any:
+        capture, take = self, self.take
+
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if self.armed:  # the whole cost of a hook on a step that is not sampled
-                self.take(slot, output)
+            if capture.armed:  # the whole cost of a hook on a step that is not sampled
+                take(slot, output)
 
         return hook
 
@@ -127,10 +129,9 @@ class Capture:
             side, dim = gram_side(rows, cols, self._window)
             on_cpu = x.is_cpu
             key = (side, dim, None if on_cpu else x.device)  # (no device object built for a CPU tensor)
+            fresh = self._window == 1  # one batch: this forward replaces the Gram
             if slot.key != key:
                 self._new_accumulator(slot, x, key)
-            elif self._window == 1:
-                slot.accumulator.reset()  # the same Gram as last sample (the usual case), refilled
             if slot.on_host:
                 if not on_cpu:
                     self.warn_host_copy(slot, x, dim)
@@ -139,8 +140,13 @@ class Capture:
                 if view is None:  # float8, integer, … outputs: measured in float32
                     x = x.detach().float()
                     view = torch_matrix_view(x)
-                slot.accumulator.add(view, threads=self._threads)
+                if fresh:
+                    slot.accumulator.refill(view, self._threads)  # reset + add in one native call
+                else:
+                    slot.accumulator.add(view, threads=self._threads)
             else:
+                if fresh:
+                    slot.accumulator.reset()
                 # Device path: the Gram update is queued on the current stream; nothing is copied.
                 slot.accumulator.add(x.detach())
             slot.captured = True
