@@ -15,7 +15,7 @@ lands on both. Timed per sample:
 timers' own overhead lands in the Python share of both trackers (the old one makes more native
 calls, so it pays a little more of it).
 
-    .venv/bin/python benchmarks/profiling/tracker_loop.py [--base REV] [--steps 600] [--block 50]
+    .venv/bin/python benchmarks/profiling/tracker_loop.py [--base REV] [--steps 600] [--block 50] [--torch-threads 1]
 """
 
 from __future__ import annotations
@@ -129,7 +129,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="training steps per tracker")
     parser.add_argument("--block", type=int, default=50, help="steps per block before switching trackers")
     parser.add_argument("--frequency", type=int, default=1)
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch.set_num_threads (1 keeps a shared machine's load from swamping the loop)")
     args = parser.parse_args()
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
 
     old_module = load_old_tracker(args.base)
     spent = {"old": Spent(), "new": Spent()}
@@ -188,7 +192,7 @@ def main() -> None:
     for name in loops:
         loops[name][2].close()
     print(f"TDS MLP, batch 64, sampling every {args.frequency}, {args.steps} steps per tracker, blocks of "
-          f"{args.block} interleaved; old = {args.base}")
+          f"{args.block} interleaved; old = {args.base}; torch threads {torch.get_num_threads()}")
     for name in ("old", "new"):
         s, n = spent[name], max(spent[name].samples, 1)
         python = s.hooks + s.log - s.native

@@ -24,6 +24,8 @@
 #include "ndt/metrics.h"
 #include "ndt/parallel.h"
 #include "ndt/record_ring.h"
+#include "ndt/record_schema.h"
+#include "ndt/sample_finish.h"
 
 namespace {
 
@@ -613,6 +615,82 @@ void test_largest_eigenvalue(std::mt19937_64& rng) {
   EXPECT(!ndt::largest_eigenvalue_psd(z.data(), 2, &got), "NaN matrix must report failure");
 }
 
+void test_sample_finish(std::mt19937_64& rng) {
+  namespace rec = ndt::record;
+  std::normal_distribution<float> normal;
+  ndt::SampleFinishOptions o;
+  o.layers = 3;
+  ndt::SampleFinisher finisher(o);
+  const int64_t width = finisher.width();
+  EXPECT(width == rec::kHeaderWidth + rec::kSampleColumnCount, "width %lld", static_cast<long long>(width));
+  // Two layers' Grams (sample side 12 x 12 from 12 x 20; feature side 5 x 5 from 12 x 5); layer 2 failed.
+  std::vector<float> a(12 * 20), b(12 * 5);
+  for (auto& v : a) v = normal(rng);
+  for (auto& v : b) v = normal(rng);
+  const ndt::MatrixView va{a.data(), ndt::DType::float32, 12, 20, 20, 1};
+  const ndt::MatrixView vb{b.data(), ndt::DType::float32, 12, 5, 5, 1};
+  ndt::GramAccumulator ga(12, ndt::GramSide::sample), gb(5, ndt::GramSide::feature);
+  ga.add(va);
+  gb.add(vb);
+  const ndt::Metrics want[2] = {ndt::metrics_of_matrix(va, o.activations), ndt::metrics_of_matrix(vb, o.activations)};
+  ndt::RecordRing ring(16, width);
+  ndt::SampleOutcome out;
+  finisher.finish({7, 0.5, std::numeric_limits<double>::quiet_NaN()}, {0, 1}, {&ga, &gb}, {nullptr, nullptr}, {2},
+                  &ring, out);
+  EXPECT(out.overflow.empty() && out.jumps.empty() && out.weight_error.empty(), "nothing left over");
+  EXPECT(ga.rows_seen() == 0 && gb.rows_seen() == 0, "accumulators reset after the sample");
+  std::vector<double> rows(static_cast<size_t>(16 * width));
+  EXPECT(ring.pop(rows.data(), 16) == 3, "one record per layer");
+  for (int i = 0; i < 3; ++i) {
+    const double* r = &rows[static_cast<size_t>(i * width)];
+    EXPECT(r[0] == rec::kKindSample && r[1] == i && r[rec::kStep] == 7 && r[rec::kLoss] == 0.5 &&
+               std::isnan(r[rec::kGradNorm]),
+           "header/scalars of layer %d", i);
+    if (i < 2) {
+      double m[rec::kMetricWidth];
+      rec::write_metrics(want[i], m);
+      for (int j = 0; j < 4; ++j) EXPECT(r[rec::kNdtMetrics + j] == m[j], "layer %d metric %d", i, j);
+      for (int j = 0; j < 5; ++j) EXPECT(r[rec::kExtras + j] == m[4 + j], "layer %d extra %d", i, j);
+      EXPECT(r[rec::kRows] == 12, "rows of layer %d", i);
+    } else {
+      EXPECT(std::isnan(r[rec::kNdtMetrics]) && r[rec::kExtras + 4] == rec::kFlagTrackerError && r[rec::kRows] == 0,
+             "the failed layer's row is NaN and flagged");
+    }
+  }
+  // A full ring: everything comes back as overflow, in order.
+  ndt::RecordRing tiny(1, width);
+  ga.add(va);
+  out.clear();
+  finisher.finish({8, 1.0, 2.0}, {0}, {&ga}, {nullptr}, {1}, &tiny, out);
+  EXPECT(static_cast<int64_t>(out.overflow.size()) == 2 * width && out.overflow[1] == 0 && out.overflow[width + 1] == 1,
+         "overflow holds both records");
+  // record(): a level change in layer 1's series is detected, reported and recorded as a jump record.
+  std::vector<double> metrics(rec::kMetricWidth), jumps_seen;
+  const int64_t layer = 1, rows_seen = 4;
+  for (int step = 0; step < 400; ++step) {
+    for (int j = 0; j < rec::kMetricCount; ++j) metrics[static_cast<size_t>(j)] = (step < 300 ? 1.0 : 5.0) + 0.01 * normal(rng);
+    metrics[rec::kMetricWidth - 1] = 0;
+    out.clear();
+    finisher.record({step, 0.0, 0.0}, 1, &layer, metrics.data(), nullptr, &rows_seen, &ring, out);
+    for (size_t k = 0; k < out.jumps.size(); ++k) {
+      EXPECT(out.jump_layers[k] == 1, "detections belong to the layer pushed");
+      jumps_seen.push_back(static_cast<double>(out.jumps[k].step));
+    }
+    const int64_t n = ring.pop(rows.data(), 16);
+    EXPECT(n == 1 + static_cast<int64_t>(out.jumps.size()), "sample + jump records at step %d", step);
+    for (int64_t k = 1; k < n; ++k) EXPECT(rows[static_cast<size_t>(k * width)] == rec::kKindJump, "jump record");
+  }
+  EXPECT(std::count(jumps_seen.begin(), jumps_seen.end(), 300.0) > 0, "the level change at step 300 was found");
+  bool threw = false;
+  try {
+    out.clear();
+    finisher.record({0, 0.0, 0.0}, 1, &o.layers, metrics.data(), nullptr, &rows_seen, &ring, out);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  EXPECT(threw, "a layer index outside the finisher's layers is refused");
+}
+
 int main() {
   const char* env = std::getenv("NDT_TEST_SEED");
   g_seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
@@ -627,6 +705,7 @@ int main() {
   test_thread_budget();
   test_record_ring(rng);
   test_jump_bank(rng);
+  test_sample_finish(rng);
   std::printf("test_core: %s (%d failures)\n", g_failures ? "FAILED" : "ok", g_failures);
   return g_failures ? 1 : 0;
 }
