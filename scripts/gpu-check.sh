@@ -70,7 +70,7 @@ for stage in "$@"; do
       run_step "gram paths" "${PYTEST[@]}" tests/test_cuda.py -k "gram_paths"
       run_step "spectra" "${PYTEST[@]}" tests/test_cuda.py -k "small_spectra or large_spectra or cusolver_batches"
       run_step "metrics" "${PYTEST[@]}" tests/test_cuda.py \
-        -k "(float32 or bf16 or bad_inputs or metric_mask or many_layers or token or tracker_accumulates) and not fast_tracker"
+        -k "(float32 or bf16 or bad_inputs or metric_mask or many_layers or token or backend_accumulates) and not fast_tracker"
       run_step "zero syncs" "${PYTEST[@]}" tests/test_cuda.py -k "never_sync and not fast_tracker"
       run_step "ring" "${PYTEST[@]}" tests/test_cuda.py -k "ring"
       run_step "availability and the torch reference" "${PYTEST[@]}" tests/test_cuda.py \

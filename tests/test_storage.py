@@ -100,6 +100,18 @@ def test_ring_rejects_bad_arguments():
         ring.pop(-1)
 
 
+def test_user_errors_of_the_core_name_the_problem_without_the_build_machines_paths():
+    """ValueErrors from the native checks (NDT_CHECK_ARG) carry the message only: no source file,
+    no line, no path of the machine that built the wheel."""
+    for bad in (lambda: core.RecordRing(0, 3), lambda: core.RecordRing(3, 2).push(np.zeros((1, 3))),
+                lambda: core.SampleFinisher(0, eps=1e-10, energy_threshold=0.9, center=False, metrics=63,
+                                            weight_metrics=63, track_weights=False, detect_jumps=True)):
+        with pytest.raises(ValueError) as caught:
+            bad()
+        message = str(caught.value)
+        assert message and not any(mark in message for mark in ("csrc", ".cpp", ".h:", "/")), message
+
+
 # ---- the record stream ---------------------------------------------------------------------------
 
 LAYOUT = RecordLayout(("a", "b"), ("step", "value"), ("value",), ("ndt", "default"))
