@@ -139,6 +139,15 @@ py::array_t<double> full_gram(const ViewTuple& view, const std::string& side, co
   return out;
 }
 
+// Folds one matrix into an accumulator with the GIL released (after reset() when `replace`).
+void add_view(ndt::GramAccumulator& acc, const ViewTuple& view, int threads, bool replace) {
+  const ndt::MatrixView x = to_view(view);
+  py::gil_scoped_release release;
+  const ndt::ThreadBudgetScope budget(threads);
+  if (replace) acc.reset();
+  acc.add(x);
+}
+
 template <size_t N>
 py::tuple names(const char* const (&columns)[N]) {
   py::tuple out(N);
@@ -320,23 +329,10 @@ PYBIND11_MODULE(_core, m) {
            }),
            py::arg("dim"), py::arg("side") = "feature", py::arg("accumulate") = "float64", py::arg("center") = false)
       .def(
-          "add",
-          [](ndt::GramAccumulator& self, const ViewTuple& view, int threads) {
-            const ndt::MatrixView x = to_view(view);
-            py::gil_scoped_release release;
-            const ndt::ThreadBudgetScope budget(threads);
-            self.add(x);
-          },
+          "add", [](ndt::GramAccumulator& self, const ViewTuple& view, int threads) { add_view(self, view, threads, false); },
           py::arg("view"), py::kw_only(), py::arg("threads") = 0)
       .def(
-          "refill",
-          [](ndt::GramAccumulator& self, const ViewTuple& view, int threads) {
-            const ndt::MatrixView x = to_view(view);
-            py::gil_scoped_release release;
-            const ndt::ThreadBudgetScope budget(threads);
-            self.reset();
-            self.add(x);
-          },
+          "refill", [](ndt::GramAccumulator& self, const ViewTuple& view, int threads) { add_view(self, view, threads, true); },
           py::arg("view"), py::arg("threads"),
           "reset() then add(view): the Gram of this one matrix (the tracker's hook, in one call).")
       .def("reset", &ndt::GramAccumulator::reset)
