@@ -1,0 +1,210 @@
+// The batched eigensolver's algorithm, written once over a "lanes" type V (eigen_lanes_avx2.cpp,
+// eigen_lanes_portable.cpp) that supplies W-wide arithmetic:
+//   V::width, V::reg, V::mask; zero, set1, load, store, add, sub, mul, div, sqrt, abs, max,
+//   fmadd(a, b, c) = a·b + c, fnmadd(a, b, c) = c − a·b, fmsub(a, b, c) = a·b − c,
+//   gt, ge, ne (→ mask), both (mask ∧ mask), any (mask → bool), select(mask, a, b),
+//   gather(pointers, offset) → lane l = pointers[l][offset], scatter(pointers, offset, reg).
+//
+// Included by exactly those two files, each inside its own NDT_LANES_NAMESPACE (and the AVX2 one
+// inside a target pragma), after <algorithm>, <cstdint>, <limits>, <vector> and eigen_lanes.h:
+// nothing here has a symbol the two compilations could share.
+#pragma once
+
+namespace ndt {
+namespace detail {
+namespace NDT_LANES_NAMESPACE {
+
+// Element (i, j ≤ i) of the packed compact lower triangle.
+template <class V>
+inline double* packed_at(double* a, int64_t i, int64_t j) {
+  return a + (i * (i + 1) / 2 + j) * V::width;
+}
+
+// See LaneKernels::reduce. The same steps as householder_tridiagonalize (eigen_cpu.cpp) for each
+// lane, but every operation serves W matrices, and in a lane whose column is already reduced
+// (zero, or zero below its first entry) the reflector becomes the identity (τ = 0, v = e₁), so
+// its update is an exact no-op instead of a branch.
+template <class V>
+void reduce_lanes(double* a, int64_t n, double* d, double* e, double* work) {
+  using reg = typename V::reg;
+  constexpr int64_t W = V::width;
+  double* v = work;          // Householder vector, m lanes-vectors
+  double* p = work + n * W;  // p = τ B v, then w = p − (τ/2)(pᵀv) v
+  const reg zero = V::zero(), one = V::set1(1.0);
+  for (int64_t k = 0; k + 2 < n; ++k) {
+    const int64_t m = n - k - 1;  // size of the trailing block B
+    V::store(d + k * W, V::load(packed_at<V>(a, k, k)));
+    // Column k below the diagonal, scaled to max |x| = 1 (its squares can then neither overflow
+    // nor underflow harmfully); division rather than a reciprocal, which overflows for
+    // subnormal columns.
+    reg scale = zero;
+    for (int64_t i = 0; i < m; ++i) scale = V::max(scale, V::abs(V::load(packed_at<V>(a, k + 1 + i, k))));
+    const auto nonzero = V::gt(scale, zero);
+    const reg safe_scale = V::select(nonzero, scale, one);
+    reg tail_sq = zero;
+    for (int64_t i = 0; i < m; ++i) {
+      const reg u = V::div(V::load(packed_at<V>(a, k + 1 + i, k)), safe_scale);
+      V::store(v + i * W, u);
+      if (i > 0) tail_sq = V::fmadd(u, u, tail_sq);
+    }
+    const auto reflect = V::both(nonzero, V::gt(tail_sq, zero));
+    const reg x0 = V::load(packed_at<V>(a, k + 1, k));
+    if (!V::any(reflect)) {  // every lane already tridiagonal in this column (zero padding, say)
+      V::store(e + k * W, x0);
+      continue;
+    }
+    const reg alpha = V::load(v);
+    const reg norm = V::sqrt(V::fmadd(alpha, alpha, tail_sq));
+    const reg beta = V::select(V::ge(alpha, zero), V::sub(zero, norm), norm);  // sign avoids cancellation
+    // Lanes that do not reflect compute garbage (0/0) here; the selects drop it.
+    const reg tau = V::select(reflect, V::div(V::sub(beta, alpha), beta), zero);
+    const reg inv_v0 = V::select(reflect, V::div(one, V::sub(alpha, beta)), zero);
+    V::store(e + k * W, V::select(reflect, V::mul(beta, safe_scale), x0));
+    V::store(v, one);
+    for (int64_t i = 1; i < m; ++i) V::store(v + i * W, V::mul(V::load(v + i * W), inv_v0));
+
+    // p = B v from the lower triangle, row by row: each row is a dot (4 partial sums, so the FMA
+    // latency does not serialise it) and an axpy into p.
+    for (int64_t i = 0; i < m; ++i) V::store(p + i * W, zero);
+    for (int64_t i = 0; i < m; ++i) {
+      const double* bi = packed_at<V>(a, k + 1 + i, k + 1);
+      const reg vi = V::load(v + i * W);
+      reg dot0 = zero, dot1 = zero, dot2 = zero, dot3 = zero;
+      int64_t j = 0;
+      for (; j + 4 <= i; j += 4) {
+        const reg b0 = V::load(bi + j * W), b1 = V::load(bi + (j + 1) * W);
+        const reg b2 = V::load(bi + (j + 2) * W), b3 = V::load(bi + (j + 3) * W);
+        dot0 = V::fmadd(b0, V::load(v + j * W), dot0);
+        dot1 = V::fmadd(b1, V::load(v + (j + 1) * W), dot1);
+        dot2 = V::fmadd(b2, V::load(v + (j + 2) * W), dot2);
+        dot3 = V::fmadd(b3, V::load(v + (j + 3) * W), dot3);
+        V::store(p + j * W, V::fmadd(b0, vi, V::load(p + j * W)));
+        V::store(p + (j + 1) * W, V::fmadd(b1, vi, V::load(p + (j + 1) * W)));
+        V::store(p + (j + 2) * W, V::fmadd(b2, vi, V::load(p + (j + 2) * W)));
+        V::store(p + (j + 3) * W, V::fmadd(b3, vi, V::load(p + (j + 3) * W)));
+      }
+      for (; j < i; ++j) {
+        const reg b = V::load(bi + j * W);
+        dot0 = V::fmadd(b, V::load(v + j * W), dot0);
+        V::store(p + j * W, V::fmadd(b, vi, V::load(p + j * W)));
+      }
+      const reg dot = V::add(V::add(dot0, dot1), V::add(dot2, dot3));
+      V::store(p + i * W, V::fmadd(V::load(bi + i * W), vi, V::add(V::load(p + i * W), dot)));
+    }
+    reg pv = zero;
+    for (int64_t i = 0; i < m; ++i) {
+      const reg pi = V::mul(V::load(p + i * W), tau);
+      V::store(p + i * W, pi);
+      pv = V::fmadd(pi, V::load(v + i * W), pv);
+    }
+    const reg half = V::mul(V::mul(V::set1(0.5), tau), pv);
+    for (int64_t i = 0; i < m; ++i) V::store(p + i * W, V::fnmadd(half, V::load(v + i * W), V::load(p + i * W)));
+    // B −= v wᵀ + w vᵀ (lower triangle).
+    for (int64_t i = 0; i < m; ++i) {
+      double* bi = packed_at<V>(a, k + 1 + i, k + 1);
+      const reg vi = V::load(v + i * W), wi = V::load(p + i * W);
+      for (int64_t j = 0; j <= i; ++j) {
+        const reg b = V::fnmadd(vi, V::load(p + j * W), V::load(bi + j * W));
+        V::store(bi + j * W, V::fnmadd(wi, V::load(v + j * W), b));
+      }
+    }
+  }
+  if (n >= 2) {
+    V::store(d + (n - 2) * W, V::load(packed_at<V>(a, n - 2, n - 2)));
+    V::store(e + (n - 2) * W, V::load(packed_at<V>(a, n - 1, n - 2)));
+  }
+  V::store(d + (n - 1) * W, V::load(packed_at<V>(a, n - 1, n - 1)));
+  V::store(e + (n - 1) * W, zero);
+}
+
+// `steps` rotations of the square-root-free QL sweep (as ql_rotate_lockstep in eigen_cpu.cpp) in
+// L = R·W lanes at once; lane l rotates at dp[l][−t], ep[l][−t] in step t. R registers per
+// quantity: R independent chains per instruction stream, to hide the division latency further.
+template <class V, int R>
+inline void rotate_lanes(double* const* dp, double* const* ep, double* c_, double* s_, double* g_, double* p_,
+                         const double* sigma_, int64_t steps) {
+  using reg = typename V::reg;
+  constexpr int W = V::width;
+  const reg zero = V::zero();
+  reg c[R], s[R], g[R], p[R], sigma[R];
+  for (int r = 0; r < R; ++r) {
+    c[r] = V::load(c_ + r * W), s[r] = V::load(s_ + r * W), g[r] = V::load(g_ + r * W);
+    p[r] = V::load(p_ + r * W), sigma[r] = V::load(sigma_ + r * W);
+  }
+  for (int64_t t = 0; t < steps; ++t) {
+    for (int r = 0; r < R; ++r) {
+      const reg bb = V::gather(ep + r * W, -t);
+      const reg alpha = V::gather(dp + r * W, -t);
+      const reg rr = V::add(p[r], bb);  // > 0 inside an unreduced block
+      // (At a sweep's first rotation s = 0: this rewrites the deflated e²[m] = 0 with 0.)
+      V::scatter(ep + r * W, 1 - t, V::mul(s[r], rr));
+      const reg old_c = c[r], old_g = g[r];
+      c[r] = V::div(p[r], rr);
+      s[r] = V::div(bb, rr);
+      g[r] = V::fmsub(c[r], V::sub(alpha, sigma[r]), V::mul(s[r], old_g));
+      V::scatter(dp + r * W, 1 - t, V::add(old_g, V::sub(alpha, g[r])));
+      p[r] = V::select(V::ne(c[r], zero), V::div(V::mul(g[r], g[r]), c[r]), V::mul(old_c, bb));
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    V::store(c_ + r * W, c[r]), V::store(s_ + r * W, s[r]), V::store(g_ + r * W, g[r]);
+    V::store(p_ + r * W, p[r]);
+  }
+}
+
+// See LaneKernels::ql. Each lane holds one chase; all lanes rotate until the first of them ends
+// its sweep (known in advance: every lane takes one step per rotation, so no per-step test), then
+// the ended ones deflate and start their next sweep, or hand the lane to a chase not started yet.
+// A lane without a chase rotates NaNs in a private buffer (`idle`), so the loop needs no masks.
+template <class V, int R>
+void ql_lanes(QlChase* const* chases, int64_t count, int64_t max_n) {
+  constexpr int L = R * V::width;
+  std::vector<double> idle(static_cast<size_t>(2 * (max_n + 2)), std::numeric_limits<double>::quiet_NaN());
+  QlChase* lane[L];
+  alignas(64) double c[L], s[L], g[L], p[L], sigma[L];
+  double* dp[L];
+  double* ep[L];
+  int64_t next = 0;
+  auto take_next_chase = [&](int l) {
+    while (next < count) {
+      QlChase& q = *chases[next++];
+      if (!q.done && !q.sweeping) ql_next_sweep(q);
+      if (q.sweeping) {
+        lane[l] = &q;
+        return;
+      }
+    }
+    lane[l] = nullptr;
+  };
+  for (int l = 0; l < L; ++l) take_next_chase(l);
+  for (;;) {
+    int64_t steps = std::numeric_limits<int64_t>::max();
+    for (int l = 0; l < L; ++l)
+      if (lane[l] != nullptr) steps = std::min(steps, lane[l]->i - lane[l]->l + 1);
+    if (steps == std::numeric_limits<int64_t>::max()) break;  // no lane busy
+    for (int l = 0; l < L; ++l) {
+      if (const QlChase* q = lane[l]) {
+        dp[l] = q->d + q->i, ep[l] = q->e2 + q->i;
+        c[l] = q->c, s[l] = q->s, g[l] = q->gamma, p[l] = q->p, sigma[l] = q->sigma;
+      } else {  // from the top of `idle`, walking down at most max_n − 1 rows
+        dp[l] = idle.data() + max_n, ep[l] = idle.data() + 2 * max_n + 2;
+        c[l] = s[l] = g[l] = p[l] = sigma[l] = 0.0;
+      }
+    }
+    rotate_lanes<V, R>(dp, ep, c, s, g, p, sigma, steps);
+    for (int l = 0; l < L; ++l) {
+      QlChase* q = lane[l];
+      if (q == nullptr) continue;
+      q->c = c[l], q->s = s[l], q->gamma = g[l], q->p = p[l];
+      q->i -= steps;
+      if (q->i >= q->l) continue;
+      ql_finish_sweep(*q);
+      ql_next_sweep(*q);
+      if (!q->sweeping) take_next_chase(l);
+    }
+  }
+}
+
+}  // namespace NDT_LANES_NAMESPACE
+}  // namespace detail
+}  // namespace ndt
