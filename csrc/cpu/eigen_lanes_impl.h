@@ -3,7 +3,8 @@
 //   V::width, V::reg, V::mask; zero, set1, load, store, add, sub, mul, div, sqrt, abs, max,
 //   fmadd(a, b, c) = a·b + c, fnmadd(a, b, c) = c − a·b, fmsub(a, b, c) = a·b − c,
 //   gt, ge, ne (→ mask), both (mask ∧ mask), any (mask → bool), select(mask, a, b),
-//   gather(pointers, offset) → lane l = pointers[l][offset], scatter(pointers, offset, reg).
+//   gather(pointers, offset) → lane l = pointers[l][offset], scatter(pointers, offset, reg),
+//   first_negligible (as detail::first_negligible).
 //
 // Included by exactly those two files, each inside its own NDT_LANES_NAMESPACE (and the AVX2 one
 // inside a target pragma), after <algorithm>, <cstdint>, <limits>, <vector> and eigen_lanes.h:
@@ -63,32 +64,50 @@ void reduce_lanes(double* a, int64_t n, double* d, double* e, double* work) {
     V::store(v, one);
     for (int64_t i = 1; i < m; ++i) V::store(v + i * W, V::mul(V::load(v + i * W), inv_v0));
 
-    // p = B v from the lower triangle, row by row: each row is a dot (4 partial sums, so the FMA
-    // latency does not serialise it) and an axpy into p.
+    // p = B v from the lower triangle, two rows at a time: each row is a dot (two partial sums
+    // each, so the FMA latency does not serialise it) and an axpy into p, and the two rows' axpys
+    // share one load and store of p.
     for (int64_t i = 0; i < m; ++i) V::store(p + i * W, zero);
-    for (int64_t i = 0; i < m; ++i) {
-      const double* bi = packed_at<V>(a, k + 1 + i, k + 1);
-      const reg vi = V::load(v + i * W);
-      reg dot0 = zero, dot1 = zero, dot2 = zero, dot3 = zero;
+    int64_t i = 0;
+    for (; i + 2 <= m; i += 2) {
+      const double* b0 = packed_at<V>(a, k + 1 + i, k + 1);
+      const double* b1 = packed_at<V>(a, k + 2 + i, k + 1);
+      const reg v0 = V::load(v + i * W), v1 = V::load(v + (i + 1) * W);
+      reg dot0a = zero, dot0b = zero, dot1a = zero, dot1b = zero;
       int64_t j = 0;
-      for (; j + 4 <= i; j += 4) {
-        const reg b0 = V::load(bi + j * W), b1 = V::load(bi + (j + 1) * W);
-        const reg b2 = V::load(bi + (j + 2) * W), b3 = V::load(bi + (j + 3) * W);
-        dot0 = V::fmadd(b0, V::load(v + j * W), dot0);
-        dot1 = V::fmadd(b1, V::load(v + (j + 1) * W), dot1);
-        dot2 = V::fmadd(b2, V::load(v + (j + 2) * W), dot2);
-        dot3 = V::fmadd(b3, V::load(v + (j + 3) * W), dot3);
-        V::store(p + j * W, V::fmadd(b0, vi, V::load(p + j * W)));
-        V::store(p + (j + 1) * W, V::fmadd(b1, vi, V::load(p + (j + 1) * W)));
-        V::store(p + (j + 2) * W, V::fmadd(b2, vi, V::load(p + (j + 2) * W)));
-        V::store(p + (j + 3) * W, V::fmadd(b3, vi, V::load(p + (j + 3) * W)));
+      for (; j + 2 <= i; j += 2) {
+        const reg vj = V::load(v + j * W), vk = V::load(v + (j + 1) * W);
+        const reg b0j = V::load(b0 + j * W), b0k = V::load(b0 + (j + 1) * W);
+        const reg b1j = V::load(b1 + j * W), b1k = V::load(b1 + (j + 1) * W);
+        dot0a = V::fmadd(b0j, vj, dot0a);
+        dot0b = V::fmadd(b0k, vk, dot0b);
+        dot1a = V::fmadd(b1j, vj, dot1a);
+        dot1b = V::fmadd(b1k, vk, dot1b);
+        V::store(p + j * W, V::fmadd(b1j, v1, V::fmadd(b0j, v0, V::load(p + j * W))));
+        V::store(p + (j + 1) * W, V::fmadd(b1k, v1, V::fmadd(b0k, v0, V::load(p + (j + 1) * W))));
       }
       for (; j < i; ++j) {
+        const reg vj = V::load(v + j * W), b0j = V::load(b0 + j * W), b1j = V::load(b1 + j * W);
+        dot0a = V::fmadd(b0j, vj, dot0a);
+        dot1a = V::fmadd(b1j, vj, dot1a);
+        V::store(p + j * W, V::fmadd(b1j, v1, V::fmadd(b0j, v0, V::load(p + j * W))));
+      }
+      // Row i's diagonal, row i+1's entries in columns i and i+1.
+      const reg b1i = V::load(b1 + i * W);
+      const reg pi = V::fmadd(V::load(b0 + i * W), v0, V::add(V::load(p + i * W), V::add(dot0a, dot0b)));
+      V::store(p + i * W, V::fmadd(b1i, v1, pi));
+      const reg dot1 = V::fmadd(b1i, v0, V::add(dot1a, dot1b));
+      V::store(p + (i + 1) * W, V::fmadd(V::load(b1 + (i + 1) * W), v1, V::add(V::load(p + (i + 1) * W), dot1)));
+    }
+    if (i < m) {  // the last row when m is odd
+      const double* bi = packed_at<V>(a, k + 1 + i, k + 1);
+      const reg vi = V::load(v + i * W);
+      reg dot = zero;
+      for (int64_t j = 0; j < i; ++j) {
         const reg b = V::load(bi + j * W);
-        dot0 = V::fmadd(b, V::load(v + j * W), dot0);
+        dot = V::fmadd(b, V::load(v + j * W), dot);
         V::store(p + j * W, V::fmadd(b, vi, V::load(p + j * W)));
       }
-      const reg dot = V::add(V::add(dot0, dot1), V::add(dot2, dot3));
       V::store(p + i * W, V::fmadd(V::load(bi + i * W), vi, V::add(V::load(p + i * W), dot)));
     }
     reg pv = zero;
@@ -168,7 +187,7 @@ void ql_lanes(QlChase* const* chases, int64_t count, int64_t max_n) {
   auto take_next_chase = [&](int l) {
     while (next < count) {
       QlChase& q = *chases[next++];
-      if (!q.done && !q.sweeping) ql_next_sweep(q);
+      if (!q.done && !q.sweeping) ql_next_sweep(q, &V::first_negligible);
       if (q.sweeping) {
         lane[l] = &q;
         return;
@@ -199,7 +218,7 @@ void ql_lanes(QlChase* const* chases, int64_t count, int64_t max_n) {
       q->i -= steps;
       if (q->i >= q->l) continue;
       ql_finish_sweep(*q);
-      ql_next_sweep(*q);
+      ql_next_sweep(*q, &V::first_negligible);
       if (!q->sweeping) take_next_chase(l);
     }
   }

@@ -60,6 +60,9 @@ struct PortableLanes {
   static void scatter(double* const* p, int64_t offset, const reg& a) {
     for (int l = 0; l < width; ++l) p[l][offset] = a.x[l];
   }
+  static int64_t first_negligible(const double* d, const double* e2, int64_t l, int64_t n) {
+    return detail::first_negligible(d, e2, l, n);
+  }
 };
 
 }  // namespace

@@ -7,6 +7,14 @@
 
 namespace ndt {
 namespace detail {
+int64_t first_negligible(const double* d, const double* e2, int64_t l, int64_t n) {
+  int64_t m = l;
+  for (; m + 1 < n; ++m) {
+    const double size = std::fabs(d[m]) + std::fabs(d[m + 1]);
+    if (e2[m] <= kQlEps2 * std::max(size * size, 1.0)) break;
+  }
+  return m;
+}
 
 void ql_begin(QlChase& q, double* d, double* e, int64_t n) {
   q.d = d;
@@ -27,20 +35,14 @@ void ql_begin(QlChase& q, double* d, double* e, int64_t n) {
   e[n - 1] = 0.0;
 }
 
-void ql_next_sweep(QlChase& q) {
-  constexpr double kEps = std::numeric_limits<double>::epsilon();
-  constexpr double kEps2 = kEps * kEps;
+void ql_next_sweep(QlChase& q, NegligibleScan scan) {
   double* d = q.d;
   double* e2 = q.e2;
   const int64_t n = q.n;
   while (q.l < n) {
     const int64_t l = q.l;
     // Deflate at the first negligible e[m], m ≥ l: |e| ≤ eps·(|d_m| + |d_m+1|), or ≤ eps·‖T‖.
-    int64_t m = l;
-    for (; m + 1 < n; ++m) {
-      const double size = std::fabs(d[m]) + std::fabs(d[m + 1]);
-      if (e2[m] <= kEps2 * std::max(size * size, 1.0)) break;
-    }
+    const int64_t m = scan(d, e2, l, n);
     if (m + 1 < n) e2[m] = 0.0;
     if (m == l) {  // 1 × 1 block: converged
       q.l += 1;

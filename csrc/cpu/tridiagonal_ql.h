@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 namespace ndt {
 namespace detail {
@@ -28,9 +29,18 @@ struct QlChase {
 /// the sub-diagonal in place (e[n-1] is ignored and set to 0).
 void ql_begin(QlChase& q, double* d, double* e, int64_t n);
 
+/// eps² of the deflation test.
+constexpr double kQlEps2 = std::numeric_limits<double>::epsilon() * std::numeric_limits<double>::epsilon();
+
+/// The first m ≥ l whose e²[m] is negligible — e[m]² ≤ eps²·max((|d[m]| + |d[m+1]|)², 1), the 1
+/// being ‖T‖ after ql_begin's scaling — or n − 1 if none.
+int64_t first_negligible(const double* d, const double* e2, int64_t l, int64_t n);
+using NegligibleScan = int64_t (*)(const double* d, const double* e2, int64_t l, int64_t n);
+
 /// Deflates what has converged and sets up the next sweep (q.sweeping), or marks the chase done
-/// (q.failed after 30·n sweeps).
-void ql_next_sweep(QlChase& q);
+/// (q.failed after 30·n sweeps). `scan`: first_negligible or a faster equivalent (it runs before
+/// every sweep and is as long as the sweep).
+void ql_next_sweep(QlChase& q, NegligibleScan scan = first_negligible);
 
 /// Closes a sweep whose rotations reached row l (q.i < q.l).
 inline void ql_finish_sweep(QlChase& q) {
