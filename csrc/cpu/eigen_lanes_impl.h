@@ -25,6 +25,10 @@ inline double* packed_at(double* a, int64_t i, int64_t j) {
 // lane, but every operation serves W matrices, and in a lane whose column is already reduced
 // (zero, or zero below its first entry) the reflector becomes the identity (τ = 0, v = e₁), so
 // its update is an exact no-op instead of a branch.
+//
+// A lane's arithmetic does not depend on the other lanes, nor on zero padding (padded rows add
+// exact zeros, and a row's sums run in the same order whether it is paired or alone), so each
+// matrix gets the same bits in any batch.
 template <class V>
 void reduce_lanes(double* a, int64_t n, double* d, double* e, double* work) {
   using reg = typename V::reg;
@@ -99,16 +103,17 @@ void reduce_lanes(double* a, int64_t n, double* d, double* e, double* work) {
       const reg dot1 = V::fmadd(b1i, v0, V::add(dot1a, dot1b));
       V::store(p + (i + 1) * W, V::fmadd(V::load(b1 + (i + 1) * W), v1, V::add(V::load(p + (i + 1) * W), dot1)));
     }
-    if (i < m) {  // the last row when m is odd
+    if (i < m) {  // the last row when m is odd, summed in the same order as in a pair
       const double* bi = packed_at<V>(a, k + 1 + i, k + 1);
       const reg vi = V::load(v + i * W);
-      reg dot = zero;
+      reg dot_even = zero, dot_odd = zero;
       for (int64_t j = 0; j < i; ++j) {
         const reg b = V::load(bi + j * W);
-        dot = V::fmadd(b, V::load(v + j * W), dot);
+        if (j % 2 == 0) dot_even = V::fmadd(b, V::load(v + j * W), dot_even);
+        else dot_odd = V::fmadd(b, V::load(v + j * W), dot_odd);
         V::store(p + j * W, V::fmadd(b, vi, V::load(p + j * W)));
       }
-      V::store(p + i * W, V::fmadd(V::load(bi + i * W), vi, V::add(V::load(p + i * W), dot)));
+      V::store(p + i * W, V::fmadd(V::load(bi + i * W), vi, V::add(V::load(p + i * W), V::add(dot_even, dot_odd))));
     }
     reg pv = zero;
     for (int64_t i = 0; i < m; ++i) {
