@@ -21,6 +21,60 @@ inline double* packed_at(double* a, int64_t i, int64_t j) {
   return a + (i * (i + 1) / 2 + j) * V::width;
 }
 
+// p = B v for the trailing block B = rows/columns k+1… (m of them) of the packed lower triangle,
+// two rows at a time: each row is a dot (two partial sums each, so the FMA latency does not
+// serialise it) and an axpy into p, and the two rows' axpys share one load and store of p.
+template <class V>
+inline void lower_times_vector(double* a, int64_t k, int64_t m, const double* v, double* p) {
+  using reg = typename V::reg;
+  constexpr int64_t W = V::width;
+  const reg zero = V::zero();
+  for (int64_t i = 0; i < m; ++i) V::store(p + i * W, zero);
+  int64_t i = 0;
+  for (; i + 2 <= m; i += 2) {
+    const double* b0 = packed_at<V>(a, k + 1 + i, k + 1);
+    const double* b1 = packed_at<V>(a, k + 2 + i, k + 1);
+    const reg v0 = V::load(v + i * W), v1 = V::load(v + (i + 1) * W);
+    reg dot0a = zero, dot0b = zero, dot1a = zero, dot1b = zero;
+    int64_t j = 0;
+    for (; j + 2 <= i; j += 2) {
+      const reg vj = V::load(v + j * W), vk = V::load(v + (j + 1) * W);
+      const reg b0j = V::load(b0 + j * W), b0k = V::load(b0 + (j + 1) * W);
+      const reg b1j = V::load(b1 + j * W), b1k = V::load(b1 + (j + 1) * W);
+      dot0a = V::fmadd(b0j, vj, dot0a);
+      dot0b = V::fmadd(b0k, vk, dot0b);
+      dot1a = V::fmadd(b1j, vj, dot1a);
+      dot1b = V::fmadd(b1k, vk, dot1b);
+      V::store(p + j * W, V::fmadd(b1j, v1, V::fmadd(b0j, v0, V::load(p + j * W))));
+      V::store(p + (j + 1) * W, V::fmadd(b1k, v1, V::fmadd(b0k, v0, V::load(p + (j + 1) * W))));
+    }
+    for (; j < i; ++j) {
+      const reg vj = V::load(v + j * W), b0j = V::load(b0 + j * W), b1j = V::load(b1 + j * W);
+      dot0a = V::fmadd(b0j, vj, dot0a);
+      dot1a = V::fmadd(b1j, vj, dot1a);
+      V::store(p + j * W, V::fmadd(b1j, v1, V::fmadd(b0j, v0, V::load(p + j * W))));
+    }
+    // Row i's diagonal, row i+1's entries in columns i and i+1.
+    const reg b1i = V::load(b1 + i * W);
+    const reg pi = V::fmadd(V::load(b0 + i * W), v0, V::add(V::load(p + i * W), V::add(dot0a, dot0b)));
+    V::store(p + i * W, V::fmadd(b1i, v1, pi));
+    const reg dot1 = V::fmadd(b1i, v0, V::add(dot1a, dot1b));
+    V::store(p + (i + 1) * W, V::fmadd(V::load(b1 + (i + 1) * W), v1, V::add(V::load(p + (i + 1) * W), dot1)));
+  }
+  if (i < m) {  // the last row when m is odd, summed in the same order as in a pair
+    const double* bi = packed_at<V>(a, k + 1 + i, k + 1);
+    const reg vi = V::load(v + i * W);
+    reg dot_even = zero, dot_odd = zero;
+    for (int64_t j = 0; j < i; ++j) {
+      const reg b = V::load(bi + j * W);
+      if (j % 2 == 0) dot_even = V::fmadd(b, V::load(v + j * W), dot_even);
+      else dot_odd = V::fmadd(b, V::load(v + j * W), dot_odd);
+      V::store(p + j * W, V::fmadd(b, vi, V::load(p + j * W)));
+    }
+    V::store(p + i * W, V::fmadd(V::load(bi + i * W), vi, V::add(V::load(p + i * W), V::add(dot_even, dot_odd))));
+  }
+}
+
 // See LaneKernels::reduce. The same steps as householder_tridiagonalize (eigen_cpu.cpp) for each
 // lane, but every operation serves W matrices, and in a lane whose column is already reduced
 // (zero, or zero below its first entry) the reflector becomes the identity (τ = 0, v = e₁), so
@@ -68,53 +122,7 @@ void reduce_lanes(double* a, int64_t n, double* d, double* e, double* work) {
     V::store(v, one);
     for (int64_t i = 1; i < m; ++i) V::store(v + i * W, V::mul(V::load(v + i * W), inv_v0));
 
-    // p = B v from the lower triangle, two rows at a time: each row is a dot (two partial sums
-    // each, so the FMA latency does not serialise it) and an axpy into p, and the two rows' axpys
-    // share one load and store of p.
-    for (int64_t i = 0; i < m; ++i) V::store(p + i * W, zero);
-    int64_t i = 0;
-    for (; i + 2 <= m; i += 2) {
-      const double* b0 = packed_at<V>(a, k + 1 + i, k + 1);
-      const double* b1 = packed_at<V>(a, k + 2 + i, k + 1);
-      const reg v0 = V::load(v + i * W), v1 = V::load(v + (i + 1) * W);
-      reg dot0a = zero, dot0b = zero, dot1a = zero, dot1b = zero;
-      int64_t j = 0;
-      for (; j + 2 <= i; j += 2) {
-        const reg vj = V::load(v + j * W), vk = V::load(v + (j + 1) * W);
-        const reg b0j = V::load(b0 + j * W), b0k = V::load(b0 + (j + 1) * W);
-        const reg b1j = V::load(b1 + j * W), b1k = V::load(b1 + (j + 1) * W);
-        dot0a = V::fmadd(b0j, vj, dot0a);
-        dot0b = V::fmadd(b0k, vk, dot0b);
-        dot1a = V::fmadd(b1j, vj, dot1a);
-        dot1b = V::fmadd(b1k, vk, dot1b);
-        V::store(p + j * W, V::fmadd(b1j, v1, V::fmadd(b0j, v0, V::load(p + j * W))));
-        V::store(p + (j + 1) * W, V::fmadd(b1k, v1, V::fmadd(b0k, v0, V::load(p + (j + 1) * W))));
-      }
-      for (; j < i; ++j) {
-        const reg vj = V::load(v + j * W), b0j = V::load(b0 + j * W), b1j = V::load(b1 + j * W);
-        dot0a = V::fmadd(b0j, vj, dot0a);
-        dot1a = V::fmadd(b1j, vj, dot1a);
-        V::store(p + j * W, V::fmadd(b1j, v1, V::fmadd(b0j, v0, V::load(p + j * W))));
-      }
-      // Row i's diagonal, row i+1's entries in columns i and i+1.
-      const reg b1i = V::load(b1 + i * W);
-      const reg pi = V::fmadd(V::load(b0 + i * W), v0, V::add(V::load(p + i * W), V::add(dot0a, dot0b)));
-      V::store(p + i * W, V::fmadd(b1i, v1, pi));
-      const reg dot1 = V::fmadd(b1i, v0, V::add(dot1a, dot1b));
-      V::store(p + (i + 1) * W, V::fmadd(V::load(b1 + (i + 1) * W), v1, V::add(V::load(p + (i + 1) * W), dot1)));
-    }
-    if (i < m) {  // the last row when m is odd, summed in the same order as in a pair
-      const double* bi = packed_at<V>(a, k + 1 + i, k + 1);
-      const reg vi = V::load(v + i * W);
-      reg dot_even = zero, dot_odd = zero;
-      for (int64_t j = 0; j < i; ++j) {
-        const reg b = V::load(bi + j * W);
-        if (j % 2 == 0) dot_even = V::fmadd(b, V::load(v + j * W), dot_even);
-        else dot_odd = V::fmadd(b, V::load(v + j * W), dot_odd);
-        V::store(p + j * W, V::fmadd(b, vi, V::load(p + j * W)));
-      }
-      V::store(p + i * W, V::fmadd(V::load(bi + i * W), vi, V::add(V::load(p + i * W), V::add(dot_even, dot_odd))));
-    }
+    lower_times_vector<V>(a, k, m, v, p);
     reg pv = zero;
     for (int64_t i = 0; i < m; ++i) {
       const reg pi = V::mul(V::load(p + i * W), tau);
