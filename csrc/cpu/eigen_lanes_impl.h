@@ -208,31 +208,42 @@ void ql_lanes(QlChase* const* chases, int64_t count, int64_t max_n) {
     }
     lane[l] = nullptr;
   };
-  for (int l = 0; l < L; ++l) take_next_chase(l);
-  for (;;) {
-    int64_t steps = std::numeric_limits<int64_t>::max();
-    for (int l = 0; l < L; ++l)
-      if (lane[l] != nullptr) steps = std::min(steps, lane[l]->i - lane[l]->l + 1);
-    if (steps == std::numeric_limits<int64_t>::max()) break;  // no lane busy
-    for (int l = 0; l < L; ++l) {
-      if (const QlChase* q = lane[l]) {
-        dp[l] = q->d + q->i, ep[l] = q->e2 + q->i;
-        c[l] = q->c, s[l] = q->s, g[l] = q->gamma, p[l] = q->p, sigma[l] = q->sigma;
-      } else {  // from the top of `idle`, walking down at most max_n − 1 rows
-        dp[l] = idle.data() + max_n, ep[l] = idle.data() + 2 * max_n + 2;
-        c[l] = s[l] = g[l] = p[l] = sigma[l] = 0.0;
-      }
+  // The lanes' state stays here between runs; only a lane whose sweep ended goes back to its chase.
+  constexpr int64_t kIdle = std::numeric_limits<int64_t>::max();
+  int64_t remaining[L];  // rotations left in the lane's sweep
+  auto load_lane = [&](int l) {
+    if (const QlChase* q = lane[l]) {
+      dp[l] = q->d + q->i, ep[l] = q->e2 + q->i;
+      c[l] = q->c, s[l] = q->s, g[l] = q->gamma, p[l] = q->p, sigma[l] = q->sigma;
+      remaining[l] = q->i - q->l + 1;
+    } else {  // from the top of `idle`, walking down at most max_n − 1 rows per run
+      dp[l] = idle.data() + max_n, ep[l] = idle.data() + 2 * max_n + 2;
+      c[l] = s[l] = g[l] = p[l] = sigma[l] = 0.0;
+      remaining[l] = kIdle;
     }
+  };
+  for (int l = 0; l < L; ++l) {
+    take_next_chase(l);
+    load_lane(l);
+  }
+  for (;;) {
+    const int64_t steps = *std::min_element(remaining, remaining + L);
+    if (steps == kIdle) break;  // no lane busy
     rotate_lanes<V, R>(dp, ep, c, s, g, p, sigma, steps);
     for (int l = 0; l < L; ++l) {
       QlChase* q = lane[l];
-      if (q == nullptr) continue;
+      if (q == nullptr) {
+        load_lane(l);  // back to the top of `idle`
+        continue;
+      }
+      dp[l] -= steps, ep[l] -= steps, remaining[l] -= steps;
+      if (remaining[l] > 0) continue;
       q->c = c[l], q->s = s[l], q->gamma = g[l], q->p = p[l];
-      q->i -= steps;
-      if (q->i >= q->l) continue;
+      q->i = q->l - 1;
       ql_finish_sweep(*q);
       ql_next_sweep(*q, &V::first_negligible);
       if (!q->sweeping) take_next_chase(l);
+      load_lane(l);
     }
   }
 }
