@@ -97,7 +97,7 @@ namespace detail {
 const LaneKernels* avx2_lane_kernels() {
 #ifdef NDT_AVX2_LANES
   static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  static const LaneKernels kernels{&avx2_lanes::reduce_lanes<Avx2Lanes>, &avx2_lanes::ql_lanes<Avx2Lanes, 2>};
+  static const LaneKernels kernels{&avx2_lanes::reduce_lanes<Avx2Lanes>, &avx2_lanes::ql_lanes_auto<Avx2Lanes>};
   return supported ? &kernels : nullptr;
 #else
   return nullptr;

@@ -171,11 +171,14 @@ inline void rotate_lanes(double* const* dp, double* const* ep, double* c_, doubl
       // (At a sweep's first rotation s = 0: this rewrites the deflated e²[m] = 0 with 0.)
       V::scatter(ep + r * W, 1 - t, V::mul(s[r], rr));
       const reg old_c = c[r], old_g = g[r];
+      // 1/c = r/p runs beside c = p/r instead of after it: γ²/c becomes γ²·(r/p), and the chain
+      // p → r → c → γ → p holds one division instead of two.
+      const reg inv_c = V::div(rr, p[r]);
       c[r] = V::div(p[r], rr);
       s[r] = V::div(bb, rr);
       g[r] = V::fmsub(c[r], V::sub(alpha, sigma[r]), V::mul(s[r], old_g));
       V::scatter(dp + r * W, 1 - t, V::add(old_g, V::sub(alpha, g[r])));
-      p[r] = V::select(V::ne(c[r], zero), V::div(V::mul(g[r], g[r]), c[r]), V::mul(old_c, bb));
+      p[r] = V::select(V::ne(c[r], zero), V::mul(V::mul(g[r], g[r]), inv_c), V::mul(old_c, bb));
     }
   }
   for (int r = 0; r < R; ++r) {
@@ -246,6 +249,14 @@ void ql_lanes(QlChase* const* chases, int64_t count, int64_t max_n) {
       load_lane(l);
     }
   }
+}
+
+// One register per quantity while the chases fit in it; two (twice the chains in flight) for more:
+// idle lanes cost divider time, and with few chases the divider, not the latency, would bound.
+template <class V>
+void ql_lanes_auto(QlChase* const* chases, int64_t count, int64_t max_n) {
+  if (count <= V::width) ql_lanes<V, 1>(chases, count, max_n);
+  else ql_lanes<V, 2>(chases, count, max_n);
 }
 
 }  // namespace NDT_LANES_NAMESPACE

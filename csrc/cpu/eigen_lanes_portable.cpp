@@ -77,7 +77,7 @@ namespace detail {
 
 const LaneKernels& portable_lane_kernels() {
   static const LaneKernels kernels{&portable_lanes::reduce_lanes<PortableLanes>,
-                                   &portable_lanes::ql_lanes<PortableLanes, 1>};
+                                   &portable_lanes::ql_lanes_auto<PortableLanes>};
   return kernels;
 }
 
