@@ -54,7 +54,7 @@ void reduce_group(const detail::LaneKernels& kernels, const double* const* a, co
   const int64_t dim = n[members[0]];
   std::vector<double> packed(static_cast<size_t>(dim * (dim + 1) / 2 * W), 0.0);  // zero padding
   std::vector<double> d(static_cast<size_t>(dim * W)), sub(static_cast<size_t>(dim * W)),
-      work(static_cast<size_t>(2 * dim * W));
+      work(static_cast<size_t>(4 * dim * W));
   for (int64_t lane = 0; lane < lanes; ++lane) {
     const int64_t k = members[lane], nk = n[k];
     for (int64_t i = 0; i < nk; ++i)

@@ -20,7 +20,7 @@ constexpr int64_t kLanes = 4;
 struct LaneKernels {
   /// Householder reduction of kLanes packed n × n matrices (destroyed) to tridiagonal form:
   /// d (diagonal) and e (sub-diagonal, e[n−1] = 0) interleaved like the matrix, n·kLanes each.
-  /// `work` holds 2·n·kLanes doubles. A lane whose matrix is smaller than n, zero-padded, gets
+  /// `work` holds 4·n·kLanes doubles. A lane whose matrix is smaller than n, zero-padded, gets
   /// exactly the tridiagonal of the unpadded matrix in its leading rows (the padding is never
   /// coupled to it: its Householder vectors are zero there).
   void (*reduce)(double* packed, int64_t n, double* d, double* e, double* work);

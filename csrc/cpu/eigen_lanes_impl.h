@@ -58,7 +58,7 @@ inline void lower_times_vector(double* a, int64_t k, int64_t m, const double* v,
     const reg b1i = V::load(b1 + i * W);
     const reg pi = V::fmadd(V::load(b0 + i * W), v0, V::add(V::load(p + i * W), V::add(dot0a, dot0b)));
     V::store(p + i * W, V::fmadd(b1i, v1, pi));
-    const reg dot1 = V::fmadd(b1i, v0, V::add(dot1a, dot1b));
+    const reg dot1 = V::add(V::fmadd(b1i, v0, dot1a), dot1b);  // column i is even: dot1a's
     V::store(p + (i + 1) * W, V::fmadd(V::load(b1 + (i + 1) * W), v1, V::add(V::load(p + (i + 1) * W), dot1)));
   }
   if (i < m) {  // the last row when m is odd, summed in the same order as in a pair
@@ -75,10 +75,126 @@ inline void lower_times_vector(double* a, int64_t k, int64_t m, const double* v,
   }
 }
 
+// The Householder reflector H = I − τ v vᵀ that zeroes column k below its first sub-diagonal entry
+// (m entries): v (v[0] = 1) and τ per lane; d[k] and e[k]. In a lane whose column is already
+// reduced (zero, or zero below its first entry) it is the identity (τ = 0, v = e₁), so that the
+// lane's update is an exact no-op instead of a branch. Returns whether any lane reflects.
+template <class V>
+inline bool make_reflector(double* a, int64_t k, int64_t m, double* v, double* d, double* e, typename V::reg* tau) {
+  using reg = typename V::reg;
+  constexpr int64_t W = V::width;
+  const reg zero = V::zero(), one = V::set1(1.0);
+  V::store(d + k * W, V::load(packed_at<V>(a, k, k)));
+  // Scaled to max |x| = 1 (the squares can then neither overflow nor underflow harmfully);
+  // division rather than a reciprocal, which overflows for subnormal columns.
+  reg scale = zero;
+  for (int64_t i = 0; i < m; ++i) scale = V::max(scale, V::abs(V::load(packed_at<V>(a, k + 1 + i, k))));
+  const auto nonzero = V::gt(scale, zero);
+  const reg safe_scale = V::select(nonzero, scale, one);
+  reg tail_sq = zero;
+  for (int64_t i = 0; i < m; ++i) {
+    const reg u = V::div(V::load(packed_at<V>(a, k + 1 + i, k)), safe_scale);
+    V::store(v + i * W, u);
+    if (i > 0) tail_sq = V::fmadd(u, u, tail_sq);
+  }
+  const auto reflect = V::both(nonzero, V::gt(tail_sq, zero));
+  const reg x0 = V::load(packed_at<V>(a, k + 1, k));
+  *tau = zero;
+  if (!V::any(reflect)) {  // every lane already tridiagonal in this column (zero padding, say)
+    V::store(e + k * W, x0);
+    return false;
+  }
+  const reg alpha = V::load(v);
+  const reg norm = V::sqrt(V::fmadd(alpha, alpha, tail_sq));
+  const reg beta = V::select(V::ge(alpha, zero), V::sub(zero, norm), norm);  // sign avoids cancellation
+  // Lanes that do not reflect compute garbage (0/0) here; the selects drop it.
+  *tau = V::select(reflect, V::div(V::sub(beta, alpha), beta), zero);
+  const reg inv_v0 = V::select(reflect, V::div(one, V::sub(alpha, beta)), zero);
+  V::store(e + k * W, V::select(reflect, V::mul(beta, safe_scale), x0));
+  V::store(v, one);
+  for (int64_t i = 1; i < m; ++i) V::store(v + i * W, V::mul(V::load(v + i * W), inv_v0));
+  return true;
+}
+
+// p (= B v on entry) becomes w = τ p − (τ/2)(τ pᵀv) v.
+template <class V>
+inline void householder_w(double* p, const double* v, typename V::reg tau, int64_t m) {
+  using reg = typename V::reg;
+  constexpr int64_t W = V::width;
+  reg pv = V::zero();
+  for (int64_t i = 0; i < m; ++i) {
+    const reg pi = V::mul(V::load(p + i * W), tau);
+    V::store(p + i * W, pi);
+    pv = V::fmadd(pi, V::load(v + i * W), pv);
+  }
+  const reg half = V::mul(V::mul(V::set1(0.5), tau), pv);
+  for (int64_t i = 0; i < m; ++i) V::store(p + i * W, V::fnmadd(half, V::load(v + i * W), V::load(p + i * W)));
+}
+
+// One entry of B −= v wᵀ + w vᵀ.
+template <class V>
+inline typename V::reg updated(const double* b, typename V::reg vi, typename V::reg wi, const double* v,
+                               const double* w, int64_t j) {
+  constexpr int64_t W = V::width;
+  return V::fnmadd(wi, V::load(v + j * W), V::fnmadd(vi, V::load(w + j * W), V::load(b)));
+}
+
+// B −= v wᵀ + w vᵀ on the block's rows first..m−1 (lower triangle).
+template <class V>
+inline void rank2_update(double* a, int64_t k, int64_t m, const double* v, const double* w, int64_t first) {
+  constexpr int64_t W = V::width;
+  for (int64_t i = first; i < m; ++i) {
+    double* bi = packed_at<V>(a, k + 1 + i, k + 1);
+    const auto vi = V::load(v + i * W), wi = V::load(w + i * W);
+    for (int64_t j = 0; j <= i; ++j) V::store(bi + j * W, updated<V>(bi + j * W, vi, wi, v, w, j));
+  }
+}
+
+// The next step's product fused into this step's update: B −= v wᵀ + w vᵀ on the block's rows
+// and columns 1… (column 0, the next reflector's, was updated first), and p' = B' v' on the
+// updated values, B' being that part. One pass over the block instead of two: from n ≈ 45 on,
+// the packed group no longer fits L1, and each pass streams it from L2. The sums run in the same
+// order as lower_times_vector's.
+template <class V>
+inline void rank2_update_and_product(double* a, int64_t k, int64_t m, const double* v, const double* w,
+                                     const double* v_next, double* p_next) {
+  using reg = typename V::reg;
+  constexpr int64_t W = V::width;
+  const reg zero = V::zero();
+  for (int64_t i = 0; i + 1 < m; ++i) V::store(p_next + i * W, zero);
+  for (int64_t i = 1; i < m; ++i) {
+    double* bi = packed_at<V>(a, k + 1 + i, k + 2);  // row i of the block from column 1
+    const double* vs = v + W;                          // v and w from index 1, like B'
+    const double* ws = w + W;
+    const reg vi = V::load(v + i * W), wi = V::load(w + i * W), vni = V::load(v_next + (i - 1) * W);
+    reg dot_even = zero, dot_odd = zero;
+    int64_t j = 0;  // column of B'
+    for (; j + 2 <= i - 1; j += 2) {
+      const reg b0 = updated<V>(bi + j * W, vi, wi, vs, ws, j);
+      const reg b1 = updated<V>(bi + (j + 1) * W, vi, wi, vs, ws, j + 1);
+      V::store(bi + j * W, b0);
+      V::store(bi + (j + 1) * W, b1);
+      dot_even = V::fmadd(b0, V::load(v_next + j * W), dot_even);
+      dot_odd = V::fmadd(b1, V::load(v_next + (j + 1) * W), dot_odd);
+      V::store(p_next + j * W, V::fmadd(b0, vni, V::load(p_next + j * W)));
+      V::store(p_next + (j + 1) * W, V::fmadd(b1, vni, V::load(p_next + (j + 1) * W)));
+    }
+    if (j < i - 1) {  // (j is even here)
+      const reg b0 = updated<V>(bi + j * W, vi, wi, vs, ws, j);
+      V::store(bi + j * W, b0);
+      dot_even = V::fmadd(b0, V::load(v_next + j * W), dot_even);
+      V::store(p_next + j * W, V::fmadd(b0, vni, V::load(p_next + j * W)));
+      ++j;
+    }
+    const reg diag = updated<V>(bi + j * W, vi, wi, vs, ws, j);
+    V::store(bi + j * W, diag);
+    V::store(p_next + j * W,
+             V::fmadd(diag, vni, V::add(V::load(p_next + j * W), V::add(dot_even, dot_odd))));
+  }
+}
+
 // See LaneKernels::reduce. The same steps as householder_tridiagonalize (eigen_cpu.cpp) for each
-// lane, but every operation serves W matrices, and in a lane whose column is already reduced
-// (zero, or zero below its first entry) the reflector becomes the identity (τ = 0, v = e₁), so
-// its update is an exact no-op instead of a branch.
+// lane, but every operation serves W matrices.
 //
 // A lane's arithmetic does not depend on the other lanes, nor on zero padding (padded rows add
 // exact zeros, and a row's sums run in the same order whether it is paired or alone), so each
@@ -87,66 +203,45 @@ template <class V>
 void reduce_lanes(double* a, int64_t n, double* d, double* e, double* work) {
   using reg = typename V::reg;
   constexpr int64_t W = V::width;
-  double* v = work;          // Householder vector, m lanes-vectors
-  double* p = work + n * W;  // p = τ B v, then w = p − (τ/2)(pᵀv) v
-  const reg zero = V::zero(), one = V::set1(1.0);
+  double* v = work;                   // this step's Householder vector
+  double* p = work + n * W;           // B v, then w
+  double* v_next = work + 2 * n * W;  // the next step's, and its B' v'
+  double* p_next = work + 3 * n * W;
+  reg tau = V::zero();
+  bool reflects = n > 2 && make_reflector<V>(a, 0, n - 1, v, d, e, &tau);
+  bool have_product = false;  // p already holds B v (fused into the previous step)
   for (int64_t k = 0; k + 2 < n; ++k) {
     const int64_t m = n - k - 1;  // size of the trailing block B
-    V::store(d + k * W, V::load(packed_at<V>(a, k, k)));
-    // Column k below the diagonal, scaled to max |x| = 1 (its squares can then neither overflow
-    // nor underflow harmfully); division rather than a reciprocal, which overflows for
-    // subnormal columns.
-    reg scale = zero;
-    for (int64_t i = 0; i < m; ++i) scale = V::max(scale, V::abs(V::load(packed_at<V>(a, k + 1 + i, k))));
-    const auto nonzero = V::gt(scale, zero);
-    const reg safe_scale = V::select(nonzero, scale, one);
-    reg tail_sq = zero;
-    for (int64_t i = 0; i < m; ++i) {
-      const reg u = V::div(V::load(packed_at<V>(a, k + 1 + i, k)), safe_scale);
-      V::store(v + i * W, u);
-      if (i > 0) tail_sq = V::fmadd(u, u, tail_sq);
+    if (reflects) {
+      if (!have_product) lower_times_vector<V>(a, k, m, v, p);
+      householder_w<V>(p, v, tau, m);
     }
-    const auto reflect = V::both(nonzero, V::gt(tail_sq, zero));
-    const reg x0 = V::load(packed_at<V>(a, k + 1, k));
-    if (!V::any(reflect)) {  // every lane already tridiagonal in this column (zero padding, say)
-      V::store(e + k * W, x0);
-      continue;
+    if (k + 3 >= n) {  // the last reflector
+      if (reflects) rank2_update<V>(a, k, m, v, p, 0);
+      break;
     }
-    const reg alpha = V::load(v);
-    const reg norm = V::sqrt(V::fmadd(alpha, alpha, tail_sq));
-    const reg beta = V::select(V::ge(alpha, zero), V::sub(zero, norm), norm);  // sign avoids cancellation
-    // Lanes that do not reflect compute garbage (0/0) here; the selects drop it.
-    const reg tau = V::select(reflect, V::div(V::sub(beta, alpha), beta), zero);
-    const reg inv_v0 = V::select(reflect, V::div(one, V::sub(alpha, beta)), zero);
-    V::store(e + k * W, V::select(reflect, V::mul(beta, safe_scale), x0));
-    V::store(v, one);
-    for (int64_t i = 1; i < m; ++i) V::store(v + i * W, V::mul(V::load(v + i * W), inv_v0));
-
-    lower_times_vector<V>(a, k, m, v, p);
-    reg pv = zero;
-    for (int64_t i = 0; i < m; ++i) {
-      const reg pi = V::mul(V::load(p + i * W), tau);
-      V::store(p + i * W, pi);
-      pv = V::fmadd(pi, V::load(v + i * W), pv);
-    }
-    const reg half = V::mul(V::mul(V::set1(0.5), tau), pv);
-    for (int64_t i = 0; i < m; ++i) V::store(p + i * W, V::fnmadd(half, V::load(v + i * W), V::load(p + i * W)));
-    // B −= v wᵀ + w vᵀ (lower triangle).
-    for (int64_t i = 0; i < m; ++i) {
-      double* bi = packed_at<V>(a, k + 1 + i, k + 1);
-      const reg vi = V::load(v + i * W), wi = V::load(p + i * W);
-      for (int64_t j = 0; j <= i; ++j) {
-        const reg b = V::fnmadd(vi, V::load(p + j * W), V::load(bi + j * W));
-        V::store(bi + j * W, V::fnmadd(wi, V::load(v + j * W), b));
+    // Column 0 of the block first: it is the next reflector's column.
+    if (reflects)
+      for (int64_t i = 0; i < m; ++i) {
+        double* bi0 = packed_at<V>(a, k + 1 + i, k + 1);
+        V::store(bi0, updated<V>(bi0, V::load(v + i * W), V::load(p + i * W), v, p, 0));
       }
-    }
+    reg tau_next = V::zero();
+    const bool next_reflects = make_reflector<V>(a, k + 1, m - 1, v_next, d, e, &tau_next);
+    have_product = reflects && next_reflects;
+    if (have_product) rank2_update_and_product<V>(a, k, m, v, p, v_next, p_next);
+    else if (reflects) rank2_update<V>(a, k, m, v, p, 1);
+    std::swap(v, v_next);
+    std::swap(p, p_next);
+    tau = tau_next;
+    reflects = next_reflects;
   }
   if (n >= 2) {
     V::store(d + (n - 2) * W, V::load(packed_at<V>(a, n - 2, n - 2)));
     V::store(e + (n - 2) * W, V::load(packed_at<V>(a, n - 1, n - 2)));
   }
   V::store(d + (n - 1) * W, V::load(packed_at<V>(a, n - 1, n - 1)));
-  V::store(e + (n - 1) * W, zero);
+  V::store(e + (n - 1) * W, V::zero());
 }
 
 // `steps` rotations of the square-root-free QL sweep (as ql_rotate_lockstep in eigen_cpu.cpp) in
