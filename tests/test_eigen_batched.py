@@ -263,17 +263,27 @@ def test_bad_solver_and_kernel_names():
 
 
 def test_solver_choice_and_lapack_above_the_limit(rng):
+    # "auto": lanes up to BATCHED_SOLVER_MAX_DIM when two or more such matrices share the call,
+    # LAPACK above (a lone matrix above OWN_SOLVER_MAX_DIM also goes to LAPACK).
     limit = core.BATCHED_SOLVER_MAX_DIM
-    mats = [random_symmetric(rng, n) for n in (limit, limit + 1)]
+    mats = [random_symmetric(rng, n) for n in (limit, limit, limit + 1)]
     auto = ndt_fast.symmetric_eigenvalues(mats)
     own = ndt_fast.symmetric_eigenvalues(mats, solver="own")
     lapack = ndt_fast.symmetric_eigenvalues(mats, solver="lapack")
-    np.testing.assert_array_equal(auto[0], own[0])  # alone or padded to 161 in a group: same bits
-    for a, o, la in zip(mats, own, lapack):
+    np.testing.assert_array_equal(auto[0], own[0])  # the lanes' bits do not depend on the batch
+    np.testing.assert_array_equal(auto[1], own[1])
+    for o, la in zip(own, lapack):
         assert np.max(np.abs(o - la)) <= 1e-10 * np.max(np.abs(la))
-    # (auto[1] is LAPACK's when SciPy registered it; dsyevd's last bits depend on the alignment of
+    # (auto[2] is LAPACK's when SciPy registered it; dsyevd's last bits depend on the alignment of
     # its copy, so that is not checked bit for bit.)
-    assert np.max(np.abs(auto[1] - lapack[1])) <= 1e-10 * np.max(np.abs(lapack[1]))
+    assert np.max(np.abs(auto[2] - lapack[2])) <= 1e-10 * np.max(np.abs(lapack[2]))
+    lone = random_symmetric(rng, core.OWN_SOLVER_MAX_DIM + 1)
+    got = ndt_fast.symmetric_eigenvalues(lone)
+    assert np.max(np.abs(got - lapack_like(lone))) <= 1e-10 * np.max(np.abs(got))
+
+
+def lapack_like(a: np.ndarray) -> np.ndarray:
+    return np.sort(np.linalg.eigvalsh(a))[::-1]
 
 
 def test_environment_selects_the_portable_kernel():

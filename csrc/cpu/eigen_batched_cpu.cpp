@@ -22,8 +22,11 @@
 namespace ndt {
 namespace {
 
-// Up to here the batched kernels beat LAPACK dsyevd on this VM (benchmarks/NOTES.md).
-constexpr int64_t kBatchedMaxDim = 160;
+// Sizes at which `automatic` takes the lane kernels rather than LAPACK dsyevd (measured on the
+// 2-core EPYC VM, benchmarks/NOTES.md): up to own_solver_max_dim() always; up to kBatchedMaxDim
+// when at least two such matrices share the call (four 192 × 192 take 2.7 ms in lanes, 10 ms in
+// dsyevd; one alone 2.8 ms against 1.4 ms, as it fills one lane of four).
+constexpr int64_t kBatchedMaxDim = 192;
 constexpr int kUnset = -1;
 
 std::atomic<int> g_lane_kernel{kUnset};
@@ -106,16 +109,22 @@ void symmetric_eigenvalues_batched(const double* const* a, const int64_t* n, dou
   NDT_CHECK_ARG(count >= 0, "symmetric_eigenvalues: negative count " << count);
   for (int64_t k = 0; k < count; ++k) NDT_CHECK_ARG(n[k] >= 1, "symmetric_eigenvalues: n must be >= 1, got " << n[k]);
   const bool have_lapack = linalg().dsyevd != nullptr;
-  std::vector<int64_t> own;  // matrices for the lane kernels
+  const int64_t alone_max_dim = own_solver_max_dim();
+  int64_t mid_sized = 0;  // matrices that take the lane kernels only in company
   for (int64_t k = 0; k < count; ++k) {
     ok[k] = all_finite(a[k], n[k] * n[k]);
+    if (ok[k] && n[k] > alone_max_dim && n[k] <= kBatchedMaxDim) ++mid_sized;
+  }
+  const int64_t own_max_dim = mid_sized >= 2 ? kBatchedMaxDim : alone_max_dim;
+  std::vector<int64_t> own;  // matrices for the lane kernels
+  for (int64_t k = 0; k < count; ++k) {
     if (!ok[k]) continue;
     if (n[k] == 1) {
       w[k][0] = a[k][0];
       continue;
     }
     const bool lapack = solver == EigenSolver::lapack ||
-                        (solver == EigenSolver::automatic && n[k] > kBatchedMaxDim && have_lapack);
+                        (solver == EigenSolver::automatic && n[k] > own_max_dim && have_lapack);
     if (lapack) {  // dsyevd destroys its input
       std::vector<double> copy(a[k], a[k] + n[k] * n[k]);
       ok[k] = symmetric_eigenvalues(copy.data(), n[k], w[k], EigenSolver::lapack);

@@ -45,8 +45,9 @@ void set_lane_kernel(LaneKernel kernel);
 /// The kernel the batched solver runs now: portable or avx2, never automatic.
 LaneKernel lane_kernel();
 
-/// Largest dimension for which the batched solver's `automatic` picks its own kernels (LAPACK
-/// dsyevd above, if registered).
+/// Largest dimension for which the batched solver's `automatic` picks its own kernels when at
+/// least two matrices larger than own_solver_max_dim() share the call (otherwise the limit is
+/// own_solver_max_dim()); LAPACK dsyevd above, if registered.
 int64_t batched_solver_max_dim();
 
 /// Eigenvalues of `count` symmetric matrices a[k] (n[k] × n[k], row-major, float64; only the
