@@ -7,7 +7,7 @@
 //   first_negligible (as detail::first_negligible).
 //
 // Included by exactly those two files, each inside its own NDT_LANES_NAMESPACE (and the AVX2 one
-// inside a target pragma), after <algorithm>, <cstdint>, <limits>, <vector> and eigen_lanes.h:
+// inside a target pragma), after <algorithm>, <cstdint>, <limits>, <utility>, <vector> and eigen_lanes.h:
 // nothing here has a symbol the two compilations could share.
 #pragma once
 

@@ -52,8 +52,8 @@ int64_t batched_solver_max_dim();
 
 /// Eigenvalues of `count` symmetric matrices a[k] (n[k] × n[k], row-major, float64; only the
 /// lower triangle is read, nothing is modified), written to w[k] (length n[k]) in descending
-/// order; ok[k] as symmetric_eigenvalues' return value (false: w[k] all NaN; one bad matrix
-/// affects no other). The own solver's matrices are sorted by size, packed kLanes at a time into
+/// order; ok[k] as symmetric_eigenvalues' return value (false — a NaN/Inf anywhere in a[k], upper
+/// triangle included, or no convergence: w[k] all NaN; one bad matrix affects no other). The own solver's matrices are sorted by size, packed four at a time into
 /// the compact layout (element (i, j) of the group's matrices adjacent; smaller ones zero-padded)
 /// and tridiagonalised together, then their QL iterations run one per SIMD lane
 /// (csrc/cpu/eigen_lanes_impl.h). Same accuracy as the single-matrix solver (~n·eps·max|λ|).
