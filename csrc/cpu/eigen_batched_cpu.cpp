@@ -135,11 +135,14 @@ void symmetric_eigenvalues_batched(const double* const* a, const int64_t* n, dou
   // Largest first, so each group pads its smaller members up to a close size.
   std::stable_sort(own.begin(), own.end(), [&](int64_t x, int64_t y) { return n[x] > n[y]; });
   const detail::LaneKernels& kernels = kernels_in_use();
-  std::vector<std::vector<double>> off_diagonals(own.size());
+  int64_t own_total = 0;
+  for (const int64_t k : own) own_total += n[k];
+  std::vector<double> off_diagonals(static_cast<size_t>(own_total));  // one buffer for all
   std::vector<double*> e(static_cast<size_t>(count), nullptr);
-  for (size_t j = 0; j < own.size(); ++j) {
-    off_diagonals[j].resize(static_cast<size_t>(n[own[j]]));
-    e[static_cast<size_t>(own[j])] = off_diagonals[j].data();
+  double* next_e = off_diagonals.data();
+  for (const int64_t k : own) {
+    e[static_cast<size_t>(k)] = next_e;
+    next_e += n[k];
   }
   for (size_t first = 0; first < own.size(); first += detail::kLanes) {
     const auto lanes = static_cast<int64_t>(std::min(own.size() - first, static_cast<size_t>(detail::kLanes)));

@@ -69,7 +69,7 @@ struct Avx2Lanes {
   static int64_t first_negligible(const double* d, const double* e2, int64_t l, int64_t n) {
     const __m256d eps2 = _mm256_set1_pd(kQlEps2), one = _mm256_set1_pd(1.0);
     int64_t m = l;
-    for (; m + 4 < n; m += 4) {
+    for (; m + 4 < n; m += 4) {  // (short blocks go straight to the exact test)
       const __m256d size = _mm256_add_pd(abs(_mm256_loadu_pd(d + m)), abs(_mm256_loadu_pd(d + m + 1)));
       const __m256d bound = _mm256_mul_pd(eps2, _mm256_max_pd(_mm256_mul_pd(size, size), one));
       if (_mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(e2 + m), bound, _CMP_LE_OQ)) != 0) break;
