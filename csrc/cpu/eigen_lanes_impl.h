@@ -252,7 +252,7 @@ inline void rotate_lanes(double* const* dp, double* const* ep, double* c_, doubl
                          const double* sigma_, int64_t steps) {
   using reg = typename V::reg;
   constexpr int W = V::width;
-  const reg zero = V::zero();
+  const reg zero = V::zero(), one = V::set1(1.0);
   reg c[R], s[R], g[R], p[R], sigma[R];
   for (int r = 0; r < R; ++r) {
     c[r] = V::load(c_ + r * W), s[r] = V::load(s_ + r * W), g[r] = V::load(g_ + r * W);
@@ -266,12 +266,16 @@ inline void rotate_lanes(double* const* dp, double* const* ep, double* c_, doubl
       // (At a sweep's first rotation s = 0: this rewrites the deflated e²[m] = 0 with 0.)
       V::scatter(ep + r * W, 1 - t, V::mul(s[r], rr));
       const reg old_c = c[r], old_g = g[r];
-      // 1/c = r/p runs beside c = p/r instead of after it: γ²/c becomes γ²·(r/p), and the chain
-      // p → r → c → γ → p holds one division instead of two.
+      // The rotation chain p → r → γ → p is what bounds the QL phase when few matrices share the
+      // lanes, so it is kept short: γ = c(α − σ) − sγ_old = (p(α − σ) − bb·γ_old)·(1/r), whose
+      // numerator does not wait for the division, and γ²/c = γ²·(r/p) with r/p computed beside
+      // 1/r: one division on the chain instead of two (benchmarks/NOTES.md, "Batched eigensolver").
+      const reg inv_r = V::div(one, rr);
       const reg inv_c = V::div(rr, p[r]);
-      c[r] = V::div(p[r], rr);
-      s[r] = V::div(bb, rr);
-      g[r] = V::fmsub(c[r], V::sub(alpha, sigma[r]), V::mul(s[r], old_g));
+      const reg numerator = V::fmsub(p[r], V::sub(alpha, sigma[r]), V::mul(bb, old_g));
+      c[r] = V::mul(p[r], inv_r);
+      s[r] = V::mul(bb, inv_r);
+      g[r] = V::mul(numerator, inv_r);
       V::scatter(dp + r * W, 1 - t, V::add(old_g, V::sub(alpha, g[r])));
       p[r] = V::select(V::ne(c[r], zero), V::mul(V::mul(g[r], g[r]), inv_c), V::mul(old_c, bb));
     }
