@@ -18,6 +18,7 @@ from ndt_fast.metrics import (
     participation_ratio,
     participation_ratio_eig,
     stable_rank,
+    symmetric_eigenvalues,
 )
 
 __version__ = "0.1.0"
@@ -75,5 +76,6 @@ __all__ = [
     "plot_metrics_comparison",
     "plot_phases",
     "stable_rank",
+    "symmetric_eigenvalues",
     "validity",
 ]

@@ -15,6 +15,7 @@
 #include "ndt/eigen.h"
 #include "ndt/linalg_registry.h"
 #include "simd.h"
+#include "tridiagonal_ql.h"
 
 namespace ndt {
 namespace {
@@ -102,95 +103,12 @@ NDT_MULTIVERSION void householder_tridiagonalize(double* a, int64_t n, double* d
 // works on e² and needs no sqrt in the rotation loop. That loop is a chain of dependent divisions
 // (~20 ns per rotation here, ~2 sweeps per eigenvalue; see benchmarks/NOTES.md), so it, not the
 // O(n³) reduction, dominates up to n ≈ 128 — and two independent matrices rotated in lockstep
-// fill each other's latency. Hence the iteration is written as a resumable "chase" per matrix.
+// fill each other's latency. Hence the iteration is written as a resumable "chase" per matrix
+// (tridiagonal_ql.h).
+using detail::QlChase;
+using detail::ql_begin;
+using detail::ql_next_sweep;
 
-// The QL iteration on one tridiagonal matrix, resumable between sweeps.
-struct QlChase {
-  double* d = nullptr;   // diagonal (scaled); the eigenvalues on return
-  double* e2 = nullptr;  // squared sub-diagonal (scaled), destroyed
-  int64_t n = 0;
-  double scale = 0.0;
-  int64_t l = 0;  // d[0..l) have converged
-  int64_t m = 0;  // the current sweep chases the bulge from m − 1 up to l
-  int64_t i = 0;  // next rotation index of the current sweep
-  double c = 1.0, s = 0.0, gamma = 0.0, p = 0.0, sigma = 0.0;
-  int64_t sweeps_left = 0;
-  bool sweeping = false, done = false, failed = false;
-};
-
-// Scales to max |entry| = 1 (squares can then neither overflow nor harmfully underflow, and the
-// absolute deflation floor is eps·‖T‖) and squares the sub-diagonal in place.
-void ql_begin(QlChase& q, double* d, double* e, int64_t n) {
-  q.d = d;
-  q.e2 = e;
-  q.n = n;
-  q.sweeps_left = 30 * n;
-  for (int64_t i = 0; i < n; ++i) q.scale = std::max({q.scale, std::fabs(d[i]), std::fabs(e[i])});
-  if (q.scale == 0.0) {
-    q.done = true;
-    return;
-  }
-  const double inv_scale = 1.0 / q.scale;
-  for (int64_t i = 0; i < n; ++i) {
-    d[i] *= inv_scale;
-    const double ei = e[i] * inv_scale;
-    e[i] = ei * ei;
-  }
-  e[n - 1] = 0.0;
-}
-
-// Deflates what has converged and sets up the next sweep, or marks the chase done (or failed
-// after 30·n sweeps).
-void ql_next_sweep(QlChase& q) {
-  constexpr double kEps = std::numeric_limits<double>::epsilon();
-  constexpr double kEps2 = kEps * kEps;
-  double* d = q.d;
-  double* e2 = q.e2;
-  const int64_t n = q.n;
-  while (q.l < n) {
-    const int64_t l = q.l;
-    // Deflate at the first negligible e[m], m ≥ l: |e| ≤ eps·(|d_m| + |d_m+1|), or ≤ eps·‖T‖.
-    int64_t m = l;
-    for (; m + 1 < n; ++m) {
-      const double size = std::fabs(d[m]) + std::fabs(d[m + 1]);
-      if (e2[m] <= kEps2 * std::max(size * size, 1.0)) break;
-    }
-    if (m + 1 < n) e2[m] = 0.0;
-    if (m == l) {  // 1 × 1 block: converged
-      q.l += 1;
-      continue;
-    }
-    if (m == l + 1) {  // 2 × 2 block: closed form, the smaller root from the product to avoid cancellation
-      const double a = d[l], c = d[l + 1], b2 = e2[l];
-      const double mean = 0.5 * (a + c);
-      const double radius = std::sqrt(0.25 * (a - c) * (a - c) + b2);
-      const double big = mean + std::copysign(radius, mean);
-      d[l] = big;
-      d[l + 1] = big != 0.0 ? (a * c - b2) / big : 0.0;
-      e2[l] = 0.0;
-      q.l += 2;
-      continue;
-    }
-    if (q.sweeps_left-- == 0) {
-      q.failed = q.done = true;
-      return;
-    }
-    // Shift: the eigenvalue of the leading 2 × 2 block closer to d[l].
-    const double rte = std::sqrt(e2[l]);
-    const double g = (d[l + 1] - d[l]) / (2.0 * rte);
-    const double r = std::sqrt(g * g + 1.0);
-    q.sigma = d[l] - rte / (g + std::copysign(r, g));
-    q.c = 1.0;
-    q.s = 0.0;
-    q.gamma = d[m] - q.sigma;
-    q.p = q.gamma * q.gamma;
-    q.m = m;
-    q.i = m - 1;
-    q.sweeping = true;
-    return;
-  }
-  q.done = true;
-}
 
 // Rotates K sweeping chases in lockstep until (at least) one of them ends its sweep. The state
 // lives in locals, i.e. registers, and the K rotation chains are independent, so the CPU overlaps
@@ -226,11 +144,7 @@ void ql_rotate_lockstep(QlChase* const* qs) {
   for (int k = 0; k < K; ++k) {
     QlChase& q = *qs[k];
     q.i = i[k], q.c = c[k], q.s = s[k], q.gamma = gamma[k], q.p = p[k];
-    if (i[k] < l[k]) {  // sweep complete
-      e2[k][l[k]] = s[k] * p[k];
-      d[k][l[k]] = sigma[k] + gamma[k];
-      q.sweeping = false;
-    }
+    if (i[k] < l[k]) detail::ql_finish_sweep(q);
   }
 }
 

@@ -219,13 +219,14 @@ void metrics_of_accumulators(const std::vector<const GramAccumulator*>& accs, co
     parallel_for(count, flops, [&](int64_t i) { out[i] = metrics_of_accumulator(*accs[static_cast<size_t>(i)], options); });
     return;
   }
-  // One thread: every Gram's prelude first, then one batched eigensolve, whose own-solver part
-  // iterates the matrices' QL phases together (see symmetric_eigenvalues_many).
+  // One thread: every Gram's prelude first, then one batched eigensolve: the small Grams side by
+  // side in SIMD lanes (see symmetric_eigenvalues_batched).
   constexpr double kCentredRoundOff = 1e-24;  // (1e-12 relative in the values)²: see metrics.h
   std::vector<std::vector<double>> grams(accs.size()), spectra;
   std::vector<double> traces(accs.size()), participation_ratios(accs.size());
   std::vector<size_t> pending;  // inputs that need their spectrum
-  std::vector<double*> a, w;
+  std::vector<const double*> a;
+  std::vector<double*> w;
   std::vector<int64_t> dims;
   for (size_t k = 0; k < accs.size(); ++k) {
     const GramAccumulator& acc = *accs[k];
@@ -245,8 +246,8 @@ void metrics_of_accumulators(const std::vector<const GramAccumulator*>& accs, co
     dims.push_back(n);
   }
   const std::unique_ptr<bool[]> ok(new bool[pending.size() + 1]);
-  symmetric_eigenvalues_many(a.data(), dims.data(), w.data(), static_cast<int64_t>(pending.size()), ok.get(),
-                             options.solver);
+  symmetric_eigenvalues_batched(a.data(), dims.data(), w.data(), static_cast<int64_t>(pending.size()), ok.get(),
+                                options.solver);
   for (size_t j = 0; j < pending.size(); ++j) {
     const size_t k = pending[j];
     out[k] = ok[j] ? metrics_from_spectrum(w[j], dims[j], traces[k], participation_ratios[k], options)

@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <numeric>
 #include <optional>
 
 #include <string>
@@ -307,6 +308,71 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("a"), py::arg("solver") = "auto",
       "Eigenvalues (descending) of a symmetric float64 matrix (both triangles used); NaN if non-finite.");
+
+  // ---- batched symmetric eigenvalues (issue 14) ----
+  m.attr("BATCHED_SOLVER_MAX_DIM") = ndt::batched_solver_max_dim();
+  m.def(
+      "symmetric_eigenvalues_batched",
+      [](const py::list& matrices, const std::string& solver) {
+        // Each item: a C-contiguous float64 square array (ndt_fast.metrics.symmetric_eigenvalues
+        // converts and checks); items of one size may also come as one (k, n, n) array.
+        const ndt::EigenSolver s = to_solver(solver);
+        std::vector<py::array_t<double, py::array::c_style>> keep;
+        std::vector<const double*> a;
+        std::vector<int64_t> n;
+        for (const py::handle item : matrices) {
+          auto arr = py::cast<py::array_t<double, py::array::c_style>>(item);
+          if (arr.ndim() == 2) {
+            if (arr.shape(0) != arr.shape(1) || arr.shape(0) < 1)
+              throw std::invalid_argument("symmetric_eigenvalues: expected non-empty square matrices");
+            a.push_back(arr.data());
+            n.push_back(arr.shape(0));
+          } else if (arr.ndim() == 3) {
+            if (arr.shape(1) != arr.shape(2) || arr.shape(1) < 1)
+              throw std::invalid_argument("symmetric_eigenvalues: expected non-empty square matrices");
+            for (py::ssize_t k = 0; k < arr.shape(0); ++k) {
+              a.push_back(arr.data(k));
+              n.push_back(arr.shape(1));
+            }
+          } else {
+            throw std::invalid_argument("symmetric_eigenvalues: expected 2-D or 3-D arrays");
+          }
+          keep.push_back(std::move(arr));
+        }
+        // One flat output: the spectra back to back, in input order.
+        const int64_t total = std::accumulate(n.begin(), n.end(), int64_t{0});
+        py::array_t<double> values(static_cast<py::ssize_t>(total));
+        py::array_t<bool> ok(static_cast<py::ssize_t>(n.size()));
+        std::vector<double*> w;
+        double* out = values.mutable_data();
+        for (const int64_t nk : n) {
+          w.push_back(out);
+          out += nk;
+        }
+        {
+          py::gil_scoped_release release;
+          ndt::symmetric_eigenvalues_batched(a.data(), n.data(), w.data(), static_cast<int64_t>(n.size()),
+                                             ok.mutable_data(), s);
+        }
+        return py::make_tuple(values, ok);
+      },
+      py::arg("matrices"), py::arg("solver") = "auto",
+      "Eigenvalues (descending) of each matrix (lower triangles read), back to back in one float64 "
+      "array, and a bool array: False where a matrix was non-finite or did not converge (values NaN).");
+  m.def(
+      "set_lane_kernel",
+      [](const std::string& name) {
+        if (name == "auto") ndt::set_lane_kernel(ndt::LaneKernel::automatic);
+        else if (name == "portable") ndt::set_lane_kernel(ndt::LaneKernel::portable);
+        else if (name == "avx2") ndt::set_lane_kernel(ndt::LaneKernel::avx2);
+        else throw std::invalid_argument("lane kernel must be 'auto', 'portable' or 'avx2', got '" + name + "'");
+      },
+      py::arg("name"), "The batched eigensolver's instruction set, process-wide (tests and benchmarks).");
+  m.def("lane_kernel", [] { return std::string(ndt::lane_kernel() == ndt::LaneKernel::avx2 ? "avx2" : "portable"); });
+  m.def("lane_kernel_available", [](const std::string& name) {
+    return name != "avx2" || ndt::lane_kernel_available(ndt::LaneKernel::avx2);
+  });
+  // ---- end of batched symmetric eigenvalues ----
 
   m.def(
       "metrics_from_spectrum",

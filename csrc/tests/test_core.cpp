@@ -12,6 +12,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -691,6 +692,72 @@ void test_sample_finish(std::mt19937_64& rng) {
   EXPECT(threw, "a layer index outside the finisher's layers is refused");
 }
 
+// The batched solver under each lane kernel: every matrix of a mixed batch (sizes 1…130; Grams of
+// random, ReLU, rank-1, zero and graded data; a clustered spectrum; one NaN matrix) against the
+// single-matrix solver to 1e-12·max|λ|; NaN flags its own matrix only; a matrix gets the same bits
+// alone as in the batch.
+void test_batched_eigenvalues(std::mt19937_64& rng) {
+  std::vector<std::vector<double>> mats;
+  std::vector<int64_t> dims;
+  int kind = 0;
+  for (int64_t n : {64, 1, 10, 64, 2, 3, 40, 97, 130, 64, 5, 33}) {
+    Matrix x = random_matrix(rng, n / 2 + 1, n, kind % 4);  // rank ≤ n/2 + 1: rank-deficient
+    if (kind % 6 == 4)  // graded: column j scaled by 10^(−6j/n), eigenvalues down to ~1e-12
+      for (int64_t i = 0; i < x.rows; ++i)
+        for (int64_t j = 0; j < n; ++j) x.values[static_cast<size_t>(i * n + j)] *= std::pow(10.0, -6.0 * j / n);
+    std::vector<double> a = reference_gram(x, ndt::GramSide::feature);
+    if (kind % 6 == 5)  // clustered: 5I + 11ᵀ
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < n; ++j) a[static_cast<size_t>(i * n + j)] = (i == j ? 5.0 : 0.0) + 1.0;
+    mats.push_back(a);
+    dims.push_back(n);
+    ++kind;
+  }
+  const size_t bad = 3;  // a NaN in the upper triangle of one 64 × 64
+  mats[bad][5] = std::numeric_limits<double>::quiet_NaN();
+  const auto count = static_cast<int64_t>(mats.size());
+  for (ndt::LaneKernel kernel : {ndt::LaneKernel::portable, ndt::LaneKernel::avx2}) {
+    if (!ndt::lane_kernel_available(kernel)) continue;
+    ndt::set_lane_kernel(kernel);
+    EXPECT(ndt::lane_kernel() == kernel, "kernel %d not selected", static_cast<int>(kernel));
+    std::vector<std::vector<double>> w;
+    std::vector<const double*> a;
+    std::vector<double*> wp;
+    for (size_t k = 0; k < mats.size(); ++k) {
+      w.emplace_back(static_cast<size_t>(dims[k]));
+      a.push_back(mats[k].data());
+      wp.push_back(w.back().data());
+    }
+    std::unique_ptr<bool[]> ok(new bool[mats.size()]);
+    ndt::symmetric_eigenvalues_batched(a.data(), dims.data(), wp.data(), count, ok.get());
+    for (size_t k = 0; k < mats.size(); ++k) {
+      const int64_t n = dims[k];
+      if (k == bad) {
+        EXPECT(!ok[k] && std::all_of(w[k].begin(), w[k].end(), [](double v) { return std::isnan(v); }),
+               "kernel %d: the NaN matrix must be flagged and NaN", static_cast<int>(kernel));
+        continue;
+      }
+      EXPECT(ok[k], "kernel %d matrix %zu (n=%lld) flagged", static_cast<int>(kernel), k, static_cast<long long>(n));
+      std::vector<double> work = mats[k], ref(static_cast<size_t>(n));
+      ndt::symmetric_eigenvalues(work.data(), n, ref.data(), ndt::EigenSolver::tridiagonal_ql);
+      const double scale = std::max(std::fabs(ref.front()), std::fabs(ref.back()));
+      for (int64_t i = 0; i < n; ++i)
+        EXPECT(std::fabs(w[k][static_cast<size_t>(i)] - ref[static_cast<size_t>(i)]) <= 1e-12 * scale,
+               "kernel %d matrix %zu (n=%lld) λ[%lld] %.17g vs single %.17g", static_cast<int>(kernel), k,
+               static_cast<long long>(n), static_cast<long long>(i), w[k][static_cast<size_t>(i)],
+               ref[static_cast<size_t>(i)]);
+      std::vector<double> alone(static_cast<size_t>(n));
+      const double* ak = mats[k].data();
+      double* alone_ptr = alone.data();
+      bool alone_ok = false;
+      ndt::symmetric_eigenvalues_batched(&ak, &n, &alone_ptr, 1, &alone_ok);
+      EXPECT(alone_ok && alone == w[k], "kernel %d matrix %zu: alone differs from in the batch",
+             static_cast<int>(kernel), k);
+    }
+  }
+  ndt::set_lane_kernel(ndt::LaneKernel::automatic);
+}
+
 int main() {
   const char* env = std::getenv("NDT_TEST_SEED");
   g_seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
@@ -699,6 +766,7 @@ int main() {
   test_gram_all_dtypes_layouts(rng);
   test_accumulator(rng);
   test_eigenvalues(rng);
+  test_batched_eigenvalues(rng);
   test_largest_eigenvalue(rng);
   test_metrics(rng);
   test_batched_parallel(rng);
