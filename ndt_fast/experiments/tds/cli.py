@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -112,18 +113,28 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     validate_training_args(args, parser, list(dict.fromkeys(earlier)))
 
 
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=SUMMARY, epilog=EPILOG)
-    add_arguments(parser)
+def command_parser(command: ModuleType, prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of an experiment module (its ``SUMMARY``, ``EPILOG`` and ``add_arguments``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=command.SUMMARY, epilog=command.EPILOG)
+    command.add_arguments(parser)
     return parser
+
+
+def command_main(command: ModuleType, argv: Sequence[str] | None, prog: str) -> int:
+    """``python -m <experiment>``: parse, validate (exit 2 on bad input), run; the exit status."""
+    parser = command_parser(command, prog)
+    args = parser.parse_args(argv)
+    command.validate(args, parser)
+    return int(command.run(args))
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    return command_parser(sys.modules[__name__], prog)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m ndt_fast.experiments.tds``: parse, validate (exit 2 on bad input), run."""
-    parser = build_parser(prog="python -m ndt_fast.experiments.tds")
-    args = parser.parse_args(argv)
-    validate(args, parser)
-    return run(args)
+    return command_main(sys.modules[__name__], argv, "python -m ndt_fast.experiments.tds")
 
 
 def run_context(args: argparse.Namespace, data: str, files: Sequence[str]) -> dict[str, Any]:
