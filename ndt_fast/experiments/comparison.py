@@ -2,9 +2,10 @@
 the dynamics read from one run's samples (collapse, expansion, phase boundaries, jumps), one run's
 files, and the mean ± sd over seeds of a table of per-run values.
 
-The runs themselves are :func:`ndt_fast.experiments.tds.train_seed` (the TDS article's set-up:
-Adam 1e-3, batches of 64, every layer's output tracked, the run streamed to ``run.h5``); the
-statistics are the TDS reproduction's (:mod:`ndt_fast.experiments.tds.statistics`).
+The runs are :func:`ndt_fast.experiments.tds.train_seed` (the TDS article's set-up: Adam 1e-3,
+batches of 64, every layer's output tracked, the run streamed to ``run.h5``, by
+:func:`train_conditions`); the statistics and verdicts (:data:`VERDICTS`) are the TDS
+reproduction's (:mod:`ndt_fast.experiments.tds.statistics`, :mod:`~ndt_fast.experiments.tds.claims`).
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ import torch
 from torch import nn
 
 from ndt_fast.experiments.tds.article import JUMPS_CSV, RESULTS_CSV, load_training_data
+from ndt_fast.experiments.tds.claims import VERDICTS
 from ndt_fast.experiments.tds.cli import prepare_out, run_context
 from ndt_fast.experiments.tds.report import write_jumps_csv
 from ndt_fast.experiments.tds.statistics import (
     Measurement, Stat, _stats, level, rolling_median, three_segment_fit)
 from ndt_fast.experiments.tds.training import SeedRun, train_seed
 
-#: The verdicts an experiment's claims table gives (the TDS reproduction's, plus "not run").
-VERDICTS = ("reproduced", "not reproduced", "not measurable as stated")
 
 #: The share of the run's steps that counts as "early" (the issue's first 10 % of steps).
 EARLY_SHARE = 0.10
