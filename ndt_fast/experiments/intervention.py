@@ -295,13 +295,13 @@ def run(args: argparse.Namespace) -> int:
     ctx = comparison.context(args, data, files, corruption=args.corruption, fraction=args.fraction,
                              windows=[list(w) for w in args.windows], noise_sd=NOISE_SD)
     (args.out / CLAIMS_MD).write_text(render(table, damages, args.windows, result, ctx), encoding="utf-8")
+    early, late = early_and_late(args.windows)
     write_json(args.out / CLAIMS_JSON, {
         "context": ctx,
         "claims": [{"id": "I1", "claim": "corruption in steps 2000-5000 does lasting damage, the same later does not",
                     "rule": RULE, "verdict": result[0], "reason": result[1],
-                    "early_window": list(early_and_late(args.windows)[0]),
-                    "late_window": (lambda w: None if w is None else list(w))(early_and_late(args.windows)[1])}],
-        "damage": {name: stat for name, stat in damages.items()},
+                    "early_window": list(early), "late_window": None if late is None else list(late)}],
+        "damage": damages,
         "test_accuracy": comparison.over_seeds(table, "condition", ("test_accuracy",)),
     })
     lines = ["", f"Intervention: {args.steps} steps x {args.seeds} seed(s) x {len(_conditions(args))} conditions "
