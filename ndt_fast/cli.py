@@ -5,6 +5,8 @@
 Subcommands:
 - ``reproduce <experiment>``: run a published experiment and check its claims
   (``ndt_fast.experiments``; ``tds`` is the TDS article's MNIST MLP run).
+- ``experiment <name>``: the experiments beyond the article's figures, each with a verdict
+  (``architectures``: wider/deeper MLPs; ``intervention``: corrupted-data windows).
 
 ``main(argv=None) -> int`` is the console-script entry point (``ndt-fast = "ndt_fast.cli:main"``);
 it returns the exit status: 0 on success, 1 when the experiment could not run (e.g. no data),
@@ -17,7 +19,7 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-from ndt_fast.experiments import EXPERIMENTS
+from ndt_fast.experiments import EXPERIMENTS, STUDIES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,14 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     reproduce = commands.add_parser("reproduce", help="reproduce a published experiment and check its claims",
                                     description="Reproduce a published experiment and check its claims.")
-    experiments = reproduce.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
-    for name, module_name in EXPERIMENTS.items():
+    _mount(reproduce.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True), EXPERIMENTS)
+    # ---- ndt-fast experiment … : the experiments beyond the article's figures -------------------
+    experiment = commands.add_parser("experiment", help="run an experiment beyond the article's figures "
+                                     "(architectures, intervention windows) and give its verdict",
+                                     description="Run an experiment beyond the article's figures.")
+    _mount(experiment.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True), STUDIES)
+    return parser
+
+
+def _mount(subparsers: argparse._SubParsersAction, modules: dict[str, str]) -> None:
+    """One subcommand per experiment module, its options from the module itself."""
+    for name, module_name in modules.items():
         module = importlib.import_module(module_name)
         summary = getattr(module, "SUMMARY", name)
-        sub = experiments.add_parser(name, help=summary, description=summary, epilog=getattr(module, "EPILOG", None))
+        sub = subparsers.add_parser(name, help=summary, description=summary, epilog=getattr(module, "EPILOG", None))
         module.add_arguments(sub)
         sub.set_defaults(_module=module, _parser=sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

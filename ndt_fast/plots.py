@@ -88,10 +88,14 @@ def _series(df: Any, metric: str, where: str) -> tuple[np.ndarray, np.ndarray]:
     return steps[order], values[order]
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
-    # Constrained layout rather than tight_layout(): it also places a suptitle and twin axes, and
-    # needs no renderer at creation time (the Figure has no pyplot-managed canvas).
-    return Figure(figsize=figsize, layout="constrained")
+def new_figure(figsize: tuple[float, float], layout: str | None = "constrained") -> Figure:
+    """A pyplot-free Figure (no global state, safe off the main thread) of ``figsize`` inches.
+
+    ``layout="constrained"`` (default) rather than tight_layout(): it also places a suptitle and
+    twin axes, and needs no renderer at creation time. ``layout=None``: a fixed layout that the
+    caller sets with ``subplots_adjust`` — saving a many-axes figure is then about twice as fast.
+    """
+    return Figure(figsize=figsize, layout=layout)
 
 
 def _loss_twin(ax: Axes, df: pd.DataFrame) -> Axes | None:
@@ -138,7 +142,7 @@ def plot_phases(
     if not isinstance(results_dict, Mapping) or len(results_dict) == 0:
         raise ValueError("plot_phases: results_dict must be a non-empty {layer name: DataFrame} mapping")
     series = {name: _series(df, metric, f"plot_phases: layer {name!r}") for name, df in results_dict.items()}
-    fig = _new_figure(figsize)
+    fig = new_figure(figsize)
     ax = fig.add_subplot()
     for name, (steps, values) in series.items():
         ax.plot(steps, values, linewidth=2, alpha=0.8, label=str(name))
@@ -186,7 +190,7 @@ def plot_metrics_comparison(
         if missing:
             raise ValueError(f"plot_metrics_comparison: no column(s) {missing}; available: {list(df.columns)}")
     series = [_series(df, m, f"plot_metrics_comparison: {layer_name}") for m in chosen]
-    fig = _new_figure(figsize)
+    fig = new_figure(figsize)
     axes = fig.subplots(len(chosen), 1, sharex=True, squeeze=False)[:, 0]
     for ax, metric, (steps, values) in zip(axes, chosen, series):
         ax.plot(steps, values, linewidth=2, color=_METRIC_COLOR)
@@ -234,7 +238,7 @@ def plot_jumps(
         y = values[hit[-1]]
         xs.append(step)
         ys.append(float(jump.value_after) if math.isnan(y) else float(y))
-    fig = _new_figure(figsize)
+    fig = new_figure(figsize)
     ax = fig.add_subplot()
     ax.plot(steps, values, linewidth=2, color=_METRIC_COLOR, label=metric)
     for x in xs:

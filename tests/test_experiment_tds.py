@@ -215,7 +215,7 @@ def test_interrupt_closes_the_run_file(tmp_path: Path, data_dir: Path, monkeypat
             raise KeyboardInterrupt
         return real(params)
 
-    monkeypatch.setattr(tds, "_grad_norm", interrupt_on_fifth)
+    monkeypatch.setattr(tds.training, "_grad_norm", interrupt_on_fifth)  # where train_seed looks it up
     out = tmp_path / "out"
     assert tds.main(["--steps", "100", "--data", str(data_dir), "--out", str(out), "--no-progress"]) == 130
     assert "interrupted" in capsys.readouterr().err

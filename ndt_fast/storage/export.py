@@ -11,6 +11,7 @@ left behind (each file is written to a temporary name and renamed).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -59,11 +60,21 @@ def export_to_csv(results: ResultsLike, output_path: str, separate_files: bool =
     _write_atomically(output_path, lambda tmp: combined.to_csv(tmp, index=False))
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
+def json_value(value: Any, infinity: str | None = None) -> Any:
+    """``value`` as something ``json.dump(..., allow_nan=False)`` writes: numpy integers → int,
+    floats → float with NaN → null and ±inf → ``infinity`` (null by default; the experiments'
+    claims.json writes ``"inf"``); dicts, lists, tuples and dataclass instances (as their fields'
+    dict) converted item by item; anything else returned as it is."""
+    if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) or math.isinf(value) else float(value)
+        return None if math.isnan(value) else (infinity if math.isinf(value) else float(value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: json_value(v, infinity) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v, infinity) for v in value]
     return value
 
 
@@ -71,7 +82,7 @@ def export_to_json(results: ResultsLike, output_path: str, pretty: bool = True) 
     """Write ``results`` as JSON ``{layer: [record, …]}``; NaN and ±Inf become null."""
     _check_results(results)
     payload = {
-        name: [{column: _json_value(v) for column, v in zip(df.columns, row)}
+        name: [{column: json_value(v) for column, v in zip(df.columns, row)}
                for row in df.itertuples(index=False, name=None)]
         for name, df in results.items()
     }
