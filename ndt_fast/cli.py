@@ -5,6 +5,9 @@
 Subcommands:
 - ``reproduce <experiment>``: run a published experiment and check its claims
   (``ndt_fast.experiments``; ``tds`` is the TDS article's MNIST MLP run).
+- ``dashboard RUN.h5… [--port 8050] [--host 127.0.0.1]`` / ``report RUN.h5… -o REPORT.html``:
+  watch runs live in the browser, or write them as one self-contained HTML file
+  (``ndt_fast.dashboard``).
 
 ``main(argv=None) -> int`` is the console-script entry point (``ndt-fast = "ndt_fast.cli:main"``);
 it returns the exit status: 0 on success, 1 when the experiment could not run (e.g. no data),
@@ -33,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub = experiments.add_parser(name, help=summary, description=summary, epilog=getattr(module, "EPILOG", None))
         module.add_arguments(sub)
         sub.set_defaults(_module=module, _parser=sub)
+    # ndt-fast dashboard RUN.h5… / ndt-fast report RUN.h5… -o REPORT.html (ndt_fast.dashboard.commands)
+    from ndt_fast.dashboard.commands import add_commands as add_dashboard_commands
+
+    add_dashboard_commands(commands)
     return parser
 
 
