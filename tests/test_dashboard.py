@@ -76,7 +76,8 @@ def test_minmax_keeps_every_buckets_extremes_and_stays_bounded(rng, n, buckets):
     if n <= 2 * buckets:
         np.testing.assert_array_equal(keep, np.arange(n))
         return
-    assert len(keep) <= 2 * buckets  # no NaN here: min and max only
+    assert len(keep) <= 2 * buckets + 2  # no NaN here: min and max only, and both ends
+    assert keep[0] == 0 and keep[-1] == n - 1
     size = -(-n // buckets)
     for start in range(0, n, size):
         inside = keep[(keep >= start) & (keep < start + size)]
@@ -90,7 +91,7 @@ def test_minmax_keeps_spikes_and_gaps(rng):
     values[spike], values[dip], values[gap] = 1e3, -1e3, np.nan
     values[rng.choice(len(values), 5)] = np.inf  # drawn as gaps, never as the maximum
     x, y = downsample(np.arange(len(values)), values, 500)
-    assert len(x) <= 3 * 500
+    assert len(x) <= 3 * 500 + 2
     assert np.nanmax(y) == 1e3 and np.nanmin(y) == -1e3
     assert x[np.nanargmax(y)] == spike and x[np.nanargmin(y)] == dip
     assert np.isnan(y).sum() >= 1 and not np.isinf(y).any()
@@ -118,7 +119,7 @@ def test_a_million_sample_run_is_served_bounded_with_its_extremes(tmp_path, rng,
         status, body = get(server, f"/api/runs/0/view?layer=a&metric=stable_rank&buckets={buckets}")
         assert status == 200
         view = json.loads(body)
-        limit = 3 * min(buckets, MAX_BUCKETS)
+        limit = 3 * min(buckets, MAX_BUCKETS) + 2
         assert view["rows"] == 1_000_000
         for name in ("metric_trace", "loss", "grad_norm", "weight"):
             assert 0 < len(view[name]["x"]) <= limit, name

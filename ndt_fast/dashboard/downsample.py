@@ -19,9 +19,10 @@ import numpy as np
 def minmax_indices(values: np.ndarray, buckets: int) -> np.ndarray:
     """Indices into ``values`` (1-D, any float dtype, length n) that draw like all of it.
 
-    Returns sorted int64 indices: all of ``range(n)`` when n ≤ 2 · buckets, otherwise per bucket
-    the first index of its minimum, of its maximum and (if it has one) of its first non-finite
-    value — at most 3 · buckets indices. A bucket with no finite value contributes only that NaN.
+    Returns sorted int64 indices: all of ``range(n)`` when n ≤ 2 · buckets, otherwise 0 and n − 1
+    (so the line spans the whole run) and per bucket the first index of its minimum, of its
+    maximum and (if it has one) of its first non-finite value — at most 3 · buckets + 2 indices.
+    A bucket with no finite value contributes only that NaN.
     ``ValueError`` if ``values`` is not 1-D or ``buckets`` < 1.
     """
     values = np.asarray(values)
@@ -47,7 +48,7 @@ def minmax_indices(values: np.ndarray, buckets: int) -> np.ndarray:
     missing = ~finite & real
     has_missing = missing.any(axis=1)
     first_missing = np.argmax(missing, axis=1)
-    picks = [(starts + lowest)[has_finite], (starts + highest)[has_finite], (starts + first_missing)[has_missing]]
+    picks = [np.array([0, n - 1]), (starts + lowest)[has_finite], (starts + highest)[has_finite], (starts + first_missing)[has_missing]]
     return np.unique(np.concatenate(picks))
 
 
@@ -55,7 +56,7 @@ def downsample(steps: np.ndarray, values: np.ndarray, buckets: int) -> tuple[np.
     """``(steps, values)`` of the points :func:`minmax_indices` keeps; non-finite values become NaN.
 
     ``steps`` and ``values``: 1-D, the same length n (ValueError otherwise). Returns float64
-    arrays of length ≤ 3 · buckets (n when n ≤ 2 · buckets).
+    arrays of length ≤ 3 · buckets + 2 (n when n ≤ 2 · buckets).
     """
     steps = np.asarray(steps, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)

@@ -167,7 +167,10 @@ function metadataSummary(metadata) {
   const tracker = metadata.tracker || {};
   const versions = metadata.versions || {};
   const parts = [];
-  if (model.class) parts.push(`${model.class}, ${(model.parameters || 0).toLocaleString()} parameters`);
+  if (model.class) {
+    parts.push(typeof model.parameters === "number"
+      ? `${model.class}, ${model.parameters.toLocaleString()} parameters` : model.class);
+  }
   if (tracker.sampling_frequency) parts.push(`sampled every ${tracker.sampling_frequency} step(s)`);
   if (tracker.jump_rule) parts.push(`jump rule ${tracker.jump_rule}`);
   const names = Object.entries(versions).map(([name, version]) => `${name} ${version}`);
