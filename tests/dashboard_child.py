@@ -15,6 +15,7 @@ import time
 import torch
 from torch import nn
 
+from dashboard_runs import train
 from models import Switch
 from ndt_fast import FastTracker
 
@@ -24,18 +25,16 @@ torch.set_num_threads(1)
 torch.manual_seed(0)
 switch = Switch(32)
 model = nn.Sequential(nn.Linear(24, 32), switch, nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
-optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 tracker = FastTracker(model, layers=[model[0], model[1], model[2]], layer_names=["fc1", "switch", "fc2"],
                       sampling_frequency=1, output=path, flush_interval=0.1, track_weights=("stable_rank",))
 print("ready", flush=True)
-for step in range(steps):
+
+
+def before_step(step: int) -> None:
     switch.rank = 32 if (step // 150) % 2 == 0 else 3
-    loss = model(torch.randn(32, 24)).pow(2).mean()
-    optimizer.zero_grad()
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9)
-    optimizer.step()
-    tracker.log(step, loss, grad_norm)
     time.sleep(step_sleep)
+
+
+train(model, tracker, steps, 24, before_step)
 tracker.close()
 print("closed", flush=True)

@@ -48,6 +48,23 @@ def write_synthetic_run(path: Path, rng: np.random.Generator, samples: int, laye
     return first
 
 
+def train(model, tracker, steps: int, inputs: int, before_step=None) -> None:
+    """``steps`` SGD steps of ``model`` on random (32, inputs) batches, each logged to ``tracker``
+    with its loss and gradient norm; ``before_step(step)`` runs first if given."""
+    import torch
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for step in range(steps):
+        if before_step is not None:
+            before_step(step)
+        loss = model(torch.randn(32, inputs)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9)
+        optimizer.step()
+        tracker.log(step, loss, grad_norm)
+
+
 def start_training(path: Path, steps: int = 100000, step_sleep: float = 0.004) -> subprocess.Popen:
     """Start ``dashboard_child.py`` writing ``path`` (a few hundred steps per second); returns at
     once: :func:`wait_ready` waits for its tracker. The caller kills it, or it closes the file

@@ -18,6 +18,7 @@ ndt_plots = pytest.importorskip("ndt.visualization.plots")
 
 import ndt_fast  # noqa: E402
 from ndt_fast import FastTracker  # noqa: E402
+from dashboard_runs import train  # noqa: E402
 from models import mlp  # noqa: E402
 
 
@@ -27,15 +28,8 @@ def tracked(tmp_path_factory):
     path = tmp_path_factory.mktemp("run") / "run.h5"
     torch.manual_seed(0)
     model = mlp(12, 10, 8, 3)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     with FastTracker(model, sampling_frequency=2, output=path, flush_interval=0.2) as tracker:
-        for step in range(60):
-            loss = model(torch.randn(16, 12)).pow(2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9)
-            optimizer.step()
-            tracker.log(step, loss, grad_norm)
+        train(model, tracker, 60, 12)
         results = tracker.get_results()
     return results, path
 
@@ -98,6 +92,15 @@ def test_plot_single_metric_draws_ndts_lines(results):
         plt.close(theirs)  # ndt's figure is registered with pyplot; ours is not
 
 
+def test_plot_single_metric_draws_into_a_given_axes(results):
+    from matplotlib.figure import Figure
+
+    figure = Figure()
+    left, right = figure.subplots(1, 2)
+    assert ndt_fast.plot_single_metric(results["Linear_0"], ax=right, show_loss=False) is figure
+    assert len(right.get_lines()) == 1 and len(left.get_lines()) == 0 and len(figure.axes) == 2  # no loss twin
+
+
 def test_a_run_file_path_works_where_a_mapping_does(tracked):
     _, path = tracked
     assert as_json(ndt_fast.create_multi_layer_plot(str(path))) == as_json(
@@ -111,6 +114,7 @@ def test_a_run_file_path_works_where_a_mapping_does(tracked):
     (lambda: ndt_fast.create_multi_layer_plot({}), "non-empty"),
     (lambda: ndt_fast.create_multi_layer_plot({"a": pd.DataFrame({"x": [1.0]})}), "layer 'a'"),
     (lambda: ndt_fast.create_dashboard({"a": pd.DataFrame({"step": [1]})}, layer_name="b"), "no layer 'b'"),
+    (lambda: ndt_fast.plot_single_metric(pd.DataFrame({"step": [1]})), "no column 'stable_rank'"),
 ])
 def test_bad_input_is_a_value_error_naming_it(call, match):
     with pytest.raises(ValueError, match=match):

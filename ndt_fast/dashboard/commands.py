@@ -10,11 +10,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 
-def _fail(command: str, message: str) -> int:
-    print(f"ndt-fast {command}: error: {message}", file=sys.stderr)
-    return 1
+def _run(command: str, action: Callable[[], None]) -> int:
+    """Run ``action`` (which imports what it needs); a missing extra or a DashboardError is one
+    line on stderr and exit status 1."""
+    try:
+        from ndt_fast.dashboard.server import DashboardError
+    except ImportError as error:
+        print(f'ndt-fast {command}: error: needs the dashboard extra (pip install "ndt-fast[dashboard]"): {error}',
+              file=sys.stderr)
+        return 1
+    try:
+        action()
+    except DashboardError as error:
+        print(f"ndt-fast {command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 class _Dashboard:
@@ -25,17 +38,15 @@ class _Dashboard:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        try:
-            from ndt_fast.dashboard.server import DashboardError, serve
-        except ImportError as error:
-            return _fail("dashboard", f'needs the dashboard extra (pip install "ndt-fast[dashboard]"): {error}')
-        try:
-            serve(args.runs, args.host, args.port, verbose=args.verbose)
-        except DashboardError as error:
-            return _fail("dashboard", str(error))
-        except KeyboardInterrupt:
-            print("stopped", file=sys.stderr)
-        return 0
+        def serve() -> None:
+            from ndt_fast.dashboard.server import serve
+
+            try:
+                serve(args.runs, args.host, args.port, verbose=args.verbose)
+            except KeyboardInterrupt:
+                print("stopped", file=sys.stderr)
+
+        return _run("dashboard", serve)
 
 
 class _Report:
@@ -46,17 +57,12 @@ class _Report:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        try:
+        def report() -> None:
             from ndt_fast.dashboard.report import write_report
-            from ndt_fast.dashboard.server import DashboardError
-        except ImportError as error:
-            return _fail("report", f'needs the dashboard extra (pip install "ndt-fast[dashboard]"): {error}')
-        try:
-            path = write_report(args.runs, args.output, buckets=args.buckets)
-        except DashboardError as error:
-            return _fail("report", str(error))
-        print(f"wrote {path}", file=sys.stderr)
-        return 0
+
+            print(f"wrote {write_report(args.runs, args.output, buckets=args.buckets)}", file=sys.stderr)
+
+        return _run("report", report)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
