@@ -167,7 +167,7 @@ class RunReader:
     def view(self, layer: str, metric: str, *, buckets: int = 1000, x0: float | None = None,
              x1: float | None = None) -> dict[str, Any]:
         """One layer's ``metric`` over steps, ready for JSON, each trace downsampled to ≤ 3 · buckets
-        points (``ndt_fast.dashboard.downsample``), within steps [x0, x1] when given.
+        + 2 points (``ndt_fast.dashboard.downsample``), within steps [x0, x1] when given.
 
         Returns ``{"layer", "metric", "rows" (samples in range), "metric_trace", "loss",
         "grad_norm", "weight" (None unless ``weight_<metric>`` holds a finite value), "jumps":
@@ -181,7 +181,7 @@ class RunReader:
             wanted = ["step", metric] + [c for c in ("loss", "grad_norm", f"weight_{metric}")
                                          if c in self.sample_columns]
             columns = self._columns(index, wanted)
-            jumps = self._jumps(index, self._jump_metrics.index(metric) if metric in self._jump_metrics else -1)
+            jumps = self._jumps(index, self._jump_metrics.index(metric))
         steps = columns["step"]
         if len(steps) > 1 and np.any(np.diff(steps) < 0):  # never written so, but a display must not break
             order = np.argsort(steps, kind="stable")

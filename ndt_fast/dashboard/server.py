@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ndt_fast.dashboard.runs import RunFileError, RunReader
 
-MIN_BUCKETS, MAX_BUCKETS = 50, 4000  # per view: ≤ 3 points per bucket, so ≤ 12,000 points a trace
+MIN_BUCKETS, MAX_BUCKETS = 50, 4000  # per view: ≤ 3 points per bucket (+ both ends), ≤ 12,002 a trace
 _VIEW = re.compile(r"^/api/runs/(\d+)/(status|view)$")
 
 
