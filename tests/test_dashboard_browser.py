@@ -3,8 +3,9 @@ Playwright (``executable_path``; Playwright's own browser downloads are never us
 
 The live test watches a run that a subprocess is training: the plotted steps grow between two
 reads, the layer and metric selectors switch the view, jump markers appear (the child's model
-changes rank every 150 steps) and can be hidden by rule, a second run shows beside it, and after
-``kill -9`` of the trainer the page says the writer stopped. The report test opens the
+changes rank every 150 steps) and can be hidden by rule, a second run shows beside it, zooming
+(by code and by a mouse drag) refetches the range at full resolution, and after ``kill -9`` of
+the trainer the page says the writer stopped. The report test opens the
 self-contained HTML from a file URL with the network off. Screenshots go to the test's output
 folder; ``NDT_DASHBOARD_SCREENSHOT=path.png`` also writes the live one there (docs/dashboard.png
 was made so).
@@ -87,6 +88,21 @@ def test_the_dashboard_follows_a_run_being_trained(browser, tmp_path, rng):
         assert plotted(page)["lastStep"] > first["lastStep"]
         assert "writing" in page.inner_text("#status-0")
         assert plotted(page, 1)["lastStep"] == 5 * (20_000 - 1)  # the second run, side by side
+        assert plotted(page, 1)["points"][0] < 20_000  # drawn from its min/max-downsampled points
+        # Zooming asks the server for that range at full resolution: steps 1000..2000, every sample.
+        page.evaluate("() => Plotly.relayout('plot-1', {'xaxis.range': [1000, 2000]})")
+        wait_until(page, "() => document.getElementById('jumps-1').innerText.startsWith('203 samples in view')")
+        assert plotted(page, 1)["points"][0] == 203
+        page.dblclick("#plot-1 .nsewdrag")  # Plotly's reset: the whole run again
+        wait_until(page, "() => document.getElementById('jumps-1').innerText.startsWith('20,000 samples in view')")
+        box = page.locator("#plot-1 .nsewdrag").bounding_box()
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + 0.30 * box["width"], y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 0.35 * box["width"], y, steps=5)
+        page.mouse.up()  # a drag-zoom by hand: about 5 % of the run, again at full resolution
+        wait_until(page, """() => { const n = parseInt(document.getElementById('jumps-1').innerText.replace(/,/g, ''));
+            return n > 100 && n < 2000; }""")
 
         page.select_option("#layer-0", "switch")
         wait_until(page, "() => document.getElementById('plot-0').layout.uirevision === 'switch|stable_rank'")

@@ -211,7 +211,9 @@ function watchZoom(panel) {
   if (EMBEDDED) return; // a report holds one downsampled snapshot: Plotly zooms into it locally
   panel.nodes.plot.on("plotly_relayout", (event) => {
     if (panel.rendering) return;
+    // A drag-zoom reports "xaxis.range[0]" and "[1]"; Plotly.relayout(..., {"xaxis.range": [a, b]}) the pair.
     if (event["xaxis.range[0]"] !== undefined) panel.range = [event["xaxis.range[0]"], event["xaxis.range[1]"]];
+    else if (event["xaxis.range"]) panel.range = event["xaxis.range"].slice(0, 2);
     else if (event["xaxis.autorange"]) panel.range = null;
     else return;
     refresh(panel);
