@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import signal
 import socket
@@ -171,6 +172,23 @@ def test_a_live_run_grows_on_screen_and_stays_readable_after_kill_9(tmp_path, se
     status = get_json(server, "/api/runs/1/status")
     assert status["writer"]["state"] == "closed" and status["samples"]["fc1"] == 60
     assert get_json(server, "/api/runs/1/view?layer=fc1&metric=stable_rank")["rows"] == 60
+
+
+def test_lock_table_parsing_counts_holders_not_waiters(tmp_path):
+    from ndt_fast.dashboard.writer_state import flock_holders, open_for_writing_flag
+
+    path = tmp_path / "f.h5"
+    path.write_bytes(b"not hdf5")
+    st = path.stat()
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
+    locks = tmp_path / "locks"
+    locks.write_text(f"1: FLOCK  ADVISORY  READ 123 {dev}:{st.st_ino} 0 EOF\n"
+                     f"1: -> FLOCK  ADVISORY  WRITE 456 {dev}:{st.st_ino} 0 EOF\n"  # blocked, not holding
+                     f"2: POSIX  ADVISORY  WRITE 789 {dev}:{st.st_ino} 0 EOF\n"  # not the writer's kind of lock
+                     f"3: FLOCK  ADVISORY  READ 321 {dev}:{st.st_ino + 1} 0 EOF\n")  # another file
+    assert flock_holders(str(path), str(locks)) == [123]
+    assert flock_holders(str(path), str(tmp_path / "absent")) is None
+    assert open_for_writing_flag(str(path)) is None  # no HDF5 superblock
 
 
 # ---- bad input and what the server refuses -----------------------------------------------------------------

@@ -121,6 +121,8 @@ def test_the_dashboard_follows_a_run_being_trained(browser, tmp_path, rng):
         wait_until(page, """() => { const w = document.getElementById('weights-0');
             return document.getElementById('plot-0').layout.uirevision === 'fc1|stable_rank' && w.data
                 && w.data.map((t) => t.name).join() === 'activations,weights' && w.data[1].x.length > 0; }""")
+        page.mouse.move(1, 1)  # no hover label, and Plotly's "double-click to zoom out" note gone
+        wait_until(page, "() => document.querySelectorAll('.notifier-note').length === 0")
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         if os.environ.get("NDT_DASHBOARD_SCREENSHOT"):
             page.screenshot(path=os.environ["NDT_DASHBOARD_SCREENSHOT"], full_page=True)
