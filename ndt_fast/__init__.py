@@ -37,6 +37,11 @@ _LAZY = {
     "plot_phases": "ndt_fast.plots",
     "plot_metrics_comparison": "ndt_fast.plots",
     "plot_jumps": "ndt_fast.plots",
+    # ndt's other figure functions: plot_single_metric (matplotlib) and the Plotly ones.
+    "plot_single_metric": "ndt_fast.plots",
+    "create_interactive_plot": "ndt_fast.interactive",
+    "create_multi_layer_plot": "ndt_fast.interactive",
+    "create_dashboard": "ndt_fast.interactive",
 }
 
 
@@ -59,6 +64,9 @@ __all__ = [
     "JumpDetector",
     "RECORD_COLUMNS",
     "compute_all_metrics",
+    "create_dashboard",
+    "create_interactive_plot",
+    "create_multi_layer_plot",
     "export_to_csv",
     "export_to_hdf5",
     "export_to_json",
@@ -75,6 +83,7 @@ __all__ = [
     "plot_jumps",
     "plot_metrics_comparison",
     "plot_phases",
+    "plot_single_metric",
     "stable_rank",
     "symmetric_eigenvalues",
     "validity",

@@ -7,6 +7,9 @@ Subcommands:
   (``ndt_fast.experiments``; ``tds`` is the TDS article's MNIST MLP run).
 - ``experiment <name>``: the experiments beyond the article's figures, each with a verdict
   (``architectures``: wider/deeper MLPs; ``intervention``: corrupted-data windows).
+- ``dashboard RUN.h5… [--port 8050] [--host 127.0.0.1]`` / ``report RUN.h5… -o REPORT.html``:
+  watch runs live in the browser, or write them as one self-contained HTML file
+  (``ndt_fast.dashboard``).
 
 ``main(argv=None) -> int`` is the console-script entry point (``ndt-fast = "ndt_fast.cli:main"``);
 it returns the exit status: 0 on success, 1 when the experiment could not run (e.g. no data),
@@ -34,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(architectures, intervention windows) and give its verdict",
                                      description="Run an experiment beyond the article's figures.")
     _mount(experiment.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True), STUDIES)
+    # ndt-fast dashboard RUN.h5… / ndt-fast report RUN.h5… -o REPORT.html (ndt_fast.dashboard.commands)
+    from ndt_fast.dashboard.commands import add_commands as add_dashboard_commands
+
+    add_dashboard_commands(commands)
     return parser
 
 

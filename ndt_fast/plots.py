@@ -3,10 +3,12 @@
     fig = plot_phases(tracker.get_results(), metric="stable_rank", title="MNIST MLP")
     fig = plot_metrics_comparison(results["fc1"], layer_name="fc1", save="fc1.png")
     fig = plot_jumps(results["fc1"], tracker.detect_jumps("fc1")["fc1"], metric="stable_rank")
+    fig = plot_single_metric(results["fc1"], metric="stable_rank", layer_name="fc1")
 
-Same parameters and defaults as ndt's ``plot_phases``, ``plot_metrics_comparison`` and
-``plot_jumps``, plus two keywords: ``title=`` (replaces the default title) and ``save=`` (a path;
-the figure is written there, format from the suffix). Differences from ndt, on purpose:
+Same parameters and defaults as ndt's ``plot_phases``, ``plot_metrics_comparison``,
+``plot_jumps`` and ``plot_single_metric``, plus two keywords: ``title=`` (replaces the default
+title) and ``save=`` (a path; the figure is written there, format from the suffix). Differences
+from ndt, on purpose:
 
 - Jump markers are drawn at ``Jump.step`` as a *training step*, i.e. at the x of the row whose
   ``step`` column equals it (ndt_fast's detector reports training steps; ndt's reports sample
@@ -122,6 +124,41 @@ def _finish(fig: Figure, save: StrPath | None) -> Figure:
             # Keep the subclass (PermissionError, FileNotFoundError, ...) but say what was being done.
             raise type(exc)(f"could not save the figure to {path!r}: {exc.strerror or exc}") from exc
     return fig
+
+
+def plot_single_metric(
+    df: pd.DataFrame,
+    metric: str = "stable_rank",
+    layer_name: str = "Layer",
+    ax: Axes | None = None,
+    show_loss: bool = True,
+    figsize: tuple[float, float] = (12, 6),
+    *,
+    title: str | None = None,
+    save: StrPath | None = None,
+) -> Figure:
+    """One metric of one layer over training, with the loss on a secondary y axis.
+
+    ``ax``: draw into this Axes (its figure is returned) instead of a new ``figsize`` figure.
+    The loss (dashed, right axis) is drawn when ``show_loss`` and the frame has a loss with a
+    finite value. Title (default "{Metric} - {layer_name}"), ``save`` and the ValueErrors for bad
+    frames as in :func:`plot_phases`.
+    """
+    steps, values = _series(df, metric, f"plot_single_metric: {layer_name}")
+    if ax is None:
+        fig = _new_figure(figsize)
+        ax = fig.add_subplot()
+    else:
+        fig = ax.get_figure()
+    ax.plot(steps, values, linewidth=2, label=metric, color=_METRIC_COLOR)
+    ax.set_xlabel("Training Step")
+    ax.set_ylabel(_label(metric), color=_METRIC_COLOR)
+    ax.tick_params(axis="y", labelcolor=_METRIC_COLOR)
+    ax.grid(True, alpha=0.3)
+    if show_loss:
+        _loss_twin(ax, df)
+    ax.set_title(title if title is not None else f"{_label(metric)} - {layer_name}", fontweight="bold")
+    return _finish(fig, save)
 
 
 def plot_phases(
@@ -254,4 +291,4 @@ def plot_jumps(
     return _finish(fig, save)
 
 
-__all__ = ["DEFAULT_METRICS", "plot_jumps", "plot_metrics_comparison", "plot_phases"]
+__all__ = ["DEFAULT_METRICS", "plot_jumps", "plot_metrics_comparison", "plot_phases", "plot_single_metric"]
