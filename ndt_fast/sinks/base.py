@@ -51,8 +51,8 @@ class Sample:
 class JumpEvent:
     """A jump the tracker's online detector confirmed (the rule chosen by ``jump_rule``).
 
-    ``step`` is the training step of the change; it is confirmed some samples later (12 for the
-    default rule), at the ``log()`` whose step is ``confirmed_at``.
+    ``step`` is the training step of the change; it is confirmed some samples later (11 to 13
+    for the default rule), at the ``log()`` whose step is ``confirmed_at``.
     """
 
     layer: str
