@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ pytest.importorskip("tensorboard")
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.util import tensor_util  # noqa: E402
 
 import ndt_fast  # noqa: E402
 from ndt_fast.integrations import lightning as lightning_integration  # noqa: E402
@@ -50,11 +52,12 @@ class TinyModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        hidden = self.net[1](self.net[0](x))
-        loss = nn.functional.cross_entropy(self.net[2:](hidden), y)
+        first = self.net[0](x)
+        loss = nn.functional.cross_entropy(self.net[2:](self.net[1](first)), y)
         step = self.trainer.global_step + 1  # the optimizer step this micro-batch belongs to
-        self.hidden_of_step[step] = self.net[0](x).detach().clone()
+        self.hidden_of_step[step] = first.detach().clone()
         self.losses_of_step.setdefault(step, []).append(loss.item())
+        self.log("train_loss", loss)
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -73,10 +76,15 @@ def trainer(tmp_path, max_steps: int, loggers, callbacks, **kwargs) -> L.Trainer
                      log_every_n_steps=50, accelerator="cpu", devices=1, **kwargs)
 
 
-def tensorboard_scalars(log_dir: str) -> dict[str, dict[int, float]]:
-    events = EventAccumulator(log_dir, size_guidance={"scalars": 0})
+def tensorboard_values(log_dir: str) -> dict[str, dict[int, float]]:
+    """Every scalar TensorBoard reads from ``log_dir``: old-style (float32, Lightning's own) and
+    new-style (float64 tensors, what TensorBoardSink writes with torch's writer)."""
+    events = EventAccumulator(log_dir, size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
-    return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+    values = {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+    for tag in events.Tags()["tensors"]:
+        values[tag] = {e.step: float(tensor_util.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
+    return values
 
 
 def test_fit_reaches_tensorboard_and_csv_loggers_value_for_value(tmp_path):
@@ -88,15 +96,16 @@ def test_fit_reaches_tensorboard_and_csv_loggers_value_for_value(tmp_path):
     results = monitor.tracker.get_results()
     expected_steps = list(range(5, 151, 5))
     assert results["first"]["step"].tolist() == expected_steps  # one sample per 5 optimizer steps (300 batches)
-    # TensorBoard, read back with its own reader: every metric of every layer at every sampled step,
-    # as the logger stores it (float32).
-    scalars = tensorboard_scalars(tb.log_dir)
+    # TensorBoard, read back with its own reader, in the logger's own event file: every metric of
+    # every layer at every sampled step, exactly (float64), beside Lightning's own scalars.
+    scalars = tensorboard_values(tb.log_dir)
+    assert len(list(Path(tb.log_dir).glob("events.out.tfevents.*"))) == 1 and "train_loss" in scalars
     csv_rows = pd.read_csv(os.path.join(csv.log_dir, "metrics.csv"))
     for layer, df in results.items():
         for metric in DEFAULT_METRICS:
             tag = f"ndt/{layer}/{metric}"
             assert list(scalars[tag]) == expected_steps
-            np.testing.assert_array_equal(list(scalars[tag].values()), df[metric].to_numpy(np.float32))
+            np.testing.assert_array_equal(list(scalars[tag].values()), df[metric].to_numpy(np.float64))
             written = csv_rows.dropna(subset=[tag])
             assert written["step"].tolist() == expected_steps
             np.testing.assert_allclose(written[tag].to_numpy(), df[metric].to_numpy(float), rtol=1e-15)

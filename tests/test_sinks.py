@@ -168,10 +168,11 @@ def test_a_raising_on_jump_is_reported_once_and_training_goes_on(caplog):
 
 
 def test_a_sink_too_far_behind_drops_new_samples_for_the_sinks_only(caplog):
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     class Stuck(Collecting):
         def write(self, samples):
+            entered.set()
             release.wait(10)
             super().write(samples)
 
@@ -179,13 +180,15 @@ def test_a_sink_too_far_behind_drops_new_samples_for_the_sinks_only(caplog):
     dispatcher = SampleDispatcher([sink], interval=0.0, max_pending=3)
     values = np.zeros((1, 2))
     with caplog.at_level(logging.ERROR, logger="ndt_fast"):
-        for step in range(20):
+        dispatcher.submit(0, ["a"], ("step", "stable_rank"), values)
+        assert entered.wait(10)  # the sink is now stuck writing step 0
+        for step in range(1, 20):
             dispatcher.submit(step, ["a"], ("step", "stable_rank"), values)
-    assert dispatcher.dropped >= 20 - 3 - 1 - 1  # 3 queued, 1 being written, 1 maybe taken meanwhile
+    assert dispatcher.dropped == 19 - 3  # three wait in the queue, the rest are dropped
     assert sum("behind" in r.getMessage() for r in caplog.records) == 1
     release.set()
     dispatcher.close()
-    assert len(sink.samples) == 20 - dispatcher.dropped
+    assert [s.step for s in sink.samples] == [0, 1, 2, 3]
 
 
 def test_bad_sinks_and_callbacks_are_refused_at_construction():

@@ -3,9 +3,10 @@
 The training thread only queues what the tracker already holds (``submit``: the step, the layer
 names, the column names and a float64 array of the sample's rows) — no dict is built, no file or
 socket touched, no GPU read. A worker thread turns queued rows into ``Sample`` objects and writes
-them to every sink in batches: it waits up to ``interval`` seconds after the first queued item
-(or until a flush) so that a logger that costs per call (W&B, a network) is called once per batch,
-not once per step.
+them to every sink in batches: after the first queued item it sleeps ``interval`` seconds (or
+until a flush or close) and then takes everything queued, so that a logger that costs per call
+(W&B, a network) is called once per batch, not once per step, and the worker — which shares the
+GIL with training — wakes once per interval, not once per sample.
 
 Failures never reach training:
 - a sink that raises (in ``write``, ``write_jumps`` or ``flush``) is reported once (logged,
@@ -29,7 +30,6 @@ import logging
 import math
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -82,6 +82,7 @@ class SampleDispatcher:
         self._on_sample = on_sample
         self._interval = float(interval)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
+        self._wake = threading.Event()  # set by flush/close: the worker stops collecting at once
         self._thread: threading.Thread | None = None
         self._closed = False
         self._columns_seen: dict[tuple[str, ...], tuple[list[int], list[str], dict[str, int]]] = {}
@@ -110,6 +111,7 @@ class SampleDispatcher:
             return True
         marker = _Flush()
         self._queue.put(marker)  # blocks only while sinks are max_pending behind
+        self._wake.set()
         return marker.done.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
@@ -121,6 +123,7 @@ class SampleDispatcher:
             self._close_sinks()
             return
         self._queue.put(_STOP)
+        self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             logger.error("ndt_fast: sinks still busy after %.0f s at close; what they had not written is lost",
@@ -151,11 +154,12 @@ class SampleDispatcher:
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
-            deadline = time.monotonic() + self._interval
-            while not _is_control(batch[-1]):
-                remaining = deadline - time.monotonic()
+            if not _is_control(batch[0]) and self._interval > 0:
+                self._wake.wait(self._interval)  # submits do not wake it; a flush or close does
+            self._wake.clear()
+            while not _is_control(batch[-1]):  # everything queued now, up to a flush/close marker
                 try:
-                    batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             control = batch.pop() if _is_control(batch[-1]) else None
