@@ -178,7 +178,16 @@ def test_the_older_pytorch_lightning_package_is_used_when_lightning_is_missing(t
         assert df["step"].tolist() == [2, 4, 6, 8]
 
 
+def test_output_false_keeps_the_records_in_memory_only(tmp_path):
+    monitor = DimensionalityMonitor(sampling_frequency=2, output=False)
+    trainer(tmp_path, 6, CSVLogger(tmp_path), [monitor], enable_checkpointing=False).fit(TinyModule(), loader(64))
+    assert monitor.tracker.output is None and not list(tmp_path.rglob("*.h5"))
+    assert monitor.tracker.get_results()["Linear_0"]["step"].tolist() == [2, 4, 6]
+
+
 def test_bad_arguments_are_refused_when_the_callback_is_made():
+    with pytest.raises(ValueError, match="output"):
+        DimensionalityMonitor(output=True)
     with pytest.raises(ValueError, match="sampling_frequency"):
         DimensionalityMonitor(sampling_frequency=0)
     with pytest.raises(ValueError, match="resume"):
