@@ -139,7 +139,8 @@ def test_resume_from_a_checkpoint_continues_the_run_file_without_a_step_twice(tm
     # checkpoint, appends to it, and the steps 35..60 done again are not written twice.
     resumed = DimensionalityMonitor(sampling_frequency=5)
     again = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=30, save_top_k=-1)
-    trainer(tmp_path, 90, False, [resumed, again]).fit(TinyModule(), loader(), ckpt_path=tmp_path / "ckpt" / "epoch=0-step=30.ckpt")
+    trainer(tmp_path, 90, False, [resumed, again]).fit(TinyModule(), loader(),
+                                                       ckpt_path=tmp_path / "ckpt" / "epoch=0-step=30.ckpt")
     assert resumed.tracker.output == path
     run = ndt_fast.load(path)
     for layer in resumed.tracker.layer_names:

@@ -219,7 +219,8 @@ def test_tensorboard_reads_back_the_results_exactly(tmp_path):
             assert [e.step for e in written] == df["step"].tolist()
             np.testing.assert_array_equal([float(tensor_util.make_ndarray(e.tensor_proto)) for e in written],
                                           df[metric].to_numpy(np.float64))
-    jump_texts = [tensor_util.make_ndarray(e.tensor_proto).item().decode() for e in events.Tensors("ndt/jumps/text_summary")]  # (torch names text tags so)
+    texts = events.Tensors("ndt/jumps/text_summary")  # (torch's add_text names its tag so)
+    jump_texts = [tensor_util.make_ndarray(e.tensor_proto).item().decode() for e in texts]
     assert any(text.startswith("switch stable_rank jumped down at step 300") for text in jump_texts)
 
 

@@ -78,6 +78,16 @@ class StepLoss:
         return total / count if count > 1 else total
 
 
+def check_arguments(owner: str, sampling_frequency: Any, tracker_options: dict[str, Any]) -> None:
+    """The callbacks' argument checks: ValueError for a bad ``sampling_frequency`` or for tracker
+    options the callback sets itself (``model``, ``resume``)."""
+    if isinstance(sampling_frequency, bool) or not isinstance(sampling_frequency, int) or sampling_frequency < 1:
+        raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
+    clash = [name for name in ("model", "resume") if name in tracker_options]
+    if clash:
+        raise ValueError(f"{owner} sets {clash} itself (the model it is given; resume from the checkpoint)")
+
+
 def grad_norm(model: nn.Module) -> torch.Tensor | None:
     """The total 2-norm of ``model``'s gradients, as a tensor on their device (no host sync);
     None without gradients."""

@@ -48,7 +48,8 @@ try:
 except ModuleNotFoundError:  # the older package name (the same API since 2.0)
     from pytorch_lightning import Callback
 
-from ndt_fast.integrations._common import LoggerRelay, StepLoss, fresh_path, grad_norm, resolve_layers
+from ndt_fast.integrations._common import (LoggerRelay, StepLoss, check_arguments, fresh_path, grad_norm,
+                                           resolve_layers)
 from ndt_fast.jumps import Jump
 from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink
 from ndt_fast.tracker import FastTracker
@@ -81,20 +82,13 @@ class DimensionalityMonitor(Callback):
     at fit start, ``FastTracker``'s errors for bad layers or options.
     """
 
-    _OWN = ("model", "resume")
-
     def __init__(self, layers: Sequence[nn.Module | str] | None = None, sampling_frequency: int = 10, *,
                  layer_names: Sequence[str] | None = None, output: str | os.PathLike[str] | bool | None = None,
                  log_to_loggers: bool = True, logger_metrics: Sequence[str] = DEFAULT_METRICS,
                  log_grad_norm: bool = True, sinks: Sequence[Sink] = (),
                  on_sample: Callable[[Sample], Any] | None = None,
                  on_jump: Callable[[str, Jump], Any] | None = None, **tracker_options: Any) -> None:
-        if isinstance(sampling_frequency, bool) or not isinstance(sampling_frequency, int) or sampling_frequency < 1:
-            raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
-        clash = [name for name in self._OWN if name in tracker_options]
-        if clash:
-            raise ValueError(f"DimensionalityMonitor sets {clash} itself (the module it is given; resume from the "
-                             "checkpoint)")
+        check_arguments("DimensionalityMonitor", sampling_frequency, tracker_options)
         self.layers = layers
         self.layer_names = layer_names
         self.sampling_frequency = sampling_frequency

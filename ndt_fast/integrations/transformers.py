@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from ndt_fast.integrations._common import StepLoss, fresh_path, grad_norm, resolve_layers
+from ndt_fast.integrations._common import StepLoss, check_arguments, fresh_path, grad_norm, resolve_layers
 from ndt_fast.jumps import Jump
 from ndt_fast.layers import auto_select_layers
 from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink
@@ -89,11 +89,7 @@ class DimensionalityCallback(TrainerCallback):
                  log_grad_norm: bool = True, sinks: Sequence[Sink] = (),
                  on_sample: Callable[[Sample], Any] | None = None,
                  on_jump: Callable[[str, Jump], Any] | None = None, **tracker_options: Any) -> None:
-        if isinstance(sampling_frequency, bool) or not isinstance(sampling_frequency, int) or sampling_frequency < 1:
-            raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
-        clash = [name for name in ("model", "resume") if name in tracker_options]
-        if clash:
-            raise ValueError(f"DimensionalityCallback sets {clash} itself")
+        check_arguments("DimensionalityCallback", sampling_frequency, tracker_options)
         self.layers = layers
         self.layer_names = layer_names
         self.sampling_frequency = sampling_frequency
