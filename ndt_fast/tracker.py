@@ -206,6 +206,16 @@ class FastTracker:
             training loop the framework's threads hold the cores, and helper threads that fight
             them slow both (measured on 2 cores: weight tracking cost 3× more with BLAS threads).
             0 = automatic (threads for problems above ~10 ms of work).
+        sinks: where each finished sample also goes, off the training thread
+            (``ndt_fast.sinks``: ``TensorBoardSink``, ``WandbSink``, any ``Sink``); a failing sink
+            is reported once and disabled, the tracker's records are unaffected.
+        on_sample: ``fn(sample: ndt_fast.sinks.Sample)``, called on the sinks' thread for each
+            finished sample (its errors are reported once, never raised).
+        on_jump: ``fn(layer: str, jump: Jump)``, called on the training thread inside the first
+            ``log()`` after the online detector confirms a jump of ``jump_rule`` (or in
+            ``close()``), so the model can be saved or analysed at the transition. The lag: a
+            default-rule jump is confirmed 11 to 13 samples after its step (``jump.step``), plus, on
+            the device path, the samples the device is behind. Its errors are reported once, never raised.
 
     Raises ValueError/TypeError for invalid arguments; never raises from inside a forward pass.
     """
@@ -238,6 +248,9 @@ class FastTracker:
         threads: int = 1,
         max_rows: int | None = None,
         device_path: str = "host",
+        sinks: Sequence[Any] = (),
+        on_sample: Callable[[Any], Any] | None = None,
+        on_jump: Callable[[str, Jump], Any] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError("model must be a torch.nn.Module")
@@ -340,6 +353,7 @@ class FastTracker:
         self._next_step = 0
         self._armed = False
         self._arm(self._next_step)
+        self._attach_sinks(sinks, on_sample, on_jump)  # (validates them before a file is opened)
         run_file = None
         if output is not None:
             from ndt_fast.storage.hdf5 import RunFile  # h5py only when a file is asked for
@@ -558,6 +572,8 @@ class FastTracker:
             if self._device_path is not None and self._device_path.pending:
                 self._device_path.poll()  # completed device results only: never waits
         self._next_step = step + 1
+        if self._unannounced:
+            self._announce_jumps()
         self._arm(self._next_step)
 
     def arm(self) -> None:
@@ -688,6 +704,9 @@ class FastTracker:
         if weight_records is not None:
             rows[:, _WEIGHTS_AT] = weight_records[:, :6]
         self._records.append(rows)
+        if self._dispatcher is not None:
+            self._dispatcher.submit(step, [slots[i].name for i in fresh], self._layout.sample_columns,
+                                    rows[:, SAMPLE_OFFSET:SAMPLE_OFFSET + len(self._layout.sample_columns)])
         if self._jump_banks is not None:
             self._detect_online(step, rows)
 
@@ -710,6 +729,7 @@ class FastTracker:
                 if int(rule) == wanted:
                     self.jumps.append(Jump(int(at_step), float(z), float(before), float(after),
                                            f"{self._slots[layer].name}_{metric}"))
+                    self._unannounced.append((self._slots[layer].name, metric, self.jumps[-1], step))
         self._records.append(self._layout.jump_rows(np.asarray(jump_records, dtype=np.float64)))
 
     @staticmethod
@@ -828,6 +848,61 @@ class FastTracker:
         """Sampled steps at which a layer had no captured forward (no row recorded)."""
         return dict(self._missed)
 
+    # ---- sinks and callbacks (ndt_fast.sinks) --------------------------------------------------------
+
+    def _attach_sinks(self, sinks: Sequence[Any], on_sample: Callable[[Any], Any] | None,
+                      on_jump: Callable[[str, Jump], Any] | None) -> None:
+        if on_jump is not None and not callable(on_jump):
+            raise TypeError(f"on_jump must be callable, got {type(on_jump).__name__}")
+        self._on_jump = on_jump
+        self._on_jump_errors = 0
+        self._unannounced: list[tuple[str, str, Jump, int]] = []  # (layer, metric, jump, confirming step)
+        self._dispatcher = None
+        if sinks or on_sample is not None:
+            from ndt_fast.sinks.dispatcher import SampleDispatcher
+
+            self._dispatcher = SampleDispatcher(list(sinks), on_sample)
+
+    def _announce_jumps(self) -> None:
+        """Hand the jumps confirmed since the last ``log()`` to ``on_jump`` (here, on the training
+        thread) and to the sinks (on theirs)."""
+        found, self._unannounced = self._unannounced, []
+        if self._dispatcher is not None:
+            from ndt_fast.sinks.base import JumpEvent
+
+            self._dispatcher.submit_jumps([JumpEvent(layer, metric, jump.step, jump.z_score, jump.value_before,
+                                                     jump.value_after, confirmed_at)
+                                           for layer, metric, jump, confirmed_at in found])
+        if self._on_jump is None:
+            return
+        for layer, _metric, jump, _confirmed_at in found:
+            try:
+                self._on_jump(layer, jump)
+            except Exception as error:  # the user's function: reported once, never stops training
+                self._on_jump_errors += 1
+                if self._on_jump_errors == 1:
+                    logger.error("ndt_fast: on_jump raised %s: %s (for %r); training continues, later errors are "
+                                 "counted in tracker.callback_errors", type(error).__name__, error, jump)
+
+    @property
+    def callback_errors(self) -> dict[str, int]:
+        """Exceptions raised by the user's ``on_jump`` / ``on_sample`` (caught, reported once)."""
+        return {"on_jump": self._on_jump_errors,
+                "on_sample": self._dispatcher.callback_errors if self._dispatcher is not None else 0}
+
+    @property
+    def sink_failures(self) -> dict[str, BaseException]:
+        """Sinks disabled after an error: name → the error."""
+        return dict(self._dispatcher.failed) if self._dispatcher is not None else {}
+
+    def flush_sinks(self, timeout: float = 30.0) -> bool:
+        """Wait until every sample recorded so far is written by the sinks (False: ``timeout``
+        seconds ran out). Outside the training step (waits for the sinks' thread)."""
+        self._drain_device_path()
+        if self._unannounced:
+            self._announce_jumps()
+        return self._dispatcher.flush(timeout) if self._dispatcher is not None else True
+
     # ---- lifetime ----------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -847,6 +922,10 @@ class FastTracker:
             self._armed = False
             if hasattr(self, "_records"):
                 self._records.close()
+            if getattr(self, "_unannounced", None):
+                self._announce_jumps()
+            if getattr(self, "_dispatcher", None) is not None:
+                self._dispatcher.close()  # writes what the sinks have not, closes them
 
     def __enter__(self) -> FastTracker:
         return self
