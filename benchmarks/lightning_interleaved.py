@@ -1,0 +1,91 @@
+"""The Lightning overhead of ``test_lightning_overhead.py``, measured A/B interleaved.
+
+pytest-benchmark runs all rounds of one variant, then all of the other; on a shared machine whose
+load drifts over a minute that order alone can move the ratio by tens of percent. This script
+alternates the two fits (same model, data, Trainer settings, TensorBoard logger) and reports
+the median of each and the median of the per-pair ratios, plus where the monitor's time goes
+(its hooks, timed inside the fit).
+
+    .venv/bin/python benchmarks/lightning_interleaved.py [pairs=8] [run_file=1]
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import lightning as L  # noqa: E402
+from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+from test_lightning_overhead import STEPS, SmallModule  # noqa: E402
+
+from ndt_fast.integrations.lightning import DimensionalityMonitor  # noqa: E402
+
+HOOKS = ("on_fit_start", "on_before_optimizer_step", "on_train_batch_end", "teardown")
+
+
+class TimedMonitor(DimensionalityMonitor):
+    """The monitor, with the wall time of each of its hooks summed per fit."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.spent = dict.fromkeys(HOOKS, 0.0)
+        for name in HOOKS:
+            setattr(self, name, self._timed(name, getattr(self, name)))
+
+    def _timed(self, name, hook):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return hook(*args, **kwargs)
+            finally:
+                self.spent[name] += time.perf_counter() - start
+        return run
+
+
+def fit(loader, tracked: bool, **options) -> tuple[float, dict[str, float]]:
+    torch.manual_seed(0)
+    monitor = TimedMonitor(sampling_frequency=10, **options) if tracked else None
+    trainer = L.Trainer(max_steps=STEPS, logger=TensorBoardLogger(tempfile.mkdtemp()),
+                        callbacks=[monitor] if monitor else [], enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+    module = SmallModule()
+    start = time.perf_counter()
+    trainer.fit(module, loader)
+    return time.perf_counter() - start, (monitor.spent if monitor else {})
+
+
+def main(pairs: int = 8, run_file: bool = True) -> None:
+    warnings.simplefilter("ignore")  # Lightning's advice on workers and GPUs: the same in both variants
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(STEPS * 64, 64, generator=g),
+                                          torch.randint(0, 10, (STEPS * 64,), generator=g))
+    loader = torch.utils.data.DataLoader(data, batch_size=64)
+    options = {} if run_file else {"output": False}
+    fit(loader, True, **options), fit(loader, False)  # warm-up: imports, first file, first event writer
+    plain, tracked, ratios, spent = [], [], [], []
+    for _ in range(pairs):
+        a, _ = fit(loader, False)
+        b, hooks = fit(loader, True, **options)
+        plain.append(a), tracked.append(b), ratios.append(b / a), spent.append(hooks)
+    print(f"{pairs} interleaved pairs of {STEPS}-step fits (small MLP, TensorBoard logger, sampling 10, "
+          f"{'run file' if run_file else 'output=False: no run file'})")
+    print(f"untracked median {statistics.median(plain):.3f} s   tracked median {statistics.median(tracked):.3f} s")
+    print(f"median of per-pair ratios {statistics.median(ratios):.3f}x   ratio of medians "
+          f"{statistics.median(tracked) / statistics.median(plain):.3f}x   per-pair: "
+          + " ".join(f"{r:.2f}" for r in ratios))
+    for name in HOOKS:
+        print(f"  {name:26s} median {1000 * statistics.median(h[name] for h in spent):7.1f} ms per fit")
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:]))

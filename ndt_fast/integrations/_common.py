@@ -1,0 +1,126 @@
+"""What the Lightning and Hugging Face callbacks share: the step bookkeeping of gradient
+accumulation, the loss kept on its device, and the relay of finished samples to a framework's
+own loggers on the training thread.
+
+Steps: a sample is labelled with the framework's global step *after* the optimizer step it
+measures (Lightning's ``trainer.global_step``, Hugging Face's ``state.global_step`` at
+``on_step_end``): the first optimizer step is step 1, and ``sampling_frequency=10`` samples steps
+10, 20, … — the steps at which the frameworks log by default. With gradient accumulation the
+tracker is armed for every forward pass of a sampled step; each replaces the previous one
+(``window=1``), so the metrics are those of the step's **last micro-batch**; the loss is the
+mean of all its micro-batches' losses.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink, scalar_items
+
+logger = logging.getLogger(__name__)
+
+
+class LoggerRelay(Sink):
+    """A sink that keeps finished samples until the training thread hands them to a framework's
+    loggers (``drain``): loggers such as Lightning's CSVLogger are not safe to call from another
+    thread, and their own writers are cheap (TensorBoard queues, CSV appends)."""
+
+    def __init__(self, metrics: Sequence[str] = DEFAULT_METRICS) -> None:
+        self.metrics = tuple(metrics)
+        self._ready: collections.deque[Sample] = collections.deque()
+        self._lock = threading.Lock()
+
+    def write(self, samples: Sequence[Sample]) -> None:
+        with self._lock:
+            self._ready.extend(samples)
+
+    def drain(self) -> list[tuple[int, dict[str, float]]]:
+        """``[(step, {tag: value})]`` of every sample written since the last drain, in order."""
+        if not self._ready:  # the common case, without the lock
+            return []
+        with self._lock:
+            samples, self._ready = list(self._ready), collections.deque()
+        return [(s.step, dict(scalar_items(s, self.metrics))) for s in samples]
+
+
+class StepLoss:
+    """The loss of the optimizer step being assembled: the sum of its micro-batches' detached
+    losses divided by their count, kept as a tensor on its device (no host sync; the tracker reads
+    it on the host only when it records the sample, or asynchronously on its device path)."""
+
+    def __init__(self) -> None:
+        self._total: torch.Tensor | None = None
+        self._count = 0
+
+    def add(self, loss: Any, already_divided: bool = False) -> None:
+        """Add one micro-batch's loss (a tensor or float; None is ignored). ``already_divided``:
+        the framework already divided it by the micro-batch count (Lightning does)."""
+        if loss is None:
+            return
+        value = loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+        self._total = value if self._total is None else self._total + value
+        self._count += 0 if already_divided else 1
+
+    def take(self) -> torch.Tensor | float:
+        """The step's loss (NaN when none was added); resets for the next step."""
+        total, count = self._total, self._count
+        self._total, self._count = None, 0
+        if total is None:
+            return math.nan
+        return total / count if count > 1 else total
+
+
+def check_arguments(owner: str, sampling_frequency: Any, tracker_options: dict[str, Any]) -> None:
+    """The callbacks' argument checks: ValueError for a bad ``sampling_frequency`` or for tracker
+    options the callback sets itself (``model``, ``resume``)."""
+    if isinstance(sampling_frequency, bool) or not isinstance(sampling_frequency, int) or sampling_frequency < 1:
+        raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
+    clash = [name for name in ("model", "resume") if name in tracker_options]
+    if clash:
+        raise ValueError(f"{owner} sets {clash} itself (the model it is given; resume from the checkpoint)")
+
+
+def grad_norm(model: nn.Module) -> torch.Tensor | None:
+    """The total 2-norm of ``model``'s gradients, as a tensor on their device (no host sync);
+    None without gradients."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return None
+    return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+
+
+def resolve_layers(model: nn.Module, layers: Sequence[nn.Module | str] | None) -> list[nn.Module] | None:
+    """``layers`` with names (``"encoder.layers.0"``) looked up in ``model``; None stays None.
+    Raises ValueError naming an unknown module."""
+    if layers is None:
+        return None
+    resolved = []
+    for layer in layers:
+        if isinstance(layer, str):
+            try:
+                resolved.append(model.get_submodule(layer))
+            except AttributeError as error:
+                raise ValueError(f"layers: the model has no submodule {layer!r}") from error
+        else:
+            resolved.append(layer)
+    return resolved
+
+
+def fresh_path(directory: str, stem: str = "ndt_fast") -> str:
+    """``<directory>/<stem>.h5``, or ``<stem>-1.h5``, … — the first that does not exist."""
+    import os
+
+    os.makedirs(directory, exist_ok=True)
+    path, n = os.path.join(directory, f"{stem}.h5"), 0
+    while os.path.exists(path):
+        n += 1
+        path = os.path.join(directory, f"{stem}-{n}.h5")
+    return path

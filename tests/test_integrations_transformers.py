@@ -1,0 +1,108 @@
+"""DimensionalityCallback in a real Hugging Face Trainer run on the CPU (a 2-layer GPT-2 built from
+a config; nothing downloaded): the TensorBoard events it writes equal the tracker's results, the
+loss under gradient accumulation equals the Trainer's own, nothing stays hooked, and the default
+layers of GPT-2/Llama/BERT/ViT-style models are their blocks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("tensorboard")
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.util import tensor_util  # noqa: E402
+
+import ndt_fast  # noqa: E402
+from ndt_fast.integrations.transformers import DimensionalityCallback, hf_layers  # noqa: E402
+from ndt_fast.sinks import DEFAULT_METRICS  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("torch_env")
+
+VOCAB, SEQ = 64, 16
+
+
+class Tokens(torch.utils.data.Dataset):
+    """Random token sequences; the labels are the inputs (causal LM)."""
+
+    def __init__(self, n: int) -> None:
+        self.ids = torch.randint(0, VOCAB, (n, SEQ), generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+def tiny_gpt2() -> torch.nn.Module:
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=SEQ,
+                                     bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2LMHeadModel(config)
+
+
+def test_trainer_run_reaches_tensorboard_value_for_value(tmp_path):
+    model = tiny_gpt2()
+    hooks_before = {name: len(m._forward_hooks) for name, m in model.named_modules()}
+    callback = DimensionalityCallback(sampling_frequency=4)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=40,
+        logging_steps=1, report_to=["tensorboard"], save_strategy="no", use_cpu=True, disable_tqdm=True,
+        learning_rate=1e-3, dataloader_num_workers=0)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=Tokens(400), callbacks=[callback])
+    trainer.train()
+
+    results = callback.tracker.get_results()
+    assert list(results) == ["GPT2Block_0", "GPT2Block_1"]  # the blocks; the vocabulary-wide head left out
+    expected_steps = list(range(4, 41, 4))
+    events = EventAccumulator(str(tmp_path / "runs" / "ndt_fast"), size_guidance={"tensors": 0})
+    events.Reload()
+    for layer, df in results.items():
+        assert df["step"].tolist() == expected_steps
+        for metric in DEFAULT_METRICS:
+            written = events.Tensors(f"ndt/{layer}/{metric}")
+            assert [e.step for e in written] == expected_steps
+            values = [float(tensor_util.make_ndarray(e.tensor_proto)) for e in written]
+            np.testing.assert_array_equal(values, df[metric].to_numpy(np.float64))  # float64: exact
+    # The loss of each sampled step (mean over its 2 micro-batches) is the Trainer's own, which it
+    # logs per step here (rounded to 4 digits).
+    logged = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+    first = results["GPT2Block_0"].set_index("step")
+    for step in expected_steps:
+        assert first.loc[step, "loss"] == pytest.approx(logged[step], abs=1e-4)
+    assert np.isfinite(first["grad_norm"]).all()
+    # The Trainer's own TensorBoard run is there too (report_to), beside ours.
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+    # Train end: no hook of ours left; the run file holds every sample.
+    assert {name: len(m._forward_hooks) for name, m in model.named_modules()} == hooks_before
+    assert ndt_fast.load(callback.tracker.output)["GPT2Block_1"]["step"].tolist() == expected_steps
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "bert", "vit"])
+def test_default_layers_are_the_blocks_of_transformer_models(kind):
+    small = {"num_hidden_layers": 3, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
+    if kind == "gpt2":
+        model = tiny_gpt2()
+        expected = ["transformer.h.0", "transformer.h.1"]
+    elif kind == "llama":
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            **small, num_key_value_heads=2, vocab_size=VOCAB, bos_token_id=0, eos_token_id=0))
+        expected = ["model.layers.0", "model.layers.1", "model.layers.2"]
+    elif kind == "bert":
+        model = transformers.BertForSequenceClassification(transformers.BertConfig(**small, vocab_size=VOCAB))
+        expected = ["bert.encoder.layer.0", "bert.encoder.layer.1", "bert.encoder.layer.2", "classifier"]
+    else:
+        model = transformers.ViTForImageClassification(transformers.ViTConfig(
+            **small, image_size=16, patch_size=4, num_labels=3))
+        expected = [f"vit.{'encoder.layer' if hasattr(model.vit, 'encoder') else 'layers'}.{i}" for i in range(3)]
+        expected.append("classifier")
+    names = {id(module): name for name, module in model.named_modules()}
+    assert [names[id(layer)] for layer in hf_layers(model)] == expected
+
+
+def test_bad_arguments_are_refused_when_the_callback_is_made():
+    with pytest.raises(ValueError, match="sampling_frequency"):
+        DimensionalityCallback(sampling_frequency=-1)
+    with pytest.raises(ValueError, match="model"):
+        DimensionalityCallback(model=None)
