@@ -6,6 +6,7 @@ gives the reason). The tracker's attributes and ``force=True`` are in test_ndt_t
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -208,7 +209,9 @@ class _TinyViT(nn.Module):
         self.head = nn.Linear(16, 10)
 
 
+@functools.cache
 def _models():
+    """Built once per session (resnet18's construction is most of these tests' time)."""
     import torchvision
 
     return {

@@ -148,6 +148,25 @@ def test_example_01_quickstart(tmp_path):
     assert (tmp_path / "mnist_results.csv").read_text().count("\n") == 1 + 16
 
 
+def _train_with_grad_norm(model, tracker, train_loader, optimizer, device, target_steps):
+    """Examples 02 and 03's loop: cross-entropy step, gradient norm by clip_grad_norm_(inf),
+    ``tracker.log(step, loss.item(), grad_norm=grad_norm.item())``, epochs until target_steps."""
+    criterion = nn.CrossEntropyLoss()
+    step = 0
+    while step < target_steps:
+        for data, target in train_loader:
+            data, target = data.to(device), target.to(device)
+            optimizer.zero_grad()
+            loss = criterion(model(data), target)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=float("inf"))
+            optimizer.step()
+            tracker.log(step, loss.item(), grad_norm=grad_norm.item())
+            step += 1
+            if step >= target_steps:
+                return
+
+
 # ---- examples/02_cnn_cifar10.py ----------------------------------------------------------------------
 
 
@@ -182,18 +201,8 @@ def test_example_02_cnn(tmp_path):
                                    layer_names=["Conv1", "Conv2", "Conv3", "FC1"], sampling_frequency=20,
                                    device=device)
     optimizer = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    criterion = nn.CrossEntropyLoss()
     model.train()
-    step = 0
-    for data, target in train_loader:
-        data, target = data.to(device), target.to(device)
-        optimizer.zero_grad()
-        loss = criterion(model(data), target)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=float("inf"))
-        optimizer.step()
-        tracker.log(step, loss.item(), grad_norm=grad_norm.item())
-        step += 1
+    _train_with_grad_norm(model, tracker, train_loader, optimizer, device, target_steps=len(train_loader))
     results = tracker.get_results()
     conv3_results = tracker.get_results(layer_name="Conv3")
     fig = plot_metrics_comparison(conv3_results, layer_name="Conv3")
@@ -233,21 +242,8 @@ def test_example_03_tds_experiment(tmp_path):
     tracker = HighFrequencyTracker(model, layers=[model.layer1, model.layer2, model.layer3], layer_names=names,
                                    sampling_frequency=5, enable_jump_detection=True, device=device)
     optimizer = optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999))
-    criterion = nn.CrossEntropyLoss()
     model.train()
-    step, target_steps = 0, 150
-    while step < target_steps:
-        for data, target in train_loader:
-            data, target = data.to(device), target.to(device)
-            optimizer.zero_grad()
-            loss = criterion(model(data), target)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=float("inf"))
-            optimizer.step()
-            tracker.log(step, loss.item(), grad_norm=grad_norm.item())
-            step += 1
-            if step >= target_steps:
-                break
+    _train_with_grad_norm(model, tracker, train_loader, optimizer, device, target_steps=150)
     results = tracker.get_results()
     summary = {name: (df["stable_rank"].iloc[0], df["stable_rank"].iloc[-1], df["stable_rank"].min(),
                       df["stable_rank"].max()) for name, df in results.items()}
