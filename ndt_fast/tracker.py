@@ -59,6 +59,7 @@ from ndt_fast import _device_path
 from ndt_fast._buffer import describe, torch_matrix_view
 from ndt_fast._device_path import DeviceAccumulator, DevicePath, MetricSettings
 from ndt_fast._native import core
+from ndt_fast.compat.capture import TrackerHooks
 from ndt_fast.jumps import Jump, JumpDetector
 from ndt_fast.layers import CONV_TYPES, activation_matrix, auto_select_layers, default_layer_names, first_tensor
 from ndt_fast.metrics import metric_mask
@@ -115,7 +116,7 @@ class _LayerSlot:
     """Everything the tracker keeps per tracked module."""
 
     __slots__ = ("name", "index", "module", "handle", "accumulator", "accumulator_key", "captured", "failed",
-                 "errors", "spatial_rows", "resumed_from", "row_subset")
+                 "errors", "spatial_rows", "resumed_from", "row_subset", "kept")
 
     def __init__(self, name: str, index: int, module: nn.Module, spatial_rows: bool) -> None:
         self.name = name
@@ -131,6 +132,7 @@ class _LayerSlot:
         self.spatial_rows = spatial_rows
         self.resumed_from = -1  # with resume=True: the last step already in the file (its rows are skipped)
         self.row_subset: dict[tuple[int, torch.device], torch.Tensor] = {}  # max_rows: (rows, device) → indices
+        self.kept: Any = None  # keep_last_output: the output of the last unarmed forward since the last log()
 
 
 class FastTracker:
@@ -145,7 +147,8 @@ class FastTracker:
             (``tracker.jumps``, jump records in ``output``) and allow ``detect_jumps``.
         jump_window_size, jump_z_threshold: ndt's z-score rule — ``detect_jumps`` (offline,
             exactly ndt's) and the online detector's "ndt" rule.
-        device: accepted for compatibility; metrics are computed where the data is (see
+        device: accepted for compatibility (``tracker.device``; default, as ndt: the device of
+            the model's first parameter); metrics are computed where the data is (see
             ``device_path``).
 
     Keyword-only extras:
@@ -202,6 +205,16 @@ class FastTracker:
             measured on the host, a sync per sample, reported once. Token activations
             ``(batch, seq, hidden)``: every token is a row, or with ``max_rows`` the same fixed
             random subset at every sample.
+        keep_last_output: on steps that are not sampled, each tracked layer's hook keeps a
+            reference to the output of its last training forward (no copy, no computation), and
+            ``log()`` drops it; so ``log(step, loss, force=True)`` on any step measures that
+            step's last forward, as ndt does, without ``arm()``. Default True: the hook's cost is
+            one reference and a mode check per forward (benchmarks/test_force_overhead.py), and
+            the memory held is one output per tracked layer, from its forward to that step's
+            ``log()`` (autograd usually holds it that long anyway). False: hooks do nothing on
+            unscheduled steps, and forcing such a step needs ``arm()`` before its forward pass.
+            A forced output is measured as it is at ``log()`` time (after any in-place op that
+            followed the module), as in ndt.
         threads: threads the tracker's native work (ours and BLAS's) may use; default 1: in a
             training loop the framework's threads hold the cores, and helper threads that fight
             them slow both (measured on 2 cores: weight tracking cost 3× more with BLAS threads).
@@ -238,6 +251,7 @@ class FastTracker:
         threads: int = 1,
         max_rows: int | None = None,
         device_path: str = "host",
+        keep_last_output: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError("model must be a torch.nn.Module")
@@ -275,7 +289,10 @@ class FastTracker:
 
         self.model = model
         self.sampling_frequency = sampling_frequency
-        self.device = device
+        # ndt's default: the model's device (CPU for a model without parameters)
+        self.device = device if device is not None else next((p.device for p in model.parameters()),
+                                                               torch.device("cpu"))
+        self.keep_last_output = bool(keep_last_output)
         self.window = window
         self.center = bool(center)
         self._metric_mask = metric_mask(metrics)
@@ -411,14 +428,18 @@ class FastTracker:
 
     def _make_hook(self, slot: _LayerSlot) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if self._armed:  # the whole cost of a hook on a step that is not sampled
+            if self._armed:
                 self._capture(slot, output)
+            elif self.keep_last_output and (not self.skip_eval_forwards
+                                            or (module.training and torch.is_grad_enabled())):
+                slot.kept = output  # the whole cost of a hook on a step that is not sampled
 
         return hook
 
-    def _capture(self, slot: _LayerSlot, output: Any) -> None:
+    def _capture(self, slot: _LayerSlot, output: Any, mode_checked: bool = False) -> None:
         try:
-            if self.skip_eval_forwards and (not slot.module.training or not torch.is_grad_enabled()):
+            if (not mode_checked and self.skip_eval_forwards
+                    and (not slot.module.training or not torch.is_grad_enabled())):
                 return
             if self.window == 1:
                 # This forward replaces the sample; until it is in, there is none (a capture that
@@ -545,10 +566,16 @@ class FastTracker:
         steps (CUDA tensors of a tracker on the device path: copied asynchronously, never read
         with a sync). A layer with no captured forward since the last sample gets no row (as in ndt);
         such misses are counted in ``tracker.missed`` and logged once. ``force=True`` on a step
-        that is not scheduled needs ``arm()`` before that step's forward pass (see ``arm``).
+        that is not scheduled measures each layer's last training forward since the previous
+        ``log()`` (``keep_last_output``; with it off, ``arm()`` before that step's forward pass).
         """
         step = int(step)
-        if force or self._is_due(step):
+        due = self._is_due(step)
+        if force and not due and self.keep_last_output:
+            for slot in self._slots:
+                if not (slot.captured or slot.failed) and slot.kept is not None:
+                    self._capture(slot, slot.kept, mode_checked=True)  # the hook checked the mode
+        if force or due:
             self._record(step, loss, grad_norm)  # (on the device path: submits, then polls)
         else:
             if not self._in_window(step):
@@ -557,15 +584,19 @@ class FastTracker:
                         self._discard(slot)
             if self._device_path is not None and self._device_path.pending:
                 self._device_path.poll()  # completed device results only: never waits
+        if self.keep_last_output:
+            for slot in self._slots:  # held from the forward to this log() only
+                slot.kept = None
         self._next_step = step + 1
         self._arm(self._next_step)
 
     def arm(self) -> None:
         """Capture the next forward pass(es) whatever the schedule, until the next ``log()``.
 
-        Hooks capture only the forwards of steps that will be sampled, so a ``log(step, …,
-        force=True)`` on an unscheduled step has nothing to compute from unless ``arm()`` was
-        called before that step's forward pass (ndt keeps every forward's output alive instead).
+        Hooks capture only the forwards of steps that will be sampled; with
+        ``keep_last_output=False`` a ``log(step, …, force=True)`` on an unscheduled step has
+        nothing to compute from unless ``arm()`` was called before that step's forward pass.
+        Armed forwards are measured as they run (a ``window`` > 1 accumulates them).
         """
         self._armed = True
 
@@ -581,9 +612,10 @@ class FastTracker:
                 self._missed[slot.name] = self._missed.get(slot.name, 0) + 1
                 if self._missed[slot.name] == 1:
                     logger.warning("ndt_fast: no activation captured for layer %r at step %d: its forward ran "
-                                   "in eval mode / no_grad, did not run, or ran at an unscheduled step (for "
-                                   "log(..., force=True) on such a step, call tracker.arm() before its forward "
-                                   "pass)", slot.name, step)
+                                   "in eval mode / no_grad, did not run since the last log(), or ran at an "
+                                   "unscheduled step with keep_last_output=False (then call tracker.arm() "
+                                   "before the forward pass of a step you will log with force=True)",
+                                   slot.name, step)
         if not ready and not failed:
             return
         on_device = [] if self._device_path is None else [
@@ -776,10 +808,16 @@ class FastTracker:
             return samples_frame(columns, samples[self._by_name[layer_name].index])
         return {slot.name: samples_frame(columns, samples[slot.index]) for slot in self._slots}
 
-    def detect_jumps(self, layer_name: str | None = None, metric: str = "stable_rank") -> dict[str, list[Jump]]:
-        """ndt's offline z-score jumps per layer; ``Jump.step`` is the training step."""
+    def detect_jumps(self, layer_name: str | None = None, metric: str = "stable_rank",
+                     threshold_z: float | None = None) -> dict[str, list[Jump]]:
+        """ndt's offline z-score jumps per layer; ``Jump.step`` is the training step.
+
+        ``threshold_z`` overrides ``jump_z_threshold`` for this call (ndt's example 03 passes it;
+        ndt's own tracker rejects it with a TypeError)."""
         if self.jump_detector is None:
             raise ValueError("Jump detection is disabled. Enable it during initialization.")
+        detector = self.jump_detector if threshold_z is None else JumpDetector(
+            self.jump_detector.window_size, threshold_z, self.jump_detector.min_samples)
         valid = _METRIC_NAMES + (WEIGHT_COLUMNS if self.track_weights else ())
         if metric not in valid:
             raise ValueError(f"metric must be one of {list(valid)}, got {metric}")
@@ -792,7 +830,7 @@ class FastTracker:
         out: dict[str, list[Jump]] = {}
         for slot in slots:
             values, steps = samples[slot.index][:, column], samples[slot.index][:, step_column].astype(np.int64)
-            out[slot.name] = self.jump_detector.detect_at_steps(values, steps, f"{slot.name}_{metric}")
+            out[slot.name] = detector.detect_at_steps(values, steps, f"{slot.name}_{metric}")
         return out
 
     def get_jumps(self) -> pd.DataFrame:
@@ -824,6 +862,16 @@ class FastTracker:
         return {slot.name: slot.errors for slot in self._slots}
 
     @property
+    def activation_capture(self) -> TrackerHooks:
+        """ndt's ``tracker.activation_capture``, read-only: ``hooks`` (the live hook handles; empty
+        after ``close()``) and ``activations`` (the outputs kept for ``force=True`` since the last
+        ``log()``, detached, by layer name)."""
+        return TrackerHooks(
+            hooks=[slot.handle for slot in self._slots if slot.handle is not None],
+            activations={slot.name: tensor.detach() for slot in self._slots
+                         if (tensor := first_tensor(slot.kept)) is not None})
+
+    @property
     def missed(self) -> dict[str, int]:
         """Sampled steps at which a layer had no captured forward (no row recorded)."""
         return dict(self._missed)
@@ -844,6 +892,7 @@ class FastTracker:
                 slot.accumulator = None
                 slot.accumulator_key = None
                 slot.captured = False
+                slot.kept = None
             self._armed = False
             if hasattr(self, "_records"):
                 self._records.close()

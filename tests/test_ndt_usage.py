@@ -247,7 +247,7 @@ def test_example_03_tds_experiment(tmp_path):
     results = tracker.get_results()
     summary = {name: (df["stable_rank"].iloc[0], df["stable_rank"].iloc[-1], df["stable_rank"].min(),
                       df["stable_rank"].max()) for name, df in results.items()}
-    jumps_dict = tracker.detect_jumps(metric="stable_rank")
+    jumps_dict = tracker.detect_jumps(metric="stable_rank", threshold_z=2.0)  # (ndt's own tracker: TypeError)
     fig_activation = plot_phases(results, metric="stable_rank", title="Activation Space Dimensionality (Every 5 Steps)")
     layer2_results = tracker.get_results(layer_name="Layer2_256-128")
     fig_correlation = plot_metrics_comparison(layer2_results, layer_name="Layer2_256-128",

@@ -16,7 +16,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ndt_fast.layers import default_layer_names, first_tensor
 
-__all__ = ["ActivationCapture", "DimensionalityMetrics"]
+__all__ = ["ActivationCapture", "DimensionalityMetrics", "TrackerHooks"]
 
 
 @dataclass
@@ -103,3 +103,23 @@ class ActivationCapture:
     def __del__(self) -> None:
         if hasattr(self, "hooks"):
             self.remove_hooks()
+
+
+@dataclass(frozen=True)
+class TrackerHooks:
+    """What ``FastTracker.activation_capture`` returns: a snapshot with ndt's attribute names.
+
+    ``hooks``: the tracker's live forward-hook handles (empty after ``close()``); ``activations``:
+    layer name → the output kept for ``log(force=True)`` since the last ``log()``, detached.
+    """
+
+    hooks: list[RemovableHandle]
+    activations: dict[str, torch.Tensor]
+
+    def get_activation(self, layer_name: str) -> torch.Tensor | None:
+        """The kept output of ``layer_name``, or None."""
+        return self.activations.get(layer_name)
+
+    def get_all_activations(self) -> dict[str, torch.Tensor]:
+        """A shallow copy of ``activations``."""
+        return dict(self.activations)
