@@ -142,3 +142,16 @@ def test_hooks_keep_activations_and_gradients_and_mode_and_grads_are_left_alone(
     visualizer.saliency_map(torch.randn(1, 3, 6, 6), 0)
     assert model.training  # ndt leaves the model in eval mode
     assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))  # ndt overwrites .grad
+
+
+def test_activation_analyzer_does_not_need_captum():
+    import subprocess
+    import sys
+
+    # Captum hidden: the analyzer imports and runs; the visualizer names the extra to install.
+    code = ("import sys; sys.modules['captum'] = None\n"
+            "from ndt_fast.analysis import ActivationAnalyzer\n"
+            "import numpy as np; ActivationAnalyzer().activation_statistics(np.ones((3, 2)))\n"
+            "try:\n    from ndt_fast.analysis import FeatureVisualizer\nexcept ImportError as e:\n"
+            "    assert 'ndt-fast[analysis]' in str(e), e\nelse:\n    raise SystemExit('no ImportError')\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
