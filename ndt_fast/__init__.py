@@ -42,19 +42,56 @@ _LAZY = {
     "create_interactive_plot": "ndt_fast.interactive",
     "create_multi_layer_plot": "ndt_fast.interactive",
     "create_dashboard": "ndt_fast.interactive",
+    # ndt 2.0.0's other public names (the README's compatibility table), for drop-in use.
+    "ActivationCapture": "ndt_fast.compat.capture",
+    "DimensionalityMetrics": "ndt_fast.compat.capture",
+    "ArchitectureHandler": "ndt_fast.architectures",
+    "MLPHandler": "ndt_fast.architectures",
+    "CNNHandler": "ndt_fast.architectures",
+    "TransformerHandler": "ndt_fast.architectures",
+    "ViTHandler": "ndt_fast.architectures",
+    "detect_architecture": "ndt_fast.architectures",
+    "get_handler": "ndt_fast.architectures",
+    "validate_detector": "ndt_fast.compat.validity",
+    "jump_detector_as_callable": "ndt_fast.compat.validity",
+    "ValidityReport": "ndt_fast.compat.validity",
+    "standard_battery": "ndt_fast.compat.validity",
+    "load_config": "ndt_fast.compat.utils",
+    "save_config": "ndt_fast.compat.utils",
+    "setup_logger": "ndt_fast.compat.utils",
 }
+#: ndt's names for ndt_fast objects with another name: alias → (module, name).
+_ALIASES = {"HighFrequencyTracker": ("ndt_fast.tracker", "FastTracker")}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
+    if name in _LAZY or name in _ALIASES:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module, attribute = _ALIASES.get(name, (_LAZY.get(name), name))
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'ndt_fast' has no attribute {name!r}")
 
 
 __all__ = [
     "ALL_METRICS",
+    "ActivationCapture",
+    "ArchitectureHandler",
+    "CNNHandler",
+    "DimensionalityMetrics",
+    "HighFrequencyTracker",
+    "MLPHandler",
+    "TransformerHandler",
+    "ValidityReport",
+    "ViTHandler",
+    "detect_architecture",
+    "get_handler",
+    "jump_detector_as_callable",
+    "load_config",
+    "save_config",
+    "setup_logger",
+    "standard_battery",
+    "validate_detector",
     "FLAG_NON_FINITE",
     "FLAG_NOT_CONVERGED",
     "FLAG_TRACKER_ERROR",

@@ -9,7 +9,7 @@ threshold is a jump. One difference, on purpose: ``FastTracker.detect_jumps`` re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,23 +46,46 @@ class JumpDetector:
         self.z_threshold = z_threshold
         self.min_samples = min_samples
 
+    def _windows(self, v: np.ndarray) -> Iterator[tuple[int, float, float]]:
+        """``(i, mean, population std)`` of the ``window_size`` values before each i ≥ min_samples."""
+        for i in range(self.min_samples, len(v)):
+            window = v[max(0, i - self.window_size) : i]
+            yield i, window.mean(), window.std()
+
     def detect_indices(self, values: Sequence[float] | np.ndarray) -> list[tuple[int, float]]:
         """``[(index, |z|)]`` of every jump in ``values``, with the same arithmetic as ndt (the one
         implementation of ndt's rule; ``ndt_fast.validity.ndt_rule_indices`` states its NaN/Inf
-        semantics). No floating-point warning is raised."""
+        semantics). No floating-point warning is raised.
+
+        Fewer than ``min_samples`` values (an empty list included) → no jumps."""
         v = np.asarray(values, dtype=np.float64)
-        n = len(v)
         found: list[tuple[int, float]] = []
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            for i in range(self.min_samples, n):
-                window = v[max(0, i - self.window_size) : i]
-                std = window.std()
+            for i, mean, std in self._windows(v):
                 if std < 1e-10:
                     continue
-                z = abs((v[i] - window.mean()) / std)
+                z = abs((v[i] - mean) / std)
                 if z > self.z_threshold:
                     found.append((i, float(z)))
         return found
+
+    def compute_rolling_statistics(
+        self, values: Sequence[float] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ndt's ``(means, stds, z_scores)``, float64 arrays of len(values), for plotting the rule.
+
+        Entry i ≥ ``min_samples`` holds the mean and population std of the ``window_size`` values
+        before i and |z| of value i (0 where that std is ≤ 1e-10); entries before ``min_samples``
+        are 0. Empty ``values`` → ValueError (ndt's wording)."""
+        v = np.asarray(values, dtype=np.float64)
+        if len(v) == 0:
+            raise ValueError("values list cannot be empty")
+        means, stds, z_scores = np.zeros(len(v)), np.zeros(len(v)), np.zeros(len(v))
+        for i, mean, std in self._windows(v):
+            means[i], stds[i] = mean, std
+            if std > 1e-10:
+                z_scores[i] = abs((v[i] - mean) / std)
+        return means, stds, z_scores
 
     def detect_jumps(
         self, values: Sequence[float] | np.ndarray, metric_name: str = "dimensionality", step_offset: int = 0

@@ -21,10 +21,15 @@ the singular-value form, as in RankMe).
 
 Defined answers for bad input:
 
-* not 2-D, or empty → ValueError; dtype other than the four floats → TypeError.
-* NaN or Inf anywhere (or float64 values whose squares overflow) → every metric is NaN
-  (``cumulative_energy_90`` too), never an exception, never a hang; ``compute_metrics`` sets
-  ``flags & FLAG_NON_FINITE``.
+* not 2-D, or empty → ValueError; dtype other than the four floats → TypeError. The five ndt
+  names word it as ndt does ("Expected 2D matrix, got 3D", "Expected a non-empty matrix, …").
+* NaN or Inf anywhere (or float64 values whose squares overflow): the five ndt names
+  (``stable_rank``, ``participation_ratio``, ``cumulative_energy_90``, ``nuclear_norm_ratio``,
+  ``compute_all_metrics``) raise ValueError("Matrix contains NaN or Inf values …"), as ndt's
+  ``stable_rank`` does (ndt's others raise "SVD computation failed" for NaN and return NaN for
+  Inf). ``compute_metrics``/``compute_metrics_batch``, ``participation_ratio_eig``,
+  ``effective_rank`` and the tracker never raise for it: every metric is NaN and ``flags &
+  FLAG_NON_FINITE`` is set — inside a training run a bad batch is a flagged row, not a crash.
 * an all-zero matrix → every metric is 0 (it spans no direction). ndt returns a participation
   ratio of 1e10 there. ``compute_metrics`` sets ``flags & FLAG_ZERO``.
 * ``center=True`` subtracts the column means first (ndt never centres; the default is False).
@@ -92,10 +97,38 @@ def _records(
     )
 
 
-def _one(x: Any, column: str, what: str, *, eps: float = 1e-10, energy_threshold: float = 0.9,
-         center: bool = False) -> float:
-    record = _records([x], eps=eps, energy_threshold=energy_threshold, center=center,
-                      metrics=(column,), what=what)[0]
+def _check_ndt_matrix(x: Any, what: str) -> None:
+    """ndt's boundary for its five names: not 2-D or empty → ValueError in ndt's words (the
+    dtype and everything else is checked by ``describe``)."""
+    ndim, shape = np.ndim(x), np.shape(x)
+    if ndim != 2:
+        raise ValueError(f"Expected 2D matrix, got {ndim}D: {what} takes one 2-D (rows, features) matrix, "
+                         f"got shape {tuple(shape)}")
+    if 0 in shape:
+        raise ValueError(f"Expected a non-empty matrix, got shape {tuple(shape)}")
+
+
+def _ndt_record(x: Any, columns: tuple[str, ...], what: str, *, eps: float = 1e-10,
+                energy_threshold: float = 0.9, center: bool = False) -> np.ndarray:
+    """The record of ``x`` for one of ndt's names: NaN/Inf input → ValueError, as ndt's."""
+    _check_ndt_matrix(x, what)
+    record = _records([x], eps=eps, energy_threshold=energy_threshold, center=center, metrics=columns, what=what)[0]
+    if int(record[_COLUMN["flags"]]) & FLAG_NON_FINITE:
+        raise ValueError(f"Matrix contains NaN or Inf values ({what}; or float64 values whose squares "
+                         "overflow). compute_metrics returns NaN with FLAG_NON_FINITE instead of raising.")
+    return record
+
+
+def _one(x: Any, column: str, what: str, *, center: bool = False) -> float:
+    """One metric of ndt_fast's own (NaN for non-finite input, like ``compute_metrics``)."""
+    record = _records([x], eps=1e-10, energy_threshold=0.9, center=center, metrics=(column,), what=what)[0]
+    return float(record[_COLUMN[column]])
+
+
+def _ndt_one(x: Any, column: str, what: str, *, eps: float = 1e-10, energy_threshold: float = 0.9,
+             center: bool = False) -> float:
+    """One metric of ndt's names, with ndt's boundary (``_ndt_record``)."""
+    record = _ndt_record(x, (column,), what, eps=eps, energy_threshold=energy_threshold, center=center)
     return float(record[_COLUMN[column]])
 
 
@@ -104,26 +137,32 @@ def _as_count(value: float) -> int | float:
 
 
 def stable_rank(x: Any, eps: float = 1e-10, *, center: bool = False) -> float:
-    """‖X‖F² / (σmax² + eps) of the 2-D matrix ``x`` (n, d). NaN for non-finite input, 0 for zero."""
-    return _one(x, "stable_rank", "stable_rank", eps=eps, center=center)
+    """‖X‖F² / (σmax² + eps) of the 2-D matrix ``x`` (n, d); 0 for a zero matrix."""
+    return _ndt_one(x, "stable_rank", "stable_rank", eps=eps, center=center)
 
 
 def participation_ratio(x: Any, eps: float = 1e-10, *, center: bool = False) -> float:
     """ndt's participation ratio 1 / (Σ (σᵢ / (Σσ + eps))² + eps) ≈ (Σσ)² / Σσ² of ``x`` (n, d)."""
-    return _one(x, "participation_ratio", "participation_ratio", eps=eps, center=center)
+    return _ndt_one(x, "participation_ratio", "participation_ratio", eps=eps, center=center)
 
 
 def cumulative_energy_90(x: Any, threshold: float = 0.90, *, center: bool = False) -> int | float:
-    """Smallest k whose top-k squared singular values hold ``threshold`` of Σσ² (int; NaN if non-finite).
+    """Smallest k whose top-k squared singular values hold ``threshold`` of Σσ² (int).
 
-    ``threshold`` outside (0, 1] → ValueError.
+    ``threshold`` outside (0, 1] → ValueError with ndt's wording.
     """
-    return _as_count(_one(x, "cumulative_90", "cumulative_energy_90", energy_threshold=threshold, center=center))
+    try:
+        in_range = bool(0 < threshold <= 1)
+    except TypeError:
+        in_range = False
+    if not in_range:
+        raise ValueError(f"Threshold must be in (0, 1], got {threshold} (cumulative_energy_90's threshold)")
+    return _as_count(_ndt_one(x, "cumulative_90", "cumulative_energy_90", energy_threshold=threshold, center=center))
 
 
 def nuclear_norm_ratio(x: Any, eps: float = 1e-10, *, center: bool = False) -> float:
     """Σσ / (σmax + eps) of ``x`` (n, d)."""
-    return _one(x, "nuclear_norm_ratio", "nuclear_norm_ratio", eps=eps, center=center)
+    return _ndt_one(x, "nuclear_norm_ratio", "nuclear_norm_ratio", eps=eps, center=center)
 
 
 def participation_ratio_eig(x: Any, *, center: bool = False) -> float:
@@ -141,9 +180,8 @@ def compute_all_metrics(x: Any, eps: float = 1e-10, *, center: bool = False) -> 
 
     Same tuple and meaning as ``ndt.compute_all_metrics``; one Gram, one eigensolve.
     """
-    record = _records([x], eps=eps, energy_threshold=0.9, center=center,
-                      metrics=("stable_rank", "participation_ratio", "cumulative_90", "nuclear_norm_ratio"),
-                      what="compute_all_metrics")[0]
+    record = _ndt_record(x, ("stable_rank", "participation_ratio", "cumulative_90", "nuclear_norm_ratio"),
+                         "compute_all_metrics", eps=eps, center=center)
     return (float(record[0]), float(record[1]), _as_count(float(record[2])), float(record[3]))
 
 

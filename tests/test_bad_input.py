@@ -195,9 +195,10 @@ def test_non_finite_input_gives_nan_metrics_and_flag(kind, where, value, rng, se
         trace_only = nf.compute_metrics(x, metrics=["stable_rank", "participation_ratio_eig"], center=center)
         assert math.isnan(trace_only["stable_rank"]) and math.isnan(trace_only["participation_ratio_eig"]), context
         assert trace_only["flags"] & nf.FLAG_NON_FINITE, context
-    sr, pr, ce, nnr = nf.compute_all_metrics(x)
-    assert all(math.isnan(v) for v in (sr, pr, ce, nnr)), f"{context}: {(sr, pr, ce, nnr)}"
-    assert math.isnan(nf.cumulative_energy_90(x))
+    # ndt's names raise as ndt's stable_rank does; ndt_fast's own return NaN (test_ndt_names.py)
+    for fn in (nf.compute_all_metrics, nf.cumulative_energy_90, nf.stable_rank):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            fn(x)
     assert math.isnan(nf.effective_rank(x))
     assert np.all(np.isnan(nf.gram_eigenvalues(x))), context
 

@@ -337,7 +337,10 @@ def test_column_order_and_dtypes():
 # 4. steps that are not sampled keep nothing
 
 
-def test_not_sampled_steps_keep_nothing():
+@pytest.mark.parametrize("keep_last_output", [False, True])
+def test_not_sampled_steps_keep_nothing(keep_last_output):
+    """Unscheduled forwards reach no capture path; with keep_last_output (for force=True) the
+    hook keeps only a reference, dropped by that step's log()."""
     lin = nn.Linear(16, 8)
     model = nn.Sequential(lin, nn.ReLU())
     calls: list[int] = []
@@ -347,7 +350,8 @@ def test_not_sampled_steps_keep_nothing():
         calls.append(step_now["step"])
         return output
 
-    tracker = FastTracker(model, layers=[lin], sampling_frequency=5, select=select)
+    tracker = FastTracker(model, layers=[lin], sampling_frequency=5, select=select,
+                          keep_last_output=keep_last_output)
     slot = tracker._slots[0]
     refs: list[weakref.ref] = []
     lin.register_forward_hook(lambda m, i, o: refs.append(weakref.ref(o)))
@@ -361,8 +365,12 @@ def test_not_sampled_steps_keep_nothing():
             assert slot.accumulator is None or slot.accumulator.rows_seen == 0
         del out  # no gc.collect(): nothing may keep it, not even through a reference cycle
         assert len(refs) == 1
-        assert refs[0]() is None, f"step {step}: the tracked output is still referenced after the forward"
+        if keep_last_output and step % 5 != 0:
+            assert refs[0]() is not None, f"step {step}: the output for force=True was not kept"
+        else:
+            assert refs[0]() is None, f"step {step}: the tracked output is still referenced after the forward"
         tracker.log(step, 0.0)
+        assert refs[0]() is None, f"step {step}: the tracked output is still referenced after log()"
         assert not slot.captured
         assert slot.accumulator is None or slot.accumulator.rows_seen == 0
     assert calls == [0, 5, 10], "only the forwards of sampled steps reach the capture path"
@@ -961,15 +969,16 @@ def test_force_records_a_captured_forward_on_a_non_due_step(seed):
     assert tracker.missed == {}
 
 
-@pytest.mark.parametrize("armed", [True, False])
-def test_force_on_non_due_step(armed, seed, caplog):
+@pytest.mark.parametrize(("armed", "keep_last_output"), [(True, False), (False, False), (False, True)])
+def test_force_on_non_due_step(armed, keep_last_output, seed, caplog):
     """ndt records the forward of a forced step (sampling_frequency=5, ``log(7, loss, force=True)``
-    after step 7's forward). FastTracker captures only scheduled forwards, so it records that row
-    when ``arm()`` was called before the forward; without it the step is counted as missed and a
-    warning names the remedy, instead of a silently wrong row."""
+    after step 7's forward). FastTracker records that row from the output its hook kept
+    (keep_last_output, the default) or, with that off, when ``arm()`` was called before the
+    forward; with neither the step is counted as missed and a warning names the remedy, instead
+    of a silently wrong row."""
     model = mlp(6, 5, 3)
     ndt = ndt_tracker.HighFrequencyTracker(model, sampling_frequency=5)
-    fast = FastTracker(model, sampling_frequency=5)
+    fast = FastTracker(model, sampling_frequency=5, keep_last_output=keep_last_output)
     probe = Probe(model[0])
     gen = torch.Generator().manual_seed(seed)
     with caplog.at_level(logging.WARNING, logger=TRACKER_LOGGER):
@@ -984,7 +993,7 @@ def test_force_on_non_due_step(armed, seed, caplog):
     fast.close()
     assert list(ndt.get_results("Linear_0")["step"]) == [0, 5, 7]
     df = fast.get_results("Linear_0")
-    if armed:
+    if armed or keep_last_output:
         assert list(df["step"]) == [0, 5, 7], f"missed: {fast.missed}"
         assert_row_matches(df.iloc[2], probe.seen[7], "forced step 7")
         assert fast.missed == {}
