@@ -146,7 +146,7 @@ def plot_single_metric(
     """
     steps, values = _series(df, metric, f"plot_single_metric: {layer_name}")
     if ax is None:
-        fig = _new_figure(figsize)
+        fig = new_figure(figsize)
         ax = fig.add_subplot()
     else:
         fig = ax.get_figure()

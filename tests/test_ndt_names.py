@@ -24,10 +24,9 @@ ESTIMATORS = ("stable_rank", "participation_ratio", "cumulative_energy_90", "nuc
               "compute_all_metrics")
 
 
-def test_every_ndt_name_exists_except_the_dashboards():
+def test_every_ndt_name_exists():
     missing = [name for name in ndt.__all__ if not hasattr(nf, name)]
-    # The Plotly figures belong to the dashboard issue.
-    assert missing == ["plot_single_metric", "create_interactive_plot", "create_multi_layer_plot"]
+    assert missing == []
     assert nf.HighFrequencyTracker is nf.FastTracker
 
 

@@ -99,7 +99,8 @@ def test_jump_listeners_get_each_jump_on_the_training_thread_as_it_is_confirmed(
     assert {thread for _, _, thread in seen} == {threading.current_thread().name}
     collapse = [(at, jump) for at, jump, _ in seen if jump.metric_name == "switch_stable_rank"]
     assert [jump.step for _, jump in collapse] == [200]
-    assert collapse[0][0] == 200 + 12  # handed over at the log() that confirms it (12 samples later)
+    # handed over at the log() that confirms it: 11 to 13 samples later for block = 7 (ndt/jumps.h)
+    assert 200 + 11 <= collapse[0][0] <= 200 + 13
     tracker.close()
 
 
