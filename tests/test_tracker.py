@@ -352,7 +352,7 @@ def test_not_sampled_steps_keep_nothing(keep_last_output):
 
     tracker = FastTracker(model, layers=[lin], sampling_frequency=5, select=select,
                           keep_last_output=keep_last_output)
-    slot = tracker._slots[0]
+    slot = tracker._capture.slots[0]
     refs: list[weakref.ref] = []
     lin.register_forward_hook(lambda m, i, o: refs.append(weakref.ref(o)))
     for step in range(12):

@@ -54,7 +54,9 @@ from ndt_fast._schema import (
     NDT_COLUMNS,
     WEIGHT_COLUMNS,
 )
+from ndt_fast.compat.capture import TrackerHooks
 from ndt_fast.jumps import Jump, JumpDetector
+from ndt_fast.layers import first_tensor
 from ndt_fast.storage.records import RecordLayout, jumps_frame, samples_frame
 from ndt_fast.storage.stream import RecordStream
 from ndt_fast.tracker import backends
@@ -80,7 +82,8 @@ class FastTracker:
     ``step % sampling_frequency == 0``, or ``force=True``); ``enable_jump_detection`` (online
     detector on every metric of every layer, and ``detect_jumps``); ``jump_window_size``,
     ``jump_z_threshold`` (ndt's z-score rule, offline and online); ``device`` (accepted for
-    compatibility; metrics are computed where the data is, see ``device_path``).
+    compatibility, ``tracker.device``, default the model's device as in ndt; metrics are computed
+    where the data is, see ``device_path``).
 
     Keyword-only extras:
         window: accumulate the feature-side Gram over the ``window`` steps ending at each sampled
@@ -112,6 +115,11 @@ class FastTracker:
             reported once); ``lambda_max`` is always filled there.
         threads: threads for the tracker's native work (ours and BLAS's); default 1 (in a
             training loop the framework's threads hold the cores); 0 = automatic.
+        keep_last_output: on unscheduled steps each hook keeps a reference to its layer's last
+            training-forward output (no copy), dropped by every ``log()``; so ``log(step, loss,
+            force=True)`` on any step measures it, as ndt does, without ``arm()``. Default True
+            (cost: benchmarks/test_force_overhead.py; memory: one output per layer until that
+            step's ``log()``, measured as it is then). False: forcing such a step needs ``arm()``.
 
     Raises ValueError/TypeError for invalid arguments; never raises from inside a forward pass.
     """
@@ -125,7 +133,7 @@ class FastTracker:
                  skip_eval_forwards: bool = True, eps: float = 1e-10, energy_threshold: float = 0.9,
                  output: str | os.PathLike[str] | None = None, resume: bool = False, capacity: int = 65536,
                  flush_interval: float = 1.0, jump_rule: str = "default", threads: int = 1,
-                 max_rows: int | None = None, device_path: str = "host") -> None:
+                 max_rows: int | None = None, device_path: str = "host", keep_last_output: bool = True) -> None:
         modules, names = tracked_layers(model, layers, layer_names)
         config = TrackerConfig.check(
             sampling_frequency=sampling_frequency, window=window, metrics=metrics, center=center,
@@ -133,10 +141,14 @@ class FastTracker:
             eps=eps, energy_threshold=energy_threshold, output=output, resume=resume, capacity=capacity,
             flush_interval=flush_interval, enable_jump_detection=enable_jump_detection,
             jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
-            threads=threads, max_rows=max_rows, device_path=device_path, device=device)
+            threads=threads, max_rows=max_rows, device_path=device_path, device=device,
+            keep_last_output=keep_last_output)
         self._config = config
-        # ndt's attributes
-        self.model, self.layer_names, self.device = model, names, device
+        # ndt's attributes (device: ndt's default, the model's; CPU for a model without parameters)
+        self.model, self.layer_names = model, names
+        self.device = device if device is not None else next((p.device for p in model.parameters()),
+                                                               torch.device("cpu"))
+        self.keep_last_output = config.keep_last_output
         self.sampling_frequency, self.window, self.center = sampling_frequency, config.window, config.center
         self.track_weights, self.select, self.skip_eval_forwards = config.track_weights, select, config.skip_eval_forwards
         self.eps, self.energy_threshold, self.threads = config.eps, config.energy_threshold, threads
@@ -186,10 +198,14 @@ class FastTracker:
         ``loss`` and ``grad_norm`` may be floats or 0-d tensors, read only on sampled steps (CUDA
         tensors on the device path: copied asynchronously, never read with a sync). A layer with
         no captured forward since the last sample gets no row (as in ndt), counted in
-        ``tracker.missed``. ``force=True`` on an unscheduled step needs ``arm()`` before its forward.
+        ``tracker.missed``. ``force=True`` on an unscheduled step measures each layer's last
+        training forward since the previous ``log()`` (``keep_last_output``; else ``arm()`` first).
         """
         step = int(step)
-        if force or step % self.sampling_frequency == 0:
+        due = step % self.sampling_frequency == 0
+        if force and not due and self.keep_last_output:
+            self._capture.take_kept()
+        if force or due:
             self._record(step, loss, grad_norm)
         elif not self._schedule.in_window(step):
             for slot in self._slots:  # captured for a step that turned out not to be sampled
@@ -199,11 +215,13 @@ class FastTracker:
                 self._queue.poll()  # completed device results only: never waits
         elif self._queue.pending:
             self._queue.poll()
+        if self.keep_last_output:
+            self._capture.drop_kept()  # held from a forward to this log() only
         self._capture.armed = self._schedule.in_window(step + 1)
 
     def arm(self) -> None:
         """Capture the next forward pass(es) whatever the schedule, until the next ``log()``
-        (hooks keep nothing on unscheduled steps, so ``log(..., force=True)`` needs this first)."""
+        (with ``keep_last_output=False``, ``log(..., force=True)`` on an unscheduled step needs it)."""
         self._capture.armed = True
 
     def _record(self, step: int, loss: Any, grad_norm: Any) -> None:
@@ -218,9 +236,10 @@ class FastTracker:
                 self._missed[slot.name] = self._missed.get(slot.name, 0) + 1
                 if self._missed[slot.name] == 1:
                     logger.warning("ndt_fast: no activation captured for layer %r at step %d: its forward ran "
-                                   "in eval mode / no_grad, did not run, or ran at an unscheduled step (for "
-                                   "log(..., force=True) on such a step, call tracker.arm() before its forward "
-                                   "pass)", slot.name, step)
+                                   "in eval mode / no_grad, did not run since the last log(), or ran at an "
+                                   "unscheduled step with keep_last_output=False (then call tracker.arm() "
+                                   "before the forward pass of a step you will log with force=True)",
+                                   slot.name, step)
         if ready or failed:
             self._queue.submit(step, ready, failed, loss, grad_norm)
             for slot in ready:
@@ -245,10 +264,15 @@ class FastTracker:
             return samples_frame(columns, samples[self._by_name[layer_name].index])
         return {slot.name: samples_frame(columns, samples[slot.index]) for slot in self._slots}
 
-    def detect_jumps(self, layer_name: str | None = None, metric: str = "stable_rank") -> dict[str, list[Jump]]:
-        """ndt's offline z-score jumps per layer; ``Jump.step`` is the training step."""
+    def detect_jumps(self, layer_name: str | None = None, metric: str = "stable_rank",
+                     threshold_z: float | None = None) -> dict[str, list[Jump]]:
+        """ndt's offline z-score jumps per layer; ``Jump.step`` is the training step.
+        ``threshold_z`` overrides ``jump_z_threshold`` for this call (ndt's example 03 passes it;
+        ndt's own tracker rejects it with a TypeError)."""
         if self.jump_detector is None:
             raise ValueError("Jump detection is disabled. Enable it during initialization.")
+        detector = self.jump_detector if threshold_z is None else JumpDetector(
+            self.jump_detector.window_size, threshold_z, self.jump_detector.min_samples)
         valid = METRIC_NAMES + (WEIGHT_COLUMNS if self.track_weights else ())
         if metric not in valid:
             raise ValueError(f"metric must be one of {list(valid)}, got {metric}")
@@ -257,9 +281,9 @@ class FastTracker:
         slots = [self._by_name[layer_name]] if layer_name is not None else self._slots
         samples = self._samples()
         column, step_column = self._layout.sample_columns.index(metric), self._layout.sample_columns.index("step")
-        return {slot.name: self.jump_detector.detect_at_steps(samples[slot.index][:, column],
-                                                              samples[slot.index][:, step_column].astype(np.int64),
-                                                              f"{slot.name}_{metric}")
+        return {slot.name: detector.detect_at_steps(samples[slot.index][:, column],
+                                                    samples[slot.index][:, step_column].astype(np.int64),
+                                                    f"{slot.name}_{metric}")
                 for slot in slots}
 
     def get_jumps(self) -> pd.DataFrame:
@@ -292,6 +316,15 @@ class FastTracker:
     def errors(self) -> dict[str, int]:
         """Exceptions caught inside hooks, per layer name."""
         return {slot.name: slot.errors for slot in self._slots}
+
+    @property
+    def activation_capture(self) -> TrackerHooks:
+        """ndt's ``tracker.activation_capture``, read-only: ``hooks`` (the live hook handles; empty
+        after ``close()``) and ``activations`` (the outputs kept for ``force=True`` since the last
+        ``log()``, detached, by layer name)."""
+        return TrackerHooks(hooks=[slot.handle for slot in self._slots if slot.handle is not None],
+                            activations={slot.name: tensor.detach() for slot in self._slots
+                                         if (tensor := first_tensor(slot.kept)) is not None})
 
     @property
     def missed(self) -> dict[str, int]:

@@ -3,7 +3,10 @@
 A hook is *armed* only for forwards of steps that will be sampled (``ndt_fast.tracker.schedule``);
 an unarmed hook returns at once. An armed hook turns the module's output into a 2-D
 ``(rows, features)`` matrix (``ndt_fast.layers``' rules, ``select=``, ``max_rows``) and folds it
-into its layer's accumulator; nothing of the activation is kept past the forward pass.
+into its layer's accumulator; nothing of the activation is kept past the forward pass, except
+with ``keep_last_output`` (the default): an unarmed hook then keeps a reference to its layer's
+last training-forward output (no copy, no computation), which ``log()`` drops, so a forced
+``log()`` on an unscheduled step measures it (``take_kept``) as ndt does, without ``arm()``.
 
 Routing is decided here, once per accumulator: when a layer's Gram changes shape or device, its
 new accumulator comes from the device router (a CUDA activation a device kind takes) or else
@@ -37,7 +40,7 @@ class LayerSlot:
     """Everything kept per tracked module."""
 
     __slots__ = ("name", "index", "module", "handle", "accumulator", "key", "on_host", "captured", "failed",
-                 "errors", "spatial_rows", "row_subset")
+                 "errors", "spatial_rows", "row_subset", "kept")
 
     def __init__(self, name: str, index: int, module: nn.Module, spatial_rows: bool) -> None:
         self.name = name
@@ -52,6 +55,7 @@ class LayerSlot:
         self.errors = 0
         self.spatial_rows = spatial_rows
         self.row_subset: dict[tuple[int, torch.device], torch.Tensor] = {}  # max_rows: (rows, device) → indices
+        self.kept: Any = None  # keep_last_output: the last unarmed training forward's output since log()
 
 
 def report_error(slot: LayerSlot, error: BaseException) -> None:
@@ -94,21 +98,44 @@ class Capture:
             slot.accumulator = None
             slot.key = None
             slot.captured = False
+            slot.kept = None
         self.armed = False
 
     def _hook(self, slot: LayerSlot) -> Any:
         capture, take = self, self.take
+        if not self._config.keep_last_output:
+            def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+                if capture.armed:  # the whole cost of a hook on a step that is not sampled
+                    take(slot, output)
 
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if capture.armed:  # the whole cost of a hook on a step that is not sampled
+            return hook
+        skip_eval, grad_enabled = self._skip_eval, torch.is_grad_enabled
+
+        def keeping_hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if capture.armed:
                 take(slot, output)
+            elif not skip_eval or (module.training and grad_enabled()):
+                slot.kept = output  # the whole cost on a step that is not sampled: one reference
 
-        return hook
+        return keeping_hook
 
-    def take(self, slot: LayerSlot, output: Any) -> None:
+    def take_kept(self) -> None:
+        """Measure each layer's kept output that nothing captured since the last ``log()`` (a
+        forced sample of an unscheduled step); the hook already checked its mode."""
+        for slot in self.slots:
+            if slot.kept is not None and not (slot.captured or slot.failed):
+                self.take(slot, slot.kept, mode_checked=True)
+
+    def drop_kept(self) -> None:
+        """Forget the kept outputs (every ``log()``: they are held from a forward to its log only)."""
+        for slot in self.slots:
+            slot.kept = None
+
+    def take(self, slot: LayerSlot, output: Any, mode_checked: bool = False) -> None:
         """Fold ``output`` (a module's output) into ``slot``'s Gram; never raises."""
         try:
-            if self._skip_eval and (not slot.module.training or not torch.is_grad_enabled()):
+            if (not mode_checked and self._skip_eval
+                    and (not slot.module.training or not torch.is_grad_enabled())):
                 return
             if self._window == 1:
                 # This forward replaces the sample; until it is in, there is none (a capture that

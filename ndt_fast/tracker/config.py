@@ -54,13 +54,15 @@ class TrackerConfig:
     max_rows: int | None
     device_path: str
     device: Any
+    keep_last_output: bool = True  # unscheduled steps: hooks keep a reference for log(force=True)
 
     @classmethod
     def check(cls, *, sampling_frequency: Any, window: Any, metrics: Iterable[str] | None, center: Any,
               track_weights: Any, select: Any, conv_rows: Any, skip_eval_forwards: Any, eps: Any,
               energy_threshold: Any, output: Any, resume: Any, capacity: Any, flush_interval: Any,
               enable_jump_detection: Any, jump_window_size: Any, jump_z_threshold: Any, jump_rule: Any,
-              threads: Any, max_rows: Any, device_path: Any, device: Any) -> TrackerConfig:
+              threads: Any, max_rows: Any, device_path: Any, device: Any,
+              keep_last_output: Any = True) -> TrackerConfig:
         """The configuration of these arguments, or ValueError/TypeError naming the bad one."""
         if not _is_int(sampling_frequency, 1):
             raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
@@ -93,6 +95,8 @@ class TrackerConfig:
             raise ValueError(f"jump_rule must be one of {list(JUMP_RULES)}, got {jump_rule!r}")
         if device_path not in DEVICE_PATHS:
             raise ValueError(f"device_path must be one of {list(DEVICE_PATHS)}, got {device_path!r}")
+        if not isinstance(keep_last_output, (bool, np.bool_)):
+            raise TypeError(f"keep_last_output must be True or False, got {keep_last_output!r}")
         mask = metric_mask(metrics)
         if isinstance(track_weights, np.bool_):
             track_weights = bool(track_weights)
@@ -107,7 +111,8 @@ class TrackerConfig:
                    energy_threshold=float(energy_threshold), output=output, resume=bool(resume), capacity=capacity,
                    flush_interval=flush_interval, enable_jump_detection=bool(enable_jump_detection),
                    jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
-                   threads=threads, max_rows=max_rows, device_path=device_path, device=device)
+                   threads=threads, max_rows=max_rows, device_path=device_path, device=device,
+                   keep_last_output=bool(keep_last_output))
 
 
 def tracked_layers(model: Any, layers: Sequence[nn.Module] | None,
