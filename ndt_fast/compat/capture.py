@@ -1,7 +1,8 @@
 """ndt's ``ActivationCapture`` and ``DimensionalityMetrics``, for code written against ndt.
 
-FastTracker does not use these (its hooks measure in place and keep no tensor); they exist so
-that code which builds on ndt's capture object or record type runs unchanged.
+FastTracker does not use these (its hooks measure in place; with `keep_last_output` they keep at most
+a reference to the last output until the next `log()`); they exist so that code which builds on
+ndt's capture object or record type runs unchanged.
 """
 
 from __future__ import annotations
