@@ -20,6 +20,9 @@ build/fresh-venv/bin/python -m pip install -q build/wheel/*.whl
 (cd build && fresh-venv/bin/python -c "
 import numpy as np, ndt_fast
 x = np.maximum(np.random.default_rng(0).standard_normal((64, 256)), 0).astype(np.float32)
+from importlib import resources
+page = resources.files('ndt_fast.dashboard').joinpath('assets')
+assert page.joinpath('page.html').is_file() and page.joinpath('page.js').is_file(), 'dashboard assets missing from the wheel'
 print('fresh install ok:', ndt_fast.compute_all_metrics(x))")
 
 echo "== Python tests"
