@@ -59,6 +59,7 @@ from ndt_fast.storage.records import RecordLayout, jumps_frame, samples_frame
 from ndt_fast.storage.stream import RecordStream
 from ndt_fast.tracker import backends
 from ndt_fast.tracker.backends import DeviceRouter, HostBackend, MetricSettings
+from ndt_fast.tracker.callbacks import TrackerCallbacks
 from ndt_fast.tracker.capture import Capture
 from ndt_fast.tracker.config import DEVICE_PATHS, TrackerConfig, tracked_layers
 from ndt_fast.tracker.metadata import run_metadata
@@ -112,6 +113,15 @@ class FastTracker:
             reported once); ``lambda_max`` is always filled there.
         threads: threads for the tracker's native work (ours and BLAS's); default 1 (in a
             training loop the framework's threads hold the cores); 0 = automatic.
+        sinks: where each finished sample also goes, off the training thread (``ndt_fast.sinks``:
+            ``TensorBoardSink``, ``WandbSink``, any ``Sink``); a failing sink is reported once and
+            disabled (``sink_failures``), the tracker's records are unaffected.
+        on_sample: ``fn(sample: ndt_fast.sinks.Sample)``, called on the sinks' thread for each
+            finished sample (errors reported once, counted in ``callback_errors``).
+        on_jump: ``fn(layer: str, jump: Jump)``, called on the training thread at the end of the
+            ``log()`` that confirms a jump of ``jump_rule`` (or in ``close()``): a default-rule
+            jump is confirmed 11 to 13 samples after ``jump.step`` (plus, on the device path, the
+            samples the device is behind). Errors reported once, counted, never raised.
 
     Raises ValueError/TypeError for invalid arguments; never raises from inside a forward pass.
     """
@@ -125,7 +135,9 @@ class FastTracker:
                  skip_eval_forwards: bool = True, eps: float = 1e-10, energy_threshold: float = 0.9,
                  output: str | os.PathLike[str] | None = None, resume: bool = False, capacity: int = 65536,
                  flush_interval: float = 1.0, jump_rule: str = "default", threads: int = 1,
-                 max_rows: int | None = None, device_path: str = "host") -> None:
+                 max_rows: int | None = None, device_path: str = "host", sinks: Sequence[Any] = (),
+                 on_sample: Callable[[Any], Any] | None = None,
+                 on_jump: Callable[[str, Jump], Any] | None = None) -> None:
         modules, names = tracked_layers(model, layers, layer_names)
         config = TrackerConfig.check(
             sampling_frequency=sampling_frequency, window=window, metrics=metrics, center=center,
@@ -133,7 +145,8 @@ class FastTracker:
             eps=eps, energy_threshold=energy_threshold, output=output, resume=resume, capacity=capacity,
             flush_interval=flush_interval, enable_jump_detection=enable_jump_detection,
             jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
-            threads=threads, max_rows=max_rows, device_path=device_path, device=device)
+            threads=threads, max_rows=max_rows, device_path=device_path, device=device, sinks=sinks,
+            on_sample=on_sample, on_jump=on_jump)
         self._config = config
         # ndt's attributes
         self.model, self.layer_names, self.device = model, names, device
@@ -161,7 +174,9 @@ class FastTracker:
         self._slots = self._capture.slots
         self._by_name = {slot.name: slot for slot in self._slots}
         self._missed: dict[str, int] = {}
+        self._callbacks = TrackerCallbacks(config, self._layout)  # (before a run file is opened)
         self._sink = RecordSink(config, self._layout, self._slots, self._open_records)
+        self._callbacks.attach(self._sink)
         self._queue = SampleQueue(self._capture, self._sink, host, router, settings=settings,
                                   track_weights=config.track_weights, max_pending=backends.MAX_PENDING_SAMPLES)
         self._capture.armed = self._schedule.in_window(0)
@@ -199,6 +214,8 @@ class FastTracker:
                 self._queue.poll()  # completed device results only: never waits
         elif self._queue.pending:
             self._queue.poll()
+        if self._callbacks.active:
+            self._callbacks.after_log(step)
         self._capture.armed = self._schedule.in_window(step + 1)
 
     def arm(self) -> None:
@@ -298,6 +315,22 @@ class FastTracker:
         """Sampled steps at which a layer had no captured forward (no row recorded)."""
         return dict(self._missed)
 
+    @property
+    def callback_errors(self) -> dict[str, int]:
+        """Exceptions raised by the user's ``on_jump`` / ``on_sample`` (caught, reported once)."""
+        return self._callbacks.errors
+
+    @property
+    def sink_failures(self) -> dict[str, BaseException]:
+        """Sinks disabled after an error: name → the error."""
+        return self._callbacks.failures
+
+    def flush_sinks(self, timeout: float = 30.0) -> bool:
+        """Wait until every sample recorded so far is written by the sinks (False: ``timeout``
+        seconds ran out). Outside the training step (waits for the devices and the sinks' thread)."""
+        self._queue.drain()
+        return self._callbacks.flush(self.step_counter, timeout)
+
     # ---- lifetime ----------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -311,6 +344,8 @@ class FastTracker:
                 self._capture.remove()
             if hasattr(self, "_sink"):
                 self._sink.stream.close()
+            if hasattr(self, "_callbacks"):
+                self._callbacks.close(self.step_counter)
 
     def __enter__(self) -> FastTracker:
         return self

@@ -19,6 +19,7 @@ from torch import nn
 from ndt_fast._schema import JUMP_RULES
 from ndt_fast.layers import auto_select_layers, default_layer_names
 from ndt_fast.metrics import metric_mask
+from ndt_fast.sinks.base import check_sinks
 
 DEVICE_PATHS = ("auto", "host")
 
@@ -54,13 +55,17 @@ class TrackerConfig:
     max_rows: int | None
     device_path: str
     device: Any
+    sinks: tuple[Any, ...] = ()
+    on_sample: Callable[[Any], Any] | None = None
+    on_jump: Callable[[str, Any], Any] | None = None
 
     @classmethod
     def check(cls, *, sampling_frequency: Any, window: Any, metrics: Iterable[str] | None, center: Any,
               track_weights: Any, select: Any, conv_rows: Any, skip_eval_forwards: Any, eps: Any,
               energy_threshold: Any, output: Any, resume: Any, capacity: Any, flush_interval: Any,
               enable_jump_detection: Any, jump_window_size: Any, jump_z_threshold: Any, jump_rule: Any,
-              threads: Any, max_rows: Any, device_path: Any, device: Any) -> TrackerConfig:
+              threads: Any, max_rows: Any, device_path: Any, device: Any, sinks: Any = (),
+              on_sample: Any = None, on_jump: Any = None) -> TrackerConfig:
         """The configuration of these arguments, or ValueError/TypeError naming the bad one."""
         if not _is_int(sampling_frequency, 1):
             raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
@@ -93,6 +98,9 @@ class TrackerConfig:
             raise ValueError(f"jump_rule must be one of {list(JUMP_RULES)}, got {jump_rule!r}")
         if device_path not in DEVICE_PATHS:
             raise ValueError(f"device_path must be one of {list(DEVICE_PATHS)}, got {device_path!r}")
+        sinks = tuple(check_sinks(sinks, on_sample))  # (ndt_fast.sinks.base imports no logger package)
+        if on_jump is not None and not callable(on_jump):
+            raise TypeError(f"on_jump must be callable, got {type(on_jump).__name__}")
         mask = metric_mask(metrics)
         if isinstance(track_weights, np.bool_):
             track_weights = bool(track_weights)
@@ -107,7 +115,8 @@ class TrackerConfig:
                    energy_threshold=float(energy_threshold), output=output, resume=bool(resume), capacity=capacity,
                    flush_interval=flush_interval, enable_jump_detection=bool(enable_jump_detection),
                    jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
-                   threads=threads, max_rows=max_rows, device_path=device_path, device=device)
+                   threads=threads, max_rows=max_rows, device_path=device_path, device=device, sinks=sinks,
+                   on_sample=on_sample, on_jump=on_jump)
 
 
 def tracked_layers(model: Any, layers: Sequence[nn.Module] | None,
