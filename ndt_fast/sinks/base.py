@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 # The metric columns a sink writes by default (the tracker's six; `trace`, `lambda_max`, `flags`,
 # `rows` and the `weight_*` columns are in `Sample.values` too, for a sink that asks for them).
@@ -107,3 +108,17 @@ class Sink:
     def name(self) -> str:
         """How reports name this sink."""
         return type(self).__name__
+
+
+def check_sinks(sinks: Iterable[Any], on_sample: Any) -> list[Any]:
+    """The sinks as a list; TypeError for a sink without a callable ``write`` or a non-callable
+    ``on_sample`` (shared by ``SampleDispatcher`` and ``FastTracker``'s argument checks)."""
+    if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Iterable):
+        raise TypeError(f"sinks must be a sequence of sinks (ndt_fast.sinks), got {type(sinks).__name__}")
+    sinks = list(sinks)
+    for sink in sinks:
+        if not callable(getattr(sink, "write", None)):
+            raise TypeError(f"a sink needs a write(samples) method; got {type(sink).__name__}")
+    if on_sample is not None and not callable(on_sample):
+        raise TypeError(f"on_sample must be callable, got {type(on_sample).__name__}")
+    return sinks

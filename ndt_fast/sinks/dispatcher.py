@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ndt_fast.sinks.base import JumpEvent, Sample, Sink
+from ndt_fast.sinks.base import JumpEvent, Sample, Sink, check_sinks
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +68,7 @@ class SampleDispatcher:
 
     def __init__(self, sinks: Sequence[Sink] = (), on_sample: Callable[[Sample], Any] | None = None, *,
                  interval: float = 0.5, max_pending: int = 10000) -> None:
-        sinks = list(sinks)
-        for sink in sinks:
-            if not callable(getattr(sink, "write", None)):
-                raise TypeError(f"a sink needs a write(samples) method; got {type(sink).__name__}")
-        if on_sample is not None and not callable(on_sample):
-            raise TypeError(f"on_sample must be callable, got {type(on_sample).__name__}")
+        sinks = check_sinks(sinks, on_sample)
         if not (isinstance(interval, (int, float)) and 0 <= interval < math.inf):
             raise ValueError(f"interval must be a non-negative number of seconds, got {interval!r}")
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:

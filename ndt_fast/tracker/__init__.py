@@ -61,6 +61,7 @@ from ndt_fast.storage.records import RecordLayout, jumps_frame, samples_frame
 from ndt_fast.storage.stream import RecordStream
 from ndt_fast.tracker import backends
 from ndt_fast.tracker.backends import DeviceRouter, HostBackend, MetricSettings
+from ndt_fast.tracker.callbacks import TrackerCallbacks
 from ndt_fast.tracker.capture import Capture
 from ndt_fast.tracker.config import DEVICE_PATHS, TrackerConfig, tracked_layers
 from ndt_fast.tracker.metadata import run_metadata
@@ -120,6 +121,15 @@ class FastTracker:
             force=True)`` on any step measures it, as ndt does, without ``arm()``. Default True
             (cost: benchmarks/test_force_overhead.py; memory: one output per layer until that
             step's ``log()``, measured as it is then). False: forcing such a step needs ``arm()``.
+        sinks: where each finished sample also goes, off the training thread (``ndt_fast.sinks``:
+            ``TensorBoardSink``, ``WandbSink``, any ``Sink``); a failing sink is reported once and
+            disabled (``sink_failures``), the tracker's records are unaffected.
+        on_sample: ``fn(sample: ndt_fast.sinks.Sample)``, called on the sinks' thread for each
+            finished sample (errors reported once, counted in ``callback_errors``).
+        on_jump: ``fn(layer: str, jump: Jump)``, called on the training thread at the end of the
+            ``log()`` that confirms a jump of ``jump_rule`` (or in ``close()``): a default-rule
+            jump is confirmed 11 to 13 samples after ``jump.step`` (plus, on the device path, the
+            samples the device is behind). Errors reported once, counted, never raised.
 
     Raises ValueError/TypeError for invalid arguments; never raises from inside a forward pass.
     """
@@ -133,7 +143,9 @@ class FastTracker:
                  skip_eval_forwards: bool = True, eps: float = 1e-10, energy_threshold: float = 0.9,
                  output: str | os.PathLike[str] | None = None, resume: bool = False, capacity: int = 65536,
                  flush_interval: float = 1.0, jump_rule: str = "default", threads: int = 1,
-                 max_rows: int | None = None, device_path: str = "host", keep_last_output: bool = True) -> None:
+                 max_rows: int | None = None, device_path: str = "host", keep_last_output: bool = True,
+                 sinks: Sequence[Any] = (), on_sample: Callable[[Any], Any] | None = None,
+                 on_jump: Callable[[str, Jump], Any] | None = None) -> None:
         modules, names = tracked_layers(model, layers, layer_names)
         config = TrackerConfig.check(
             sampling_frequency=sampling_frequency, window=window, metrics=metrics, center=center,
@@ -142,7 +154,7 @@ class FastTracker:
             flush_interval=flush_interval, enable_jump_detection=enable_jump_detection,
             jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
             threads=threads, max_rows=max_rows, device_path=device_path, device=device,
-            keep_last_output=keep_last_output)
+            keep_last_output=keep_last_output, sinks=sinks, on_sample=on_sample, on_jump=on_jump)
         self._config = config
         # ndt's attributes (device: ndt's default, the model's; CPU for a model without parameters)
         self.model, self.layer_names = model, names
@@ -173,7 +185,9 @@ class FastTracker:
         self._slots = self._capture.slots
         self._by_name = {slot.name: slot for slot in self._slots}
         self._missed: dict[str, int] = {}
+        self._callbacks = TrackerCallbacks(config, self._layout)  # (before a run file is opened)
         self._sink = RecordSink(config, self._layout, self._slots, self._open_records)
+        self._callbacks.attach(self._sink)
         self._queue = SampleQueue(self._capture, self._sink, host, router, settings=settings,
                                   track_weights=config.track_weights, max_pending=backends.MAX_PENDING_SAMPLES)
         self._capture.armed = self._schedule.in_window(0)
@@ -217,6 +231,8 @@ class FastTracker:
             self._queue.poll()
         if self.keep_last_output:
             self._capture.drop_kept()  # held from a forward to this log() only
+        if self._callbacks.active:
+            self._callbacks.after_log(step)
         self._capture.armed = self._schedule.in_window(step + 1)
 
     def arm(self) -> None:
@@ -331,6 +347,22 @@ class FastTracker:
         """Sampled steps at which a layer had no captured forward (no row recorded)."""
         return dict(self._missed)
 
+    @property
+    def callback_errors(self) -> dict[str, int]:
+        """Exceptions raised by the user's ``on_jump`` / ``on_sample`` (caught, reported once)."""
+        return self._callbacks.errors
+
+    @property
+    def sink_failures(self) -> dict[str, BaseException]:
+        """Sinks disabled after an error: name → the error."""
+        return self._callbacks.failures
+
+    def flush_sinks(self, timeout: float = 30.0) -> bool:
+        """Wait until every sample recorded so far is written by the sinks (False: ``timeout``
+        seconds ran out). Outside the training step (waits for the devices and the sinks' thread)."""
+        self._queue.drain()
+        return self._callbacks.flush(self.step_counter, timeout)
+
     # ---- lifetime ----------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -344,6 +376,8 @@ class FastTracker:
                 self._capture.remove()
             if hasattr(self, "_sink"):
                 self._sink.stream.close()
+            if hasattr(self, "_callbacks"):
+                self._callbacks.close(self.step_counter)
 
     def __enter__(self) -> FastTracker:
         return self

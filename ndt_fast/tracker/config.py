@@ -19,6 +19,7 @@ from torch import nn
 from ndt_fast._schema import JUMP_RULES
 from ndt_fast.layers import auto_select_layers, default_layer_names
 from ndt_fast.metrics import metric_mask
+from ndt_fast.sinks.base import check_sinks
 
 DEVICE_PATHS = ("auto", "host")
 
@@ -55,6 +56,9 @@ class TrackerConfig:
     device_path: str
     device: Any
     keep_last_output: bool = True  # unscheduled steps: hooks keep a reference for log(force=True)
+    sinks: tuple[Any, ...] = ()
+    on_sample: Callable[[Any], Any] | None = None
+    on_jump: Callable[[str, Any], Any] | None = None
 
     @classmethod
     def check(cls, *, sampling_frequency: Any, window: Any, metrics: Iterable[str] | None, center: Any,
@@ -62,7 +66,8 @@ class TrackerConfig:
               energy_threshold: Any, output: Any, resume: Any, capacity: Any, flush_interval: Any,
               enable_jump_detection: Any, jump_window_size: Any, jump_z_threshold: Any, jump_rule: Any,
               threads: Any, max_rows: Any, device_path: Any, device: Any,
-              keep_last_output: Any = True) -> TrackerConfig:
+              keep_last_output: Any = True, sinks: Any = (), on_sample: Any = None,
+              on_jump: Any = None) -> TrackerConfig:
         """The configuration of these arguments, or ValueError/TypeError naming the bad one."""
         if not _is_int(sampling_frequency, 1):
             raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
@@ -97,6 +102,9 @@ class TrackerConfig:
             raise ValueError(f"device_path must be one of {list(DEVICE_PATHS)}, got {device_path!r}")
         if not isinstance(keep_last_output, (bool, np.bool_)):
             raise TypeError(f"keep_last_output must be True or False, got {keep_last_output!r}")
+        sinks = tuple(check_sinks(sinks, on_sample))  # (ndt_fast.sinks.base imports no logger package)
+        if on_jump is not None and not callable(on_jump):
+            raise TypeError(f"on_jump must be callable, got {type(on_jump).__name__}")
         mask = metric_mask(metrics)
         if isinstance(track_weights, np.bool_):
             track_weights = bool(track_weights)
@@ -112,7 +120,7 @@ class TrackerConfig:
                    flush_interval=flush_interval, enable_jump_detection=bool(enable_jump_detection),
                    jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
                    threads=threads, max_rows=max_rows, device_path=device_path, device=device,
-                   keep_last_output=bool(keep_last_output))
+                   keep_last_output=bool(keep_last_output), sinks=sinks, on_sample=on_sample, on_jump=on_jump)
 
 
 def tracked_layers(model: Any, layers: Sequence[nn.Module] | None,

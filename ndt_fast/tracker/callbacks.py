@@ -1,0 +1,142 @@
+"""Sinks and callbacks: finished samples to ``ndt_fast.sinks``, confirmed jumps to ``on_jump``.
+
+Two feeds, both from places the tracker already has:
+
+- samples: a ``RecordStream`` listener turns each drained block of records into one
+  ``SampleDispatcher.submit`` per step (the step, its layers' names, the sample columns, their
+  rows). With ``output=`` the writer thread drains; without it nothing drains on its own, so
+  :meth:`TrackerCallbacks.after_log` drains the ring at the end of each ``log()`` (a copy into
+  the in-memory tables, where the records go anyway). Either way the sinks' own work (building
+  ``Sample`` objects, TensorBoard, W&B, ``on_sample``) runs on the dispatcher's thread.
+- jumps: a ``RecordSink.jump_listeners`` entry collects each jump of ``jump_rule`` as the
+  native banks confirm it; :meth:`after_log` (at the end of the ``log()`` that confirmed it, or
+  in ``close()``) hands them to ``on_jump`` on the training thread and, as ``JumpEvent``s, to the
+  sinks — after the stream was drained, so a jump reaches the sinks after the sample that
+  confirmed it (with ``output=`` that drain runs on the training thread, only at such a log()).
+
+A user function or sink that raises never reaches training: reported once, counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ndt_fast._schema import KIND_SAMPLE, SAMPLE_OFFSET
+from ndt_fast.jumps import Jump
+from ndt_fast.storage.records import RecordLayout
+from ndt_fast.tracker.config import TrackerConfig
+from ndt_fast.tracker.sink import RecordSink
+
+logger = logging.getLogger("ndt_fast.tracker")
+
+
+class TrackerCallbacks:
+    """The glue between a tracker's ``RecordSink`` and its ``sinks`` / ``on_sample`` / ``on_jump``.
+
+    Build it after the config was checked and before the ``RecordSink`` (the dispatcher exists,
+    with no thread yet, before any run file is opened); :meth:`attach` it to the sink.
+    """
+
+    def __init__(self, config: TrackerConfig, layout: RecordLayout) -> None:
+        self._on_jump = config.on_jump
+        self._layout = layout
+        self._metrics = set(layout.metric_names)
+        self.on_jump_errors = 0
+        self._unannounced: list[Jump] = []
+        self._sink: RecordSink | None = None
+        self.dispatcher = None
+        if config.sinks or config.on_sample is not None:
+            from ndt_fast.sinks.dispatcher import SampleDispatcher  # only when sinks are asked for
+
+            self.dispatcher = SampleDispatcher(list(config.sinks), config.on_sample)
+
+    @property
+    def active(self) -> bool:
+        return self.dispatcher is not None or self._on_jump is not None
+
+    def attach(self, sink: RecordSink) -> None:
+        self._sink = sink
+        sink.jump_listeners.append(self._unannounced.append)
+        if self.dispatcher is not None:
+            sink.stream.listeners.append(self._submit_samples)
+
+    # ---- samples: drained records → dispatcher --------------------------------------------------
+
+    def _submit_samples(self, rows: np.ndarray) -> None:
+        """One ``submit`` per step of a drained block (n × layout.width; jump rows are skipped)."""
+        samples = rows[rows[:, 0] == KIND_SAMPLE]
+        if not len(samples):
+            return
+        columns = self._layout.sample_columns
+        values = samples[:, SAMPLE_OFFSET:SAMPLE_OFFSET + len(columns)]
+        steps = values[:, columns.index("step")]
+        names = self._layout.layer_names
+        # Records arrive in step order; a block holds whole samples (one push per sample).
+        starts = np.flatnonzero(np.r_[True, steps[1:] != steps[:-1]])
+        for start, end in zip(starts, np.r_[starts[1:], len(steps)]):
+            self.dispatcher.submit(int(steps[start]), [names[int(i)] for i in samples[start:end, 1]], columns,
+                                   np.ascontiguousarray(values[start:end]))
+
+    # ---- the end of each log() and close() --------------------------------------------------------
+
+    def after_log(self, step: int) -> None:
+        """Feed the sinks what this ``log(step)`` finished, then announce its confirmed jumps."""
+        if self.dispatcher is not None and (self._unannounced or self._sink.stream.path is None):
+            self._sink.stream.sync()  # without a writer thread nothing else drains the ring
+        if self._unannounced:
+            self._announce(step)
+
+    def _announce(self, confirmed_at: int) -> None:
+        found, self._unannounced[:] = list(self._unannounced), []
+        if self.dispatcher is not None:
+            from ndt_fast.sinks.base import JumpEvent
+
+            self.dispatcher.submit_jumps([JumpEvent(*self._layer_metric(jump), jump.step, jump.z_score,
+                                                    jump.value_before, jump.value_after, confirmed_at)
+                                          for jump in found])
+        if self._on_jump is None:
+            return
+        for jump in found:
+            try:
+                self._on_jump(self._layer_metric(jump)[0], jump)
+            except Exception as error:  # the user's function: reported once, never stops training
+                self.on_jump_errors += 1
+                if self.on_jump_errors == 1:
+                    logger.error("ndt_fast: on_jump raised %s: %s (for %r); training continues, later errors are "
+                                 "counted in tracker.callback_errors", type(error).__name__, error, jump)
+
+    def _layer_metric(self, jump: Jump) -> tuple[str, str]:
+        """(layer, metric) of ``jump.metric_name`` (``f"{layer}_{metric}"``; layer names may hold ``_``)."""
+        for layer in self._layout.layer_names:
+            metric = jump.metric_name[len(layer) + 1:]
+            if jump.metric_name.startswith(layer + "_") and metric in self._metrics:
+                return layer, metric
+        return jump.metric_name, ""  # not reached: the sink builds every name this way
+
+    def flush(self, step: int, timeout: float) -> bool:
+        """Drain, announce, wait for the sinks (False: ``timeout`` seconds ran out)."""
+        if self.dispatcher is not None:
+            self._sink.stream.sync()
+        if self._unannounced:
+            self._announce(step)
+        return self.dispatcher.flush(timeout) if self.dispatcher is not None else True
+
+    def close(self, step: int) -> None:
+        """After the record stream closed (everything drained): announce, then close the sinks."""
+        if self._unannounced:
+            self._announce(step)
+        if self.dispatcher is not None:
+            self.dispatcher.close()  # writes what the sinks have not, closes them
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return {"on_jump": self.on_jump_errors,
+                "on_sample": self.dispatcher.callback_errors if self.dispatcher is not None else 0}
+
+    @property
+    def failures(self) -> dict[str, BaseException]:
+        return dict(self.dispatcher.failed) if self.dispatcher is not None else {}
