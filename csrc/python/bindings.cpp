@@ -450,7 +450,10 @@ PYBIND11_MODULE(_core, m) {
           "pop",
           [](ndt::RecordRing& self, int64_t max_count) {
             NDT_CHECK_ARG(max_count >= 0, "max_count must be >= 0");
-            const int64_t n = std::min(max_count, self.capacity());
+            // Sized by what the ring holds now, not by its capacity: a drain of an almost empty
+            // ring (the common case) must not allocate and zero capacity × width doubles (7.9 MB
+            // at the default capacity). Records pushed meanwhile stay for the next pop.
+            const int64_t n = std::min({max_count, self.capacity(), self.size()});
             std::vector<double> buffer(static_cast<size_t>(n * self.width()));
             const int64_t got = self.pop(buffer.data(), n);
             py::array_t<double> out({got, self.width()});
