@@ -110,6 +110,8 @@ class RecordStream:
             self._drain()
 
     def _drain(self) -> None:
+        if not self._spill and len(self._ring) == 0:
+            return  # the common case between samples: nothing to move, no array to build
         pieces = [self._ring.pop(self._ring.capacity)]
         while self._spill:
             pieces.append(self._spill.popleft())
