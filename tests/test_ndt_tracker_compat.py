@@ -152,3 +152,9 @@ def test_detect_jumps_takes_example_03s_threshold_z(seed):
         assert [j.step for j in loose[name]] == [j.step for j in want]  # sampling 1: index = step
         assert {j.step for j in default[name]} <= {j.step for j in loose[name]}
     tracker.close()
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_keep_last_output_must_be_a_bool(bad):
+    with pytest.raises(TypeError, match="keep_last_output must be True or False"):
+        nf.FastTracker(_mlp(), keep_last_output=bad)
