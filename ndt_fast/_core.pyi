@@ -76,6 +76,10 @@ class GramAccumulator:
     @property
     def uncentered_trace(self) -> float: ...
     def gram(self) -> npt.NDArray[np.float64]: ...
+    def lower_triangle(self) -> npt.NDArray[np.float64]:
+        """The raw Gram's lower triangle, row by row: dim·(dim+1)/2 float64."""
+    def load_lower_triangle(self, values: npt.NDArray[np.float64], rows_seen: int) -> None:
+        """Replace the Gram by ``values`` (a lower triangle) and rows_seen; ValueError for a centred one."""
 
 def metrics_of_accumulators(
     accumulators: list[GramAccumulator],

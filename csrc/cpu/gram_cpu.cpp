@@ -226,6 +226,35 @@ double GramAccumulator::uncentered_trace() const {
   return trace;
 }
 
+void GramAccumulator::lower_triangle(double* out) const {
+  for (int64_t i = 0; i < dim_; ++i) {
+    const size_t row = static_cast<size_t>(i * dim_);
+    if (accumulate_ == Accumulate::float64) {
+      std::copy(gram64_.begin() + static_cast<std::ptrdiff_t>(row),
+                gram64_.begin() + static_cast<std::ptrdiff_t>(row + static_cast<size_t>(i) + 1), out);
+    } else {
+      for (int64_t j = 0; j <= i; ++j) out[j] = static_cast<double>(gram32_[row + static_cast<size_t>(j)]);
+    }
+    out += i + 1;
+  }
+}
+
+void GramAccumulator::load_lower_triangle(const double* values, int64_t rows_seen) {
+  NDT_CHECK_ARG(!center_, "GramAccumulator.load_lower_triangle: a centred Gram cannot be replaced (its rows are "
+                          "shifted by this accumulator's own column means)");
+  NDT_CHECK_ARG(rows_seen >= 0, "GramAccumulator.load_lower_triangle: rows_seen must be >= 0, got " << rows_seen);
+  for (int64_t i = 0; i < dim_; ++i) {
+    const size_t row = static_cast<size_t>(i * dim_);
+    for (int64_t j = 0; j <= i; ++j) {
+      if (accumulate_ == Accumulate::float64) gram64_[row + static_cast<size_t>(j)] = values[j];
+      else gram32_[row + static_cast<size_t>(j)] = static_cast<float>(values[j]);
+    }
+    values += i + 1;
+  }
+  rows_seen_ = rows_seen;
+  batches_ = rows_seen > 0 ? std::max<int64_t>(batches_, 1) : 0;
+}
+
 void GramAccumulator::symmetric_gram(double* out) const {
   const int64_t n = dim_;
   for (int64_t i = 0; i < n; ++i) {

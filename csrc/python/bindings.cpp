@@ -418,7 +418,28 @@ PYBIND11_MODULE(_core, m) {
             self.symmetric_gram(out.mutable_data());
             return out;
           },
-          "The full symmetric Gram (float64), of the centred rows if the accumulator is centred.");
+          "The full symmetric Gram (float64), of the centred rows if the accumulator is centred.")
+      .def(
+          "lower_triangle",
+          [](const ndt::GramAccumulator& self) {
+            py::array_t<double> out(self.triangle_size());
+            self.lower_triangle(out.mutable_data());
+            return out;
+          },
+          "The raw Gram's lower triangle, row by row (dim·(dim+1)/2 float64): what ranks sum.")
+      .def(
+          "load_lower_triangle",
+          [](ndt::GramAccumulator& self, py::array_t<double, py::array::c_style | py::array::forcecast> values,
+             int64_t rows_seen) {
+            if (values.ndim() != 1 || values.shape(0) != self.triangle_size())
+              throw std::invalid_argument("GramAccumulator.load_lower_triangle: expected " +
+                                          std::to_string(self.triangle_size()) + " values (dim " +
+                                          std::to_string(self.dim()) + "), got an array of " +
+                                          std::to_string(values.size()));
+            self.load_lower_triangle(values.data(), rows_seen);
+          },
+          py::arg("values"), py::arg("rows_seen"),
+          "Replace the Gram by a lower triangle (e.g. the sum over ranks) and rows_seen by rows_seen.");
 
   m.def(
       "metrics_of_accumulators",

@@ -35,6 +35,7 @@ activations give NaN metrics with ``flags & FLAG_NON_FINITE``; an all-zero layer
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -64,6 +65,7 @@ from ndt_fast.tracker.backends import DeviceRouter, HostBackend, MetricSettings
 from ndt_fast.tracker.callbacks import TrackerCallbacks
 from ndt_fast.tracker.capture import Capture
 from ndt_fast.tracker.config import DEVICE_PATHS, TrackerConfig, tracked_layers
+from ndt_fast.tracker.distributed import RankReduce, agreement_settings, rank_output
 from ndt_fast.tracker.metadata import run_metadata
 from ndt_fast.tracker.queue import SampleQueue
 from ndt_fast.tracker.schedule import Schedule
@@ -145,7 +147,8 @@ class FastTracker:
                  flush_interval: float = 1.0, jump_rule: str = "default", threads: int = 1,
                  max_rows: int | None = None, device_path: str = "host", keep_last_output: bool = True,
                  sinks: Sequence[Any] = (), on_sample: Callable[[Any], Any] | None = None,
-                 on_jump: Callable[[str, Jump], Any] | None = None) -> None:
+                 on_jump: Callable[[str, Jump], Any] | None = None, distributed: str | None = None,
+                 process_group: Any = None, distributed_timeout: float = 300.0) -> None:
         modules, names = tracked_layers(model, layers, layer_names)
         config = TrackerConfig.check(
             sampling_frequency=sampling_frequency, window=window, metrics=metrics, center=center,
@@ -154,8 +157,8 @@ class FastTracker:
             flush_interval=flush_interval, enable_jump_detection=enable_jump_detection,
             jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
             threads=threads, max_rows=max_rows, device_path=device_path, device=device,
-            keep_last_output=keep_last_output, sinks=sinks, on_sample=on_sample, on_jump=on_jump)
-        self._config = config
+            keep_last_output=keep_last_output, sinks=sinks, on_sample=on_sample, on_jump=on_jump,
+            distributed=distributed, distributed_timeout=distributed_timeout)
         # ndt's attributes (device: ndt's default, the model's; CPU for a model without parameters)
         self.model, self.layer_names = model, names
         self.device = device if device is not None else next((p.device for p in model.parameters()),
@@ -185,6 +188,11 @@ class FastTracker:
         self._slots = self._capture.slots
         self._by_name = {slot.name: slot for slot in self._slots}
         self._missed: dict[str, int] = {}
+        self._ranks: RankReduce | None = None
+        self.rank, self.world_size = 0, 1
+        if config.distributed is not None:  # (a collective on every rank: before anything is opened)
+            config = self._join_ranks(config, process_group)
+        self._config = config
         self._callbacks = TrackerCallbacks(config, self._layout)  # (before a run file is opened)
         self._sink = RecordSink(config, self._layout, self._slots, self._open_records)
         self._callbacks.attach(self._sink)
@@ -193,13 +201,34 @@ class FastTracker:
         self._capture.armed = self._schedule.in_window(0)
         self._capture.install()  # hooks last: nothing above may fail after the model has been touched
 
+    def _join_ranks(self, config: TrackerConfig, process_group: Any) -> TrackerConfig:
+        """``distributed=``: "global" — join the ranks' reduction; only rank 0 writes, detects and
+        calls sinks. "local" — this rank's own run, in ``run.rank<k>.h5``."""
+        if config.distributed == "local":
+            group = process_group if process_group is not None else torch.distributed.group.WORLD
+            self.rank, self.world_size = torch.distributed.get_rank(group), torch.distributed.get_world_size(group)
+            return (dataclasses.replace(config, output=rank_output(config.output, self.rank))
+                    if config.output is not None else config)
+        self._ranks = RankReduce(self._slots, self._capture, agreement_settings(config), process_group,
+                                 config.distributed_timeout)
+        self.rank, self.world_size = self._ranks.rank, self._ranks.world_size
+        if self._ranks.writes:
+            return config
+        return dataclasses.replace(config, output=None, resume=False, sinks=(), on_sample=None, on_jump=None)
+
     def _open_records(self, sink: RecordSink) -> RecordStream:
         """The record stream, with the run file (and, on resume, the detectors replayed) first."""
         c, run_file = self._config, None
         if c.output is not None:
             from ndt_fast.storage.hdf5 import RunFile  # h5py only when a file is asked for
 
-            run_file = RunFile(c.output, self._layout, run_metadata(self.model, c, self.layer_names), resume=c.resume)
+            ranks = None
+            if c.distributed is not None:
+                ranks = {"mode": c.distributed, "world_size": self.world_size}
+                if c.distributed == "local":
+                    ranks["rank"] = self.rank
+            run_file = RunFile(c.output, self._layout, run_metadata(self.model, c, self.layer_names, ranks),
+                               resume=c.resume)
             if c.resume:
                 sink.replay(run_file.resumed_from, run_file.committed_frames()[0])
         return RecordStream(self._layout, capacity=c.capacity, output=run_file, flush_interval=c.flush_interval)
@@ -248,7 +277,29 @@ class FastTracker:
                 ready.append(slot)
             elif slot.failed:
                 failed.append(slot)
-            else:
+        if self._ranks is not None:  # distributed="global": the global batch's Grams, on rank 0
+            local_ready, local_failed = ready, failed
+            ready, failed, loss, grad_norm = self._ranks.reduce(step, ready, failed, self._queue.read(loss, "loss"),
+                                                                self._queue.read(grad_norm, "grad_norm"))
+            for slot in local_ready:
+                slot.captured = False
+            for slot in local_failed:
+                self._capture.discard(slot)
+            if not self._ranks.writes:
+                return
+        if len(ready) + len(failed) < len(self._slots):
+            self._count_missed(step, ready, failed)
+        if ready or failed:
+            self._queue.submit(step, ready, failed, loss, grad_norm)
+            for slot in ready:
+                slot.captured = False
+            for slot in failed:
+                self._capture.discard(slot)
+
+    def _count_missed(self, step: int, ready: list[Any], failed: list[Any]) -> None:
+        present = {slot.index for slot in ready} | {slot.index for slot in failed}
+        for slot in self._slots:
+            if slot.index not in present:
                 self._missed[slot.name] = self._missed.get(slot.name, 0) + 1
                 if self._missed[slot.name] == 1:
                     logger.warning("ndt_fast: no activation captured for layer %r at step %d: its forward ran "
@@ -256,12 +307,6 @@ class FastTracker:
                                    "unscheduled step with keep_last_output=False (then call tracker.arm() "
                                    "before the forward pass of a step you will log with force=True)",
                                    slot.name, step)
-        if ready or failed:
-            self._queue.submit(step, ready, failed, loss, grad_norm)
-            for slot in ready:
-                slot.captured = False
-            for slot in failed:
-                self._capture.discard(slot)
 
     # ---- results --------------------------------------------------------------------------------
 
@@ -341,6 +386,26 @@ class FastTracker:
         return TrackerHooks(hooks=[slot.handle for slot in self._slots if slot.handle is not None],
                             activations={slot.name: tensor.detach() for slot in self._slots
                                          if (tensor := first_tensor(slot.kept)) is not None})
+
+    @property
+    def distributed(self) -> str | None:
+        """The distributed mode in effect: "global", "local", or None (one process)."""
+        return self._config.distributed
+
+    @property
+    def collectives(self) -> int:
+        """Collectives the tracker has called since construction (``"global"``: one or two per sample)."""
+        return self._ranks.collectives if self._ranks is not None else 0
+
+    @property
+    def collective_seconds(self) -> float:
+        """Seconds spent summing Grams over the ranks (packing and waiting included)."""
+        return self._ranks.seconds if self._ranks is not None else 0.0
+
+    @property
+    def distributed_error(self) -> BaseException | None:
+        """The error that stopped the ranks' reduction (later samples are flagged rows), or None."""
+        return self._ranks.error if self._ranks is not None else None
 
     @property
     def missed(self) -> dict[str, int]:

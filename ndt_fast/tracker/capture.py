@@ -79,6 +79,9 @@ class Capture:
         self.device_in_use = False  # a layer has been routed to a device: samples go through the queue
         self._config = config
         self._window = config.window
+        # Grams that will be summed — over a window's batches, or over ranks (distributed="global")
+        # — must be feature-side ones; otherwise the smaller side is taken.
+        self._summed = config.window > 1 or config.distributed == "global"
         self._select = config.select
         self._max_rows = config.max_rows
         self._skip_eval = config.skip_eval_forwards
@@ -153,7 +156,7 @@ class Capture:
             rows, cols = x.shape
             if rows == 0 or cols == 0:
                 raise ValueError(f"empty activation of shape {tuple(tensor.shape)}")
-            side, dim = gram_side(rows, cols, self._window)
+            side, dim = ("feature", cols) if self._summed else gram_side(rows, cols)
             on_cpu = x.is_cpu
             key = (side, dim, None if on_cpu else x.device)  # (no device object built for a CPU tensor)
             fresh = self._window == 1  # one batch: this forward replaces the Gram
@@ -195,6 +198,12 @@ class Capture:
             backend, slot.on_host = self.host, True
         slot.accumulator = backend.accumulator(side, dim)
         slot.key = key
+
+    def host_feature_accumulator(self, slot: LayerSlot, dim: int) -> None:
+        """Give ``slot`` an empty host feature-side accumulator of ``dim`` features (rank 0 of a
+        distributed run, for a layer that only other ranks captured at this sample)."""
+        if slot.key != ("feature", dim, None):
+            slot.accumulator, slot.key, slot.on_host = self.host.accumulator("feature", dim), ("feature", dim, None), True
 
     def discard(self, slot: LayerSlot) -> None:
         """Forget what the slot captured (its Gram too: with window > 1 the next add accumulates)."""

@@ -22,6 +22,7 @@ from ndt_fast.metrics import metric_mask
 from ndt_fast.sinks.base import check_sinks
 
 DEVICE_PATHS = ("auto", "host")
+DISTRIBUTED_MODES = ("global", "local")
 
 
 def _is_int(value: Any, minimum: int) -> bool:
@@ -59,6 +60,8 @@ class TrackerConfig:
     sinks: tuple[Any, ...] = ()
     on_sample: Callable[[Any], Any] | None = None
     on_jump: Callable[[str, Any], Any] | None = None
+    distributed: str | None = None  # resolved: "global", "local", or None (one process)
+    distributed_timeout: float = 300.0
 
     @classmethod
     def check(cls, *, sampling_frequency: Any, window: Any, metrics: Iterable[str] | None, center: Any,
@@ -67,7 +70,7 @@ class TrackerConfig:
               enable_jump_detection: Any, jump_window_size: Any, jump_z_threshold: Any, jump_rule: Any,
               threads: Any, max_rows: Any, device_path: Any, device: Any,
               keep_last_output: Any = True, sinks: Any = (), on_sample: Any = None,
-              on_jump: Any = None) -> TrackerConfig:
+              on_jump: Any = None, distributed: Any = None, distributed_timeout: Any = 300.0) -> TrackerConfig:
         """The configuration of these arguments, or ValueError/TypeError naming the bad one."""
         if not _is_int(sampling_frequency, 1):
             raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
@@ -105,6 +108,16 @@ class TrackerConfig:
         sinks = tuple(check_sinks(sinks, on_sample))  # (ndt_fast.sinks.base imports no logger package)
         if on_jump is not None and not callable(on_jump):
             raise TypeError(f"on_jump must be callable, got {type(on_jump).__name__}")
+        mode = resolve_distributed(distributed)
+        if not (isinstance(distributed_timeout, (int, float)) and not isinstance(distributed_timeout, bool)
+                and 0 < distributed_timeout < math.inf):
+            raise ValueError(f"distributed_timeout must be a positive number of seconds, got {distributed_timeout!r}")
+        if mode == "global" and center:
+            raise ValueError("center=True is not supported with distributed='global' (each rank would centre by "
+                             "its own column means); use center=False or distributed='local'")
+        if mode == "global" and device_path == "auto":
+            raise ValueError("device_path='auto' is not supported with distributed='global' yet (the device Grams "
+                             "are not reduced across ranks); use device_path='host' or distributed='local'")
         mask = metric_mask(metrics)
         if isinstance(track_weights, np.bool_):
             track_weights = bool(track_weights)
@@ -120,7 +133,26 @@ class TrackerConfig:
                    flush_interval=flush_interval, enable_jump_detection=bool(enable_jump_detection),
                    jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
                    threads=threads, max_rows=max_rows, device_path=device_path, device=device,
-                   keep_last_output=bool(keep_last_output), sinks=sinks, on_sample=on_sample, on_jump=on_jump)
+                   keep_last_output=bool(keep_last_output), sinks=sinks, on_sample=on_sample, on_jump=on_jump,
+                   distributed=mode, distributed_timeout=float(distributed_timeout))
+
+
+def resolve_distributed(distributed: Any) -> str | None:
+    """The mode of ``distributed=``: None (auto) → ``"global"`` when ``torch.distributed`` is
+    initialized with more than one process, else None (one process: nothing distributed).
+    ValueError for anything but None, "global" or "local", and for "global"/"local" without an
+    initialized process group (there is no rank to speak of)."""
+    if distributed is not None and distributed not in DISTRIBUTED_MODES:
+        raise ValueError(f"distributed must be None (auto), 'global' or 'local', got {distributed!r}")
+    import torch.distributed as dist
+
+    initialized = dist.is_available() and dist.is_initialized()
+    if distributed is None:
+        return "global" if initialized and dist.get_world_size() > 1 else None
+    if not initialized:
+        raise ValueError(f"distributed={distributed!r} needs an initialized torch.distributed process group "
+                         "(torch.distributed.init_process_group) before the tracker is made")
+    return distributed
 
 
 def tracked_layers(model: Any, layers: Sequence[nn.Module] | None,

@@ -106,7 +106,7 @@ class SampleQueue:
     def submit(self, step: int, ready: list[LayerSlot], failed: list[LayerSlot], loss: Any, grad_norm: Any) -> None:
         if not self._capture.device_in_use:  # every Gram on the host, nothing in flight: the native finish
             weights = [weight_matrix(slot) for slot in ready] if self._track_weights else None
-            self._sink.finish(step, self._read(loss, "loss"), self._read(grad_norm, "grad_norm"), ready, failed,
+            self._sink.finish(step, self.read(loss, "loss"), self.read(grad_norm, "grad_norm"), ready, failed,
                               weights)
             return
         if len(self._queue) >= self._max_pending:
@@ -175,7 +175,8 @@ class SampleQueue:
             report_error(slot, error)
         return None
 
-    def _read(self, value: Any, name: str) -> float:
+    def read(self, value: Any, name: str) -> float:
+        """``value`` (loss or grad_norm) as a float; NaN (reported once per name) if it is not a scalar."""
         try:
             return read_scalar(value)
         except (TypeError, ValueError, RuntimeError) as error:
@@ -191,7 +192,7 @@ class SampleQueue:
         except Exception as error:  # e.g. a device error while queuing the copy
             logger.error("ndt_fast: staging %s failed (%s: %s); recorded as NaN", name, type(error).__name__, error)
             return math.nan
-        return staged if staged is not None else self._read(value, name)
+        return staged if staged is not None else self.read(value, name)
 
     # ---- results ------------------------------------------------------------------------------
 

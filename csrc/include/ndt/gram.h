@@ -69,6 +69,19 @@ class GramAccumulator {
   /// trace is judged to be round-off (see metrics_of_accumulator).
   double uncentered_trace() const;
 
+  /// Number of values in the lower triangle: dim·(dim+1)/2.
+  int64_t triangle_size() const { return dim_ * (dim_ + 1) / 2; }
+
+  /// Writes the lower triangle of the raw (not centred) Gram, row by row (i ≥ j), as float64 into
+  /// `out` (triangle_size() values): the part a cross-process sum of Grams needs.
+  void lower_triangle(double* out) const;
+
+  /// Replaces the Gram by the lower triangle `values` (as lower_triangle writes it) and rows_seen
+  /// by `rows_seen` — e.g. the sum of several processes' feature-side Grams, which is the Gram of
+  /// the union of their rows. Refused (std::invalid_argument) for a centred accumulator (each
+  /// process shifts by its own column means) and for a negative row count.
+  void load_lower_triangle(const double* values, int64_t rows_seen);
+
  private:
   double diagonal_sum() const;
 

@@ -1,0 +1,186 @@
+"""distributed="global" / "local" with real torch.distributed gloo processes under DDP.
+
+Each test starts 2 or 3 ranks of tests/distributed_child.py (subprocesses on loopback) and checks
+rank 0's run file against the metrics of the concatenated global batch computed in this process
+from the exact activations every rank saw (tests/reference.py: a float64 SVD).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import ndt_fast
+from ndt_fast import FastTracker
+from ndt_fast._schema import FLAG_TRACKER_ERROR
+from ndt_fast._buffer import torch_matrix_view
+from ndt_fast._native import core
+from reference import METRIC_NAMES, reference_metrics
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built")
+
+# Metrics that take square roots of eigenvalues (σ = √λ): sensitive to the round-off of zero eigenvalues.
+SQRT_METRICS = ("participation_ratio", "nuclear_norm_ratio", "effective_rank")
+CHILD = os.path.join(os.path.dirname(__file__), "distributed_child.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(tmp_path, *, world: int, model: str = "mlp", steps: int = 60, sampling: int = 5,
+              mode: str | None = "global", kill_rank: int | None = None, kill_step: int | None = None,
+              timeout: float = 60) -> list[dict]:
+    config = {"world": world, "port": free_port(), "out": str(tmp_path), "model": model, "steps": steps,
+              "sampling": sampling, "mode": mode, "kill_rank": kill_rank, "kill_step": kill_step,
+              "timeout": timeout}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(CHILD)),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    procs = [subprocess.Popen([sys.executable, CHILD, str(path), str(rank)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for rank in range(world)]
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    for rank, (p, out) in enumerate(zip(procs, outputs)):
+        if rank != kill_rank:
+            assert p.returncode == 0, f"rank {rank} failed:\n{out}"
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) if r != kill_rank else None for r in range(world)]
+
+
+def sqrt_round_off(sigma: np.ndarray, features: int) -> float:
+    """How far round-off alone may move the σ-based metrics of a feature-side float64 Gram, relative:
+    each eigenvalue λ = σ² carries an absolute error δ ≈ features·u·λmax (Gram formation and the
+    eigensolver), so σ moves by up to min(√δ, δ / 2σ); the sum of those over Σσ, times 4 for the
+    metrics that square or log the σ shares. A well-conditioned Gram gives ~1e-14; a rank-deficient
+    one (d − rows zero eigenvalues, or a LayerNorm output) ~1e-8."""
+    sigma = np.concatenate([sigma, np.zeros(max(features - len(sigma), 0))])
+    delta = features * np.finfo(np.float64).eps * sigma[0] ** 2
+    with np.errstate(divide="ignore"):
+        moves = np.minimum(np.sqrt(delta), delta / (2 * sigma))
+    return 4 * float(moves.sum() / sigma.sum())
+
+
+def relative(got: float, want: float) -> float:
+    return abs(got - want) / max(abs(want), 1e-300)
+
+
+def one_process_metrics(matrix: np.ndarray) -> dict[str, float]:
+    """The metrics one process computes from the feature-side float64 Gram of ``matrix`` (what a
+    tracker with one rank holding every row computes: ``window > 1`` uses the same Gram)."""
+    accumulator = core.GramAccumulator(matrix.shape[1], "feature")
+    accumulator.add(torch_matrix_view(torch.from_numpy(np.ascontiguousarray(matrix))))
+    record = core.metrics_of_accumulators([accumulator], eps=1e-10, energy_threshold=0.9, center=False,
+                                          metrics=sum(core.METRIC_BITS.values()), solver="auto")[0]
+    return dict(zip(core.RECORD_COLUMNS, record))
+
+
+def global_reference(tmp_path, world: int, steps: int, sampling: int, layers: int) -> dict:
+    """{(step, layer): (one process's metrics, float64 SVD reference, rows) of the ranks'
+    activations stacked in rank order}, and the ranks' mean loss per step."""
+    saved = [np.load(tmp_path / f"rank{r}.npz") for r in range(world)]
+    reference = {}
+    for step in range(0, steps, sampling):
+        for layer in range(layers):
+            matrix = np.concatenate([s[f"act_{step}_{layer}"] for s in saved])
+            svd = reference_metrics(matrix)
+            reference[(step, layer)] = (one_process_metrics(matrix), svd, matrix.shape[0],
+                                        sqrt_round_off(svd.sigma, matrix.shape[1]))
+    losses = np.mean([s["losses"] for s in saved], axis=0)
+    return {"metrics": reference, "losses": losses}
+
+
+@pytest.mark.parametrize(("world", "model"), [(2, "mlp"), (3, "mlp"), (2, "transformer")])
+def test_global_metrics_equal_the_concatenated_batch(tmp_path, world, model):
+    steps, sampling = 60, 5
+    ranks = run_ranks(tmp_path, world=world, model=model, steps=steps, sampling=sampling)
+    names = ranks[0]["layer_names"]
+    expected = global_reference(tmp_path, world, steps, sampling, len(names))
+    run = ndt_fast.load(tmp_path / "run.h5")  # one file, written by rank 0
+    assert sorted(os.listdir(tmp_path)) == sorted(["config.json", "run.h5"] + [f"rank{r}.{e}" for r in range(world)
+                                                                              for e in ("json", "npz")])
+    assert run.metadata["tracker"]["distributed"] == {"mode": "global", "world_size": world}
+    # Relative differences from one process. The ranks' summed Grams equal the one-process Gram of
+    # every row up to summation order (~1e-16), so every metric must agree to 1e-10 — except the
+    # σ-based ones where the Gram is (nearly) rank-deficient: its zero eigenvalues come out as
+    # ±1e-16·λmax round-off whose square roots (~1e-8·σmax) enter them, in one process too (README,
+    # "Distributed training"); there the bound is that round-off's own size (sqrt_round_off).
+    worst = worst_svd = 0.0
+    for layer, name in enumerate(names):
+        frame = run[name]
+        assert frame["step"].tolist() == list(range(0, steps, sampling))
+        for _, row in frame.iterrows():
+            one_process, svd, rows, round_off = expected["metrics"][(int(row["step"]), layer)]
+            assert row["rows"] == rows  # the global batch's rows, uneven shards summed
+            assert row["flags"] == 0
+            for metric in (*METRIC_NAMES, "trace", "lambda_max"):
+                bound = max(1e-10, round_off) if metric in SQRT_METRICS else 1e-10
+                difference = relative(row[metric], one_process[metric])
+                assert difference <= bound, (name, int(row["step"]), metric, difference, bound)
+                worst = max(worst, difference / bound)
+            for metric in METRIC_NAMES:
+                worst_svd = max(worst_svd, relative(row[metric], svd[metric]))
+            assert row["loss"] == pytest.approx(expected["losses"][int(row["step"])], rel=1e-12)
+    # and the library's exactness bound against a float64 SVD of the stacked rows
+    assert worst_svd <= 1e-5, worst_svd
+    for r, state in enumerate(ranks):
+        assert state["rank"] == r and state["world_size"] == world and state["mode"] == "global"
+        # one collective per sampled step (two on the first: the header round), none elsewhere
+        counts = {int(step): n for step, n in state["per_step"].items()}
+        assert all(n == 0 for step, n in counts.items() if step % sampling), counts
+        assert [counts[s] for s in range(0, steps, sampling)] == [2] + [1] * (steps // sampling - 1)
+        assert state["collectives"] == sum(counts.values())
+        if r:
+            assert state["output"] is None and all(n == 0 for n in state["rows"].values())
+
+
+def test_local_mode_writes_one_file_per_rank(tmp_path):
+    steps, sampling, world = 30, 5, 2
+    ranks = run_ranks(tmp_path, world=world, mode="local", steps=steps, sampling=sampling)
+    for r, state in enumerate(ranks):
+        assert state["mode"] == "local" and state["collectives"] == 0
+        assert state["output"] == str(tmp_path / f"run.rank{r}.h5")
+        saved = np.load(tmp_path / f"rank{r}.npz")
+        run = ndt_fast.load(tmp_path / f"run.rank{r}.h5")
+        frame = run[state["layer_names"][0]]
+        assert frame["step"].tolist() == list(range(0, steps, sampling))
+        for _, row in frame.iterrows():  # this rank's own shard
+            want = reference_metrics(saved[f"act_{int(row['step'])}_0"])
+            assert row["stable_rank"] == pytest.approx(want["stable_rank"], rel=1e-10)
+    assert not (tmp_path / "run.h5").exists()
+
+
+def test_a_killed_rank_leaves_rank_zero_file_with_every_completed_sample(tmp_path):
+    # Rank 1 dies after the optimizer step of sampled step 35, before its log(): rank 0's
+    # collective of step 35 fails (gloo: connection closed), then DDP's next backward fails.
+    steps, sampling, kill_step = 60, 5, 35
+    ranks = run_ranks(tmp_path, world=2, steps=steps, sampling=sampling, kill_rank=1, kill_step=kill_step,
+                      timeout=20)
+    state = ranks[0]
+    assert state["error"] is not None and state["last_finished"] == kill_step
+    run = ndt_fast.load(tmp_path / "run.h5")
+    for name in state["layer_names"]:
+        frame = run[name]
+        completed = frame[frame["flags"] == 0]
+        assert completed["step"].tolist() == list(range(0, kill_step, sampling))
+        assert np.isfinite(completed["stable_rank"]).all()
+        # the sample whose collective failed is a flagged row, never a number
+        failed = frame[frame["step"] == kill_step]
+        assert len(failed) == 1 and int(failed["flags"].iloc[0]) & FLAG_TRACKER_ERROR
+        assert np.isnan(failed["stable_rank"].iloc[0])
+
+
+def test_global_without_a_process_group_is_refused():
+    model = torch.nn.Linear(3, 3)
+    with pytest.raises(ValueError, match="initialized torch.distributed process group"):
+        FastTracker(model, distributed="global")
+    with pytest.raises(ValueError, match="distributed must be"):
+        FastTracker(model, distributed="everywhere")
