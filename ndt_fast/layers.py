@@ -88,8 +88,18 @@ def auto_select_layers(model: nn.Module, max_layers: int = MAX_LAYERS) -> list[n
 
 
 def default_layer_names(layers: Sequence[nn.Module]) -> list[str]:
-    """ndtracker's naming: ``f"{ClassName}_{index}"``."""
-    return [f"{layer.__class__.__name__}_{i}" for i, layer in enumerate(layers)]
+    """ndtracker's naming: ``f"{ClassName}_{index}"`` (a module sharded by FSDP2's ``fully_shard``
+    keeps its own class name: ``Linear_0``, not ``FSDPLinear_0``)."""
+    return [f"{_class_name(layer)}_{i}" for i, layer in enumerate(layers)]
+
+
+def _class_name(module: nn.Module) -> str:
+    cls = type(module)
+    # fully_shard swaps the module's class for a subclass FSDP<Name> of (FSDPModule, <Name>); the
+    # names must not depend on how the model is sharded (nor differ from an unsharded run).
+    if cls.__name__.startswith("FSDP") and any(base.__name__ == "FSDPModule" for base in cls.__bases__):
+        return next(base.__name__ for base in cls.__bases__ if base.__name__ != "FSDPModule")
+    return cls.__name__
 
 
 def first_tensor(output: Any, _depth: int = 0) -> torch.Tensor | None:

@@ -4,9 +4,11 @@
 
 CONFIG_JSON holds: ``world``, ``port``, ``out`` (a directory), ``model`` ("mlp" | "transformer"),
 ``steps``, ``sampling``, ``mode`` ("global" | "local" | null), ``kill_rank`` / ``kill_step``
-(that rank SIGKILLs itself after that step's optimizer step, before its ``log()``), ``timeout``.
+(that rank SIGKILLs itself after that step's optimizer step, before its ``log()``), ``timeout``,
+``mismatch`` ("layers" | "sampling": rank 1 asks for a tracker that differs from the others'),
+``wrap`` ("ddp", default, or "fsdp": FSDP2's ``fully_shard`` on the CPU).
 
-Every rank trains the same model (same seed) under DistributedDataParallel on its own shard of a
+Every rank trains the same model (same seed) under DistributedDataParallel (or FSDP2) on its own shard of a
 deterministic global batch whose shard sizes vary with the step and the rank (uneven shards).
 On each sampled step the rank saves, besides what the tracker does, the exact activation matrices
 its tracked layers produced (a separate hook of this script, float64) and its loss, so the parent
@@ -88,13 +90,32 @@ def main() -> None:
     dist.all_reduce = counting_all_reduce
 
     model, layers = build(config["model"])
-    ddp = DistributedDataParallel(model)
+    if config.get("wrap") == "fsdp":  # FSDP2: each tracked layer and the whole model sharded over the ranks
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh("cpu", (world,))
+        for layer in layers:
+            fully_shard(layer, mesh=mesh)
+        ddp = fully_shard(model, mesh=mesh)
+    else:
+        ddp = DistributedDataParallel(model)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=0.05)
     output = os.path.join(config["out"], "run.h5")
     # The MLP is tracked through the DDP wrapper (auto-selection); the transformer's layers are given.
-    tracker = FastTracker(ddp, layers=None if config["model"] == "mlp" else layers,
-                          sampling_frequency=config["sampling"], distributed=config["mode"], output=output,
-                          distributed_timeout=config.get("timeout", 60))
+    tracked, sampling = (None if config["model"] == "mlp" else layers), config["sampling"]
+    if rank == 1 and config.get("mismatch") == "layers":
+        tracked = layers[:-1]
+    if rank == 1 and config.get("mismatch") == "sampling":
+        sampling += 1
+    try:
+        tracker = FastTracker(ddp, layers=tracked, sampling_frequency=sampling, distributed=config["mode"],
+                              output=output, distributed_timeout=config.get("timeout", 60))
+    except ValueError as error:  # expected on every rank when the ranks disagree
+        with open(os.path.join(config["out"], f"rank{rank}.json"), "w") as f:
+            json.dump({"construct_error": str(error), "file_exists": os.path.exists(output)}, f)
+        dist.destroy_process_group()
+        return
     saved: dict[str, np.ndarray] = {}
     sampled = {"now": False}
 

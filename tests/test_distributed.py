@@ -39,10 +39,10 @@ def free_port() -> int:
 
 def run_ranks(tmp_path, *, world: int, model: str = "mlp", steps: int = 60, sampling: int = 5,
               mode: str | None = "global", kill_rank: int | None = None, kill_step: int | None = None,
-              timeout: float = 60) -> list[dict]:
+              timeout: float = 60, mismatch: str | None = None, wrap: str = "ddp") -> list[dict]:
     config = {"world": world, "port": free_port(), "out": str(tmp_path), "model": model, "steps": steps,
               "sampling": sampling, "mode": mode, "kill_rank": kill_rank, "kill_step": kill_step,
-              "timeout": timeout}
+              "timeout": timeout, "mismatch": mismatch, "wrap": wrap}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(CHILD)),
@@ -98,10 +98,11 @@ def global_reference(tmp_path, world: int, steps: int, sampling: int, layers: in
     return {"metrics": reference, "losses": losses}
 
 
-@pytest.mark.parametrize(("world", "model"), [(2, "mlp"), (3, "mlp"), (2, "transformer")])
-def test_global_metrics_equal_the_concatenated_batch(tmp_path, world, model):
+@pytest.mark.parametrize(("world", "model", "wrap"), [(2, "mlp", "ddp"), (3, "mlp", "ddp"), (2, "transformer", "ddp"),
+                                                     (2, "mlp", "fsdp")])
+def test_global_metrics_equal_the_concatenated_batch(tmp_path, world, model, wrap):
     steps, sampling = 60, 5
-    ranks = run_ranks(tmp_path, world=world, model=model, steps=steps, sampling=sampling)
+    ranks = run_ranks(tmp_path, world=world, model=model, steps=steps, sampling=sampling, wrap=wrap)
     names = ranks[0]["layer_names"]
     expected = global_reference(tmp_path, world, steps, sampling, len(names))
     run = ndt_fast.load(tmp_path / "run.h5")  # one file, written by rank 0
@@ -133,6 +134,8 @@ def test_global_metrics_equal_the_concatenated_batch(tmp_path, world, model):
     assert worst_svd <= 1e-5, worst_svd
     for r, state in enumerate(ranks):
         assert state["rank"] == r and state["world_size"] == world and state["mode"] == "global"
+        assert state["layer_names"] == (["Linear_0", "Linear_1", "Linear_2"] if model == "mlp" else
+                                        ["TransformerEncoderLayer_0", "TransformerEncoderLayer_1", "Linear_2"])
         # one collective per sampled step (two on the first: the header round), none elsewhere
         counts = {int(step): n for step, n in state["per_step"].items()}
         assert all(n == 0 for step, n in counts.items() if step % sampling), counts
@@ -176,6 +179,15 @@ def test_a_killed_rank_leaves_rank_zero_file_with_every_completed_sample(tmp_pat
         failed = frame[frame["step"] == kill_step]
         assert len(failed) == 1 and int(failed["flags"].iloc[0]) & FLAG_TRACKER_ERROR
         assert np.isnan(failed["stable_rank"].iloc[0])
+
+
+@pytest.mark.parametrize(("mismatch", "message"), [("layers", "every rank must track the same layers"),
+                                                   ("sampling", "differ in ['sampling_frequency']")])
+def test_ranks_that_disagree_are_refused_at_construction_on_every_rank(tmp_path, mismatch, message):
+    ranks = run_ranks(tmp_path, world=2, model="transformer", mismatch=mismatch)
+    for state in ranks:
+        assert message in state["construct_error"]
+        assert not state["file_exists"]  # refused before the run file was opened
 
 
 def test_global_without_a_process_group_is_refused():
