@@ -133,6 +133,18 @@ class FastTracker:
             jump is confirmed 11 to 13 samples after ``jump.step`` (plus, on the device path, the
             samples the device is behind). Errors reported once, counted, never raised.
 
+        distributed: ``None`` (default: ``"global"`` when ``torch.distributed`` is initialized with
+            more than one process, else nothing distributed), ``"global"`` (the exact metrics of the
+            global batch: the ranks' feature-side Grams summed by one all-reduce per sampled step,
+            rank 0 records, writes and detects, the others record nothing) or ``"local"`` (each
+            rank its own shard, written to ``run.rank<k>.h5``). Every rank must make its tracker
+            and call ``log()`` with the same steps. ``ndt_fast.tracker.distributed``; README,
+            "Distributed training".
+        process_group: the gloo group of the ``"global"`` reduction (default: the tracker makes
+            its own over every rank) or of ``"local"``'s rank numbering.
+        distributed_timeout: seconds a collective may wait for the other ranks before it fails
+            (the sample and later ones are then flagged rows on rank 0; training goes on).
+
     Raises ValueError/TypeError for invalid arguments; never raises from inside a forward pass.
     """
 
