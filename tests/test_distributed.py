@@ -196,3 +196,49 @@ def test_global_without_a_process_group_is_refused():
         FastTracker(model, distributed="global")
     with pytest.raises(ValueError, match="distributed must be"):
         FastTracker(model, distributed="everywhere")
+
+
+@pytest.fixture
+def one_rank_group():
+    """A real gloo process group of one rank in this process (destroyed afterwards)."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_bad_distributed_arguments_are_refused_by_name(one_rank_group):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    with pytest.raises(ValueError, match="center=True is not supported with distributed='global'"):
+        FastTracker(model, distributed="global", center=True)
+    with pytest.raises(ValueError, match="device_path='auto' is not supported with distributed='global'"):
+        FastTracker(model, distributed="global", device_path="auto")
+    for bad in (0, -1.0, float("inf"), "10", True):
+        with pytest.raises(ValueError, match="distributed_timeout must be a positive number"):
+            FastTracker(model, distributed="global", distributed_timeout=bad)
+    # one process: auto is nothing distributed; explicit modes work with one rank
+    assert FastTracker(model).distributed is None
+
+
+def test_one_rank_global_run_matches_a_plain_tracker_and_local_names_its_file(one_rank_group, tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    plain = FastTracker(model, sampling_frequency=2, window=2)  # the feature side, as "global" uses
+    ranked = FastTracker(model, sampling_frequency=2, window=2, distributed="global")
+    local = FastTracker(model, sampling_frequency=2, distributed="local", output=tmp_path / "run.h5")
+    for step in range(10):
+        loss = model(torch.randn(16, 12)).pow(2).mean()
+        for tracker in (plain, ranked, local):
+            tracker.log(step, loss)
+    assert ranked.collectives == 5 + 1  # one per sample, plus the header round of the first
+    for name, frame in plain.get_results().items():
+        other = ranked.get_results(name)
+        assert frame["step"].tolist() == other["step"].tolist() == [0, 2, 4, 6, 8]
+        np.testing.assert_allclose(other[list(METRIC_NAMES)].to_numpy(), frame[list(METRIC_NAMES)].to_numpy(),
+                                   rtol=1e-12)
+    assert local.output == str(tmp_path / "run.rank0.h5") and local.distributed == "local"
+    for tracker in (plain, ranked, local):
+        tracker.close()
+    assert ndt_fast.load(tmp_path / "run.rank0.h5").metadata["tracker"]["distributed"] == {
+        "mode": "local", "world_size": 1, "rank": 0}
