@@ -242,3 +242,25 @@ def test_one_rank_global_run_matches_a_plain_tracker_and_local_names_its_file(on
         tracker.close()
     assert ndt_fast.load(tmp_path / "run.rank0.h5").metadata["tracker"]["distributed"] == {
         "mode": "local", "world_size": 1, "rank": 0}
+
+
+def test_lightning_ddp_fit_records_the_global_batch_on_rank_zero(tmp_path):
+    """DimensionalityMonitor under Lightning's "ddp" strategy (2 CPU processes): every rank attaches
+    a tracker, rank 0's run file holds the metrics of both ranks' rows."""
+    pytest.importorskip("lightning")
+    child = os.path.join(os.path.dirname(__file__), "lightning_ddp_child.py")
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    done = subprocess.run([sys.executable, child, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    saved = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+    assert all(str(s["mode"]) == "global" for s in saved)
+    assert all(int(s["collectives"]) == 10 + 1 for s in saved)  # 10 samples, one header round
+    frame = ndt_fast.load(tmp_path / "run.h5")["Linear_0"]
+    assert frame["step"].tolist() == list(range(2, 21, 2))  # the monitor's steps: global_step after each
+    for _, row in frame.iterrows():
+        stacked = np.concatenate([s[f"step_{int(row['step'])}"] for s in saved])
+        assert row["rows"] == len(stacked) == 32
+        want = one_process_metrics(stacked)
+        for metric in ("stable_rank", "participation_ratio_eig", "cumulative_90", "trace", "lambda_max"):
+            assert relative(row[metric], want[metric]) <= 1e-10, metric

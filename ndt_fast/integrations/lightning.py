@@ -6,8 +6,9 @@
 
 What it does, hook by hook (it drives only ``FastTracker``'s public API):
 
-- ``on_fit_start``: attaches a ``FastTracker`` to the ``LightningModule`` (on global rank zero
-  only: it measures rank zero's activations), writing a run file (``output=``; default
+- ``on_fit_start``: attaches a ``FastTracker`` to the ``LightningModule`` (one process: there;
+  under DDP/FSDP: on every rank, the tracker's ``distributed="global"`` default summing the ranks'
+  Grams so that rank 0 records the global batch's metrics), writing a run file (``output=``; default
   ``ndt_fast.h5`` in the trainer's log directory) — or, when the fit resumes from a checkpoint
   that holds this callback's state, appending to the same run file (``resume=True``: steps
   already in it are not written twice).
@@ -53,6 +54,7 @@ from ndt_fast.integrations._common import (LoggerRelay, StepLoss, check_argument
 from ndt_fast.jumps import Jump
 from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink
 from ndt_fast.tracker import FastTracker
+from ndt_fast.tracker.distributed import ranks_share_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +129,15 @@ class DimensionalityMonitor(Callback):
     # ---- fit ---------------------------------------------------------------------------------------
 
     def on_fit_start(self, trainer: Any, pl_module: nn.Module) -> None:
-        if not trainer.is_global_zero:
+        # Under torch.distributed every rank makes its tracker (distributed="global" by default: the
+        # ranks' Grams are summed and rank 0 records); the loggers' sinks only on global rank zero.
+        if not trainer.is_global_zero and not ranks_share_tracking():
             return
         path, resume = self._run_file(trainer)
+        sinks = [*self._logger_sinks(trainer), *self.sinks] if trainer.is_global_zero else []
         self.tracker = FastTracker(
             pl_module, resolve_layers(pl_module, self.layers), self.layer_names, self.sampling_frequency,
-            output=path, resume=resume, sinks=[*self._logger_sinks(trainer), *self.sinks],
+            output=path, resume=resume, sinks=sinks,
             on_sample=self.on_sample, on_jump=self.on_jump, **self.tracker_options)
         self._active = True
         self._last_global_step = trainer.global_step

@@ -51,6 +51,7 @@ from ndt_fast.jumps import Jump
 from ndt_fast.layers import auto_select_layers
 from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink
 from ndt_fast.tracker import FastTracker
+from ndt_fast.tracker.distributed import ranks_share_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -113,12 +114,15 @@ class DimensionalityCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
                        **kwargs: Any) -> None:
-        if not state.is_world_process_zero or model is None:
+        # Under torch.distributed every rank makes its tracker (distributed="global" by default: the
+        # ranks' Grams are summed and rank 0 records); report sinks only on the main process.
+        if model is None or not (state.is_world_process_zero or ranks_share_tracking()):
             return
         layers = resolve_layers(model, self.layers) if self.layers is not None else hf_layers(model)
+        sinks = [*self._report_sinks(args), *self.sinks] if state.is_world_process_zero else []
         self.tracker = FastTracker(
             model, layers, self.layer_names, self.sampling_frequency,
-            output=self.output or fresh_path(args.output_dir), sinks=[*self._report_sinks(args), *self.sinks],
+            output=self.output or fresh_path(args.output_dir), sinks=sinks,
             on_sample=self.on_sample, on_jump=self.on_jump, **self.tracker_options)
         self._state = state
         self._loss = StepLoss()

@@ -57,6 +57,14 @@ _STEP, _LOSS, _GRAD_NORM, _RANKS = range(4)
 _SAMPLE_WIDTH = 4
 
 
+def ranks_share_tracking() -> bool:
+    """Whether ``torch.distributed`` runs more than one process: then every rank must make its
+    tracker (a FastTracker's default there, ``"global"``, is a collective from construction on) —
+    what the Lightning and Hugging Face callbacks check before attaching on rank 0 only."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def agreement_settings(config: Any) -> dict[str, Any]:
     """The settings every rank of a ``"global"`` run must share (they decide which rows and steps
     are measured and how)."""
