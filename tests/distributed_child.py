@@ -6,7 +6,7 @@ CONFIG_JSON holds: ``world``, ``port``, ``out`` (a directory), ``model`` ("mlp" 
 ``steps``, ``sampling``, ``mode`` ("global" | "local" | null), ``kill_rank`` / ``kill_step``
 (that rank SIGKILLs itself after that step's optimizer step, before its ``log()``), ``timeout``,
 ``mismatch`` ("layers" | "sampling": rank 1 asks for a tracker that differs from the others'),
-``wrap`` ("ddp", default, or "fsdp": FSDP2's ``fully_shard`` on the CPU).
+``wrap`` ("ddp", default, or "fsdp": FSDP2's ``fully_shard`` on the CPU), ``track_weights``.
 
 Every rank trains the same model (same seed) under DistributedDataParallel (or FSDP2) on its own shard of a
 deterministic global batch whose shard sizes vary with the step and the rank (uneven shards).
@@ -110,7 +110,8 @@ def main() -> None:
         sampling += 1
     try:
         tracker = FastTracker(ddp, layers=tracked, sampling_frequency=sampling, distributed=config["mode"],
-                              output=output, distributed_timeout=config.get("timeout", 60))
+                              output=output, distributed_timeout=config.get("timeout", 60),
+                              track_weights=config.get("track_weights", False))
     except ValueError as error:  # expected on every rank when the ranks disagree
         with open(os.path.join(config["out"], f"rank{rank}.json"), "w") as f:
             json.dump({"construct_error": str(error), "file_exists": os.path.exists(output)}, f)
@@ -160,7 +161,7 @@ def main() -> None:
         json.dump({"per_step": per_step, "collectives": tracker.collectives, "rank": tracker.rank,
                    "world_size": tracker.world_size, "mode": tracker.distributed, "output": tracker.output,
                    "rows": {name: len(frame) for name, frame in results.items()}, "last_finished": last_finished,
-                   "layer_names": tracker.layer_names,
+                   "layer_names": tracker.layer_names, "errors": tracker.errors,
                    "error": repr(tracker.distributed_error) if tracker.distributed_error else None}, f)
     if config.get("kill_rank") is None:
         dist.destroy_process_group()

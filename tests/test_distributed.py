@@ -39,10 +39,12 @@ def free_port() -> int:
 
 def run_ranks(tmp_path, *, world: int, model: str = "mlp", steps: int = 60, sampling: int = 5,
               mode: str | None = "global", kill_rank: int | None = None, kill_step: int | None = None,
-              timeout: float = 60, mismatch: str | None = None, wrap: str = "ddp") -> list[dict]:
+              timeout: float = 60, mismatch: str | None = None, wrap: str = "ddp",
+              track_weights: bool = False) -> list[dict]:
     config = {"world": world, "port": free_port(), "out": str(tmp_path), "model": model, "steps": steps,
               "sampling": sampling, "mode": mode, "kill_rank": kill_rank, "kill_step": kill_step,
-              "timeout": timeout, "mismatch": mismatch, "wrap": wrap}
+              "timeout": timeout, "mismatch": mismatch, "wrap": wrap,
+              "track_weights": track_weights}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(CHILD)),
@@ -143,6 +145,20 @@ def test_global_metrics_equal_the_concatenated_batch(tmp_path, world, model, wra
         assert state["collectives"] == sum(counts.values())
         if r:
             assert state["output"] is None and all(n == 0 for n in state["rows"].values())
+
+
+@pytest.mark.parametrize("wrap", ["ddp", "fsdp"])
+def test_weights_are_measured_when_whole_and_flagged_when_sharded(tmp_path, wrap):
+    """DDP replicates the weights: rank 0 measures them. FSDP shards them (DTensors): their metrics
+    need the whole matrix, so the weight columns are NaN and the error is reported, while the
+    activation rows are recorded as usual."""
+    ranks = run_ranks(tmp_path, world=2, steps=20, sampling=5, wrap=wrap, track_weights=True)
+    run = ndt_fast.load(tmp_path / "run.h5")
+    for name in ranks[0]["layer_names"]:
+        frame = run[name]
+        assert len(frame) == 4 and np.isfinite(frame["stable_rank"]).all()
+        assert np.isfinite(frame["weight_stable_rank"]).all() == (wrap == "ddp")
+        assert (ranks[0]["errors"][name] > 0) == (wrap == "fsdp")
 
 
 def test_local_mode_writes_one_file_per_rank(tmp_path):

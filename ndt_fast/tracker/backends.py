@@ -126,7 +126,12 @@ class HostBackend:
 def weight_view(w: torch.Tensor) -> tuple[Any, tuple[int, int, int, int, int, int]]:
     """``(owner, view tuple)`` of a 2-D weight matrix for the host core (a device weight is copied:
     a sync). The one place a weight becomes native input: the record sink and the host backend
-    both call it."""
+    both call it. A sharded weight (a DTensor: FSDP's ``fully_shard``) raises ValueError: its
+    metrics need the whole matrix, which only a collective of every rank could assemble."""
+    if hasattr(w, "full_tensor"):
+        raise ValueError("the weight is sharded (a DTensor, e.g. under FSDP's fully_shard): weight metrics need "
+                         "the whole matrix; track_weights is not supported for sharded weights (activation rows "
+                         "are recorded as usual)")
     return describe(w, "weight")
 
 
