@@ -280,3 +280,24 @@ def test_lightning_ddp_fit_records_the_global_batch_on_rank_zero(tmp_path):
         want = one_process_metrics(stacked)
         for metric in ("stable_rank", "participation_ratio_eig", "cumulative_90", "trace", "lambda_max"):
             assert relative(row[metric], want[metric]) <= 1e-10, metric
+
+
+def test_hugging_face_trainer_under_torch_distributed_records_the_global_batch(tmp_path):
+    """DimensionalityCallback in 2 HF Trainer processes (gloo, launched as torchrun would):
+    every rank attaches, rank 0 records the global batch (2 ranks × 4 sequences × 16 tokens)."""
+    pytest.importorskip("transformers")
+    child = os.path.join(os.path.dirname(__file__), "hf_ddp_child.py")
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, child, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
+                                                  MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)))
+             for r in range(2)]
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+    states = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [s["mode"] for s in states] == ["global", "global"] and [s["rank"] for s in states] == [0, 1]
+    assert all(s["collectives"] == 3 + 1 for s in states)  # steps 4, 8, 12, plus the first header round
+    assert states[0]["rows"] == {"GPT2Block_0": [128] * 3, "GPT2Block_1": [128] * 3}
+    assert all(not rows for rows in states[1]["rows"].values())
+    run = ndt_fast.load(tmp_path / "run.h5")
+    assert run["GPT2Block_1"]["step"].tolist() == [4, 8, 12] and (run["GPT2Block_1"]["flags"] == 0).all()
