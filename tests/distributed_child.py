@@ -13,8 +13,8 @@ deterministic global batch whose shard sizes vary with the step and the rank (un
 On each sampled step the rank saves, besides what the tracker does, the exact activation matrices
 its tracked layers produced (a separate hook of this script, float64) and its loss, so the parent
 can compute the metrics of the concatenated global batch in one process. It also counts the
-calls to ``torch.distributed.all_reduce`` (the real function, wrapped) per step: the tracker's
-collectives, since DDP reduces gradients in C++ without that Python function.
+calls to ``torch.distributed.all_reduce`` and ``all_gather`` (the real functions, wrapped) per
+step: the tracker's collectives, since DDP reduces gradients in C++ without those Python functions.
 Writes ``OUT/rank<k>.npz`` (activations, losses) and ``OUT/rank<k>.json`` (collective counts,
 tracker state, last finished step).
 """
@@ -81,13 +81,14 @@ def main() -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{config['port']}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=config.get("timeout", 60)))
     counts: dict[str, int] = {"calls": 0}
-    real_all_reduce = dist.all_reduce
 
-    def counting_all_reduce(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 — passes through
-        counts["calls"] += 1
-        return real_all_reduce(*args, **kwargs)
+    def counting(collective):  # noqa: ANN001, ANN202 — passes through to the real function
+        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            counts["calls"] += 1
+            return collective(*args, **kwargs)
+        return call
 
-    dist.all_reduce = counting_all_reduce
+    dist.all_reduce, dist.all_gather = counting(dist.all_reduce), counting(dist.all_gather)
 
     model, layers = build(config["model"])
     if config.get("wrap") == "fsdp":  # FSDP2: each tracked layer and the whole model sharded over the ranks

@@ -222,7 +222,7 @@ class FastTracker:
             return (dataclasses.replace(config, output=rank_output(config.output, self.rank))
                     if config.output is not None else config)
         self._ranks = RankReduce(self._slots, self._capture, agreement_settings(config), process_group,
-                                 config.distributed_timeout)
+                                 config.distributed_timeout, config.window)
         self.rank, self.world_size = self._ranks.rank, self._ranks.world_size
         if self._ranks.writes:
             return config

@@ -40,7 +40,7 @@ class LayerSlot:
     """Everything kept per tracked module."""
 
     __slots__ = ("name", "index", "module", "handle", "accumulator", "key", "on_host", "captured", "failed",
-                 "errors", "spatial_rows", "row_subset", "kept")
+                 "errors", "spatial_rows", "row_subset", "kept", "rows")
 
     def __init__(self, name: str, index: int, module: nn.Module, spatial_rows: bool) -> None:
         self.name = name
@@ -56,6 +56,7 @@ class LayerSlot:
         self.spatial_rows = spatial_rows
         self.row_subset: dict[tuple[int, torch.device], torch.Tensor] = {}  # max_rows: (rows, device) → indices
         self.kept: Any = None  # keep_last_output: the last unarmed training forward's output since log()
+        self.rows: torch.Tensor | None = None  # distributed="global", a row-gathered layer: this rank's rows
 
 
 def report_error(slot: LayerSlot, error: BaseException) -> None:
@@ -82,6 +83,9 @@ class Capture:
         # Grams that will be summed — over a window's batches, or over ranks (distributed="global")
         # — must be feature-side ones; otherwise the smaller side is taken.
         self._summed = config.window > 1 or config.distributed == "global"
+        # distributed="global": layers whose rows are gathered across ranks at log() (the hook keeps
+        # a float64 copy of its rows instead of a Gram); ndt_fast.tracker.distributed decides.
+        self.gathered: set[int] = set()
         self._select = config.select
         self._max_rows = config.max_rows
         self._skip_eval = config.skip_eval_forwards
@@ -102,6 +106,7 @@ class Capture:
             slot.key = None
             slot.captured = False
             slot.kept = None
+            slot.rows = None
         self.armed = False
 
     def _hook(self, slot: LayerSlot) -> Any:
@@ -156,6 +161,11 @@ class Capture:
             rows, cols = x.shape
             if rows == 0 or cols == 0:
                 raise ValueError(f"empty activation of shape {tuple(tensor.shape)}")
+            if self.gathered and slot.index in self.gathered:
+                # A copy: the output may be changed in place later in the forward (ReLU(inplace=True)).
+                slot.rows = x.detach().to("cpu", torch.float64, copy=True)
+                slot.captured = True
+                return
             side, dim = ("feature", cols) if self._summed else gram_side(rows, cols)
             on_cpu = x.is_cpu
             key = (side, dim, None if on_cpu else x.device)  # (no device object built for a CPU tensor)
@@ -199,6 +209,14 @@ class Capture:
         slot.accumulator = backend.accumulator(side, dim)
         slot.key = key
 
+    def host_sample_gram(self, slot: LayerSlot, rows: torch.Tensor) -> None:
+        """Rank 0 of a distributed run: ``slot``'s accumulator becomes the sample-side Gram of
+        ``rows`` (the global batch's, n_global × d float64), ready for the sample's finish."""
+        n = int(rows.shape[0])
+        if slot.key != ("sample", n, None):
+            slot.accumulator, slot.key, slot.on_host = self.host.accumulator("sample", n), ("sample", n, None), True
+        slot.accumulator.refill(torch_matrix_view(rows), self._threads)
+
     def host_feature_accumulator(self, slot: LayerSlot, dim: int) -> None:
         """Give ``slot`` an empty host feature-side accumulator of ``dim`` features (rank 0 of a
         distributed run, for a layer that only other ranks captured at this sample)."""
@@ -209,6 +227,7 @@ class Capture:
         """Forget what the slot captured (its Gram too: with window > 1 the next add accumulates)."""
         slot.captured = False
         slot.failed = False
+        slot.rows = None
         if slot.accumulator is not None:
             slot.accumulator.reset()
 

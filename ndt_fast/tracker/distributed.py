@@ -10,20 +10,24 @@
 - ``"local"`` — every rank tracks its own shard as an independent run, ``run.rank<k>.h5``
   (:func:`rank_output`): per-rank diagnostics.
 
-Why the feature side in ``"global"`` mode: sample-side Grams (XXᵀ, n × n, the smaller one when a
-batch has fewer rows than features) of different row sets do not add up to anything; the global
-batch's would need every rank's rows (an all-gather of n_global × d values, then an
-n_global × n_global Gram). The feature side costs d × d per layer in memory, n·d² in the hook and
-d(d+1)/2 float64 values on the wire, independent of the batch size; it is what a window of
-several batches uses already. For the layers people track (d ≤ a few thousand, and rows = batch ×
-tokens for sequence models, usually ≥ d) that is the cheaper choice; the all-gather alternative,
-which wins only when n_global ≪ d, is not built (README, "Distributed training").
+The side rule, per layer and sample. Feature-side Grams (XᵢᵀXᵢ, d × d) add up across ranks;
+sample-side ones (XᵢXᵢᵀ) of different row sets do not. So a layer is either
+- *summed* (feature side: d(d+1)/2 float64 values per rank on the wire, a d × d eigenproblem), or
+- *gathered*: its hooks keep a float64 copy of their rows instead of a Gram, one all-gather brings
+  every rank's rows (padded to the largest rank's count) to rank 0, which measures the stacked
+  global batch on the sample side (n_global × d values on the wire, an n_global × n_global
+  eigenproblem) — exactly what one process holding every row computes.
+A layer is gathered when its global batch had fewer rows than features at the previous sample
+(one process's side rule, applied to the global batch, decided from the summed header so every
+rank decides alike), and only with ``window == 1``; its first sample is always summed (nobody
+knows the feature counts yet).
 
 The collectives run on a process group of the tracker's own (``gloo``, made at construction, with
 ``distributed_timeout``), so they never queue behind the model's NCCL traffic and a dead rank
 surfaces as an error within the timeout. Per sampled step: one all-reduce of [per-layer header |
-the lower triangles of every layer's Gram] in one float64 bucket — two when a layer's feature
-count is not known yet (its first sample: the header round tells every rank the dimensions).
+the lower triangles of every summed layer's Gram] in one float64 bucket — preceded by a header
+round when a layer's feature count is not known yet (its first sample) — and, when some layer is
+gathered, one all-gather of their rows.
 Nothing runs on unsampled steps. Every rank must call ``log()`` with the same steps (a forced
 ``log()`` too): a rank that skips a sampled step leaves the others waiting until the timeout.
 
@@ -88,7 +92,7 @@ class RankReduce:
     """
 
     def __init__(self, slots: Sequence[LayerSlot], capture: Capture, settings: dict[str, Any],
-                 process_group: Any = None, timeout: float = 300.0) -> None:
+                 process_group: Any = None, timeout: float = 300.0, window: int = 1) -> None:
         dist = torch.distributed
         self._slots = list(slots)
         self._capture = capture
@@ -102,6 +106,10 @@ class RankReduce:
         self.world_size = dist.get_world_size(process_group)
         self._check_agreement([slot.name for slot in self._slots], settings)
         self._dims: list[int | None] = [None] * len(self._slots)  # agreed feature counts, per layer
+        # Layers whose rows are gathered (global batch on the sample side): the hooks keep rows for
+        # them instead of a Gram (capture reads this set); decided per sample, see _choose_sides.
+        self.gathered: set[int] = capture.gathered
+        self._gather_allowed = window == 1
         self.collectives = 0  # collectives called by log() (construction's not counted)
         self.seconds = 0.0  # time spent in them, packing included
         self.error: BaseException | None = None
@@ -149,45 +157,50 @@ class RankReduce:
 
     def _give_up(self, ready: list[LayerSlot], failed: list[LayerSlot], loss: float,
                  grad_norm: float) -> tuple[list[LayerSlot], list[LayerSlot], float, float]:
+        self.gathered.clear()  # (no more collectives: hooks go back to Grams)
         for slot in ready:
-            slot.accumulator.reset()
+            _forget(slot)
         flagged = sorted(ready + failed, key=lambda s: s.index) if self.writes else []
         return [], flagged, loss, grad_norm
 
     def _reduce(self, step: int, ready: list[LayerSlot], failed: list[LayerSlot], loss: float,
                 grad_norm: float) -> tuple[list[LayerSlot], list[LayerSlot], float, float]:
-        count = len(self._slots)
+        count, width = len(self._slots), _HEADER_WIDTH + self.world_size
         local = {slot.index: slot for slot in ready}
-        header = np.zeros(count * _HEADER_WIDTH + _SAMPLE_WIDTH)
-        layers = header[: count * _HEADER_WIDTH].reshape(count, _HEADER_WIDTH)
+        header = np.zeros(count * width + _SAMPLE_WIDTH)
+        layers = header[: count * width].reshape(count, width)
         for slot in ready:
-            dim = slot.accumulator.dim
-            layers[slot.index] = (1, 0, slot.accumulator.rows_seen, dim, dim * dim)
+            rows, dim = _local_shape(slot)
+            layers[slot.index, :_HEADER_WIDTH] = (1, 0, rows, dim, dim * dim)
+            layers[slot.index, _HEADER_WIDTH + self.rank] = rows  # (the row counts a gather pads to)
         for slot in failed:
             layers[slot.index, _FAILED] = 1
-        header[count * _HEADER_WIDTH:] = (step, loss, grad_norm, 1)
-        if any(self._dims[s.index] is None or self._dims[s.index] != s.accumulator.dim for s in ready) \
-                or any(d is None for d in self._dims):
+        header[count * width:] = (step, loss, grad_norm, 1)
+        if any(d is None for d in self._dims) or any(self._dims[s.index] != _local_shape(s)[1] for s in ready):
             # A feature count not agreed yet: a header round first, so every rank knows every layout.
             header = self._all_reduce(header)
-            self._learn_dims(header[: count * _HEADER_WIDTH].reshape(count, _HEADER_WIDTH))
+            self._learn_dims(header[: count * width].reshape(count, width))
             bucket = self._all_reduce(self._pack(local, None))
         else:
             bucket = self._all_reduce(self._pack(local, header))
             header = bucket[: header.size]
             bucket = bucket[header.size:]
-        layers = header[: count * _HEADER_WIDTH].reshape(count, _HEADER_WIDTH)
-        sample = header[count * _HEADER_WIDTH:]
+        layers = header[: count * width].reshape(count, width)
+        sample = header[count * width:]
         if sample[_STEP] != step * self.world_size:
             raise RuntimeError(f"the ranks logged different steps at once (this rank: {step}); every rank must "
                                "call log() with the same steps")
+        gathered = self._gather_rows(layers, local) if self.gathered else {}
         ranks = sample[_RANKS]
         mean_loss, mean_grad_norm = sample[_LOSS] / ranks, sample[_GRAD_NORM] / ranks
-        if not self.writes:
+        if self.writes:
+            outcome = self._unpack(layers, bucket, gathered, local)
+        else:
+            outcome = [], []
             for slot in ready:
-                slot.accumulator.reset()
-            return [], [], mean_loss, mean_grad_norm
-        return (*self._unpack(layers, bucket, local), mean_loss, mean_grad_norm)
+                _forget(slot)
+        self._choose_sides(layers)
+        return (*outcome, mean_loss, mean_grad_norm)
 
     def _all_reduce(self, values: np.ndarray) -> np.ndarray:
         tensor = torch.from_numpy(values)
@@ -195,9 +208,56 @@ class RankReduce:
         self.collectives += 1
         return values  # (the tensor shares its memory)
 
+    def _gather_rows(self, layers: np.ndarray, local: dict[int, LayerSlot]) -> dict[int, torch.Tensor]:
+        """The rows of the row-gathered layers from every rank, in rank order — in one all-gather of
+        a float64 buffer, each rank's rows padded to the largest rank's (the header says how many
+        each has). Rank 0 gets ``{layer: (n_global, d) tensor}``; the others an empty dict."""
+        plan = []  # (layer, padded rows, dim, per-rank rows)
+        for i in sorted(self.gathered):
+            dim, per_rank = self._dims[i], layers[i, _HEADER_WIDTH:].astype(np.int64)
+            if dim is not None and layers[i, _FAILED] == 0 and per_rank.sum() > 0:
+                plan.append((i, int(per_rank.max()), dim, per_rank))
+        if not plan:
+            return {}
+        mine = torch.zeros(sum(padded * dim for _, padded, dim, _ in plan), dtype=torch.float64)
+        at = 0
+        for i, padded, dim, _ in plan:
+            slot = local.get(i)
+            if slot is not None and slot.rows is not None and slot.rows.shape[1] == dim:
+                mine[at:at + slot.rows.numel()] = slot.rows.reshape(-1)
+            at += padded * dim
+        everyone = [torch.empty_like(mine) for _ in range(self.world_size)]
+        torch.distributed.all_gather(everyone, mine, group=self.group)
+        self.collectives += 1
+        if not self.writes:
+            return {}
+        out, at = {}, 0
+        for i, padded, dim, per_rank in plan:
+            out[i] = torch.cat([everyone[r][at:at + int(per_rank[r]) * dim].view(-1, dim)
+                                for r in range(self.world_size)])
+            at += padded * dim
+        return out
+
+    def _choose_sides(self, layers: np.ndarray) -> None:
+        """From the next sample on, gather a layer's rows (and measure its global batch on the
+        sample side, n_global × n_global) when the global batch has fewer rows than features —
+        one process's side rule, applied to the global batch; otherwise sum feature-side Grams.
+        Decided from the summed header, so every rank decides the same. Only with ``window == 1``
+        (a window's batches are summed on the feature side)."""
+        if not self._gather_allowed:
+            return
+        for i, dim in enumerate(self._dims):
+            captured, rows = layers[i, _CAPTURED], layers[i, _ROWS]
+            if captured == 0 or dim is None:
+                continue
+            if rows < dim:
+                self.gathered.add(i)
+            else:
+                self.gathered.discard(i)
+
     def _learn_dims(self, layers: np.ndarray) -> None:
         """Every rank's feature count per layer, from a summed header (identical on every rank)."""
-        for i, (captured, _, _, dims, dims_squared) in enumerate(layers):
+        for i, (captured, _, _, dims, dims_squared) in enumerate(layers[:, :_HEADER_WIDTH]):
             if captured == 0:
                 continue  # not known yet: the next sample asks again
             dim = dims / captured
@@ -208,7 +268,7 @@ class RankReduce:
     def _pack(self, local: dict[int, LayerSlot], header: np.ndarray | None) -> np.ndarray:
         """[header |] the lower triangle of each layer with an agreed feature count, in layer order
         (zeros where this rank captured nothing or a count that differs)."""
-        sizes = [d * (d + 1) // 2 if d is not None else 0 for d in self._dims]
+        sizes = [d * (d + 1) // 2 if d is not None and i not in self.gathered else 0 for i, d in enumerate(self._dims)]
         head = header.size if header is not None else 0
         bucket = np.zeros(head + sum(sizes))
         if header is not None:
@@ -216,37 +276,56 @@ class RankReduce:
         at = head
         for i, size in enumerate(sizes):
             slot = local.get(i)
-            if size and slot is not None and slot.accumulator.dim == self._dims[i]:
+            if size and slot is not None and slot.rows is None and slot.accumulator.dim == self._dims[i]:
                 bucket[at:at + size] = slot.accumulator.lower_triangle()
             at += size
         return bucket
 
-    def _unpack(self, layers: np.ndarray, bucket: np.ndarray,
+    def _unpack(self, layers: np.ndarray, bucket: np.ndarray, gathered: dict[int, torch.Tensor],
                 local: dict[int, LayerSlot]) -> tuple[list[LayerSlot], list[LayerSlot]]:
-        """Rank 0: the summed Grams into the layers' accumulators; which layers to finish, which to flag."""
+        """Rank 0: the global Grams into the layers' accumulators — summed triangles loaded, or the
+        gathered rows' sample-side Gram; which layers to finish, which to flag."""
         ready, flagged, at = [], [], 0
         for slot in self._slots:
             dim = self._dims[slot.index]
-            size = dim * (dim + 1) // 2 if dim is not None else 0
+            size = dim * (dim + 1) // 2 if dim is not None and slot.index not in self.gathered else 0
             chunk = bucket[at:at + size]
             at += size
-            captured, failures, rows, dims, dims_squared = layers[slot.index]
+            captured, failures, rows, dims, dims_squared = layers[slot.index, :_HEADER_WIDTH]
             if failures > 0:
                 flagged.append(slot)
             elif captured == 0:
                 continue  # no rank captured it: a missed layer, as on one process
             elif dim is None or dims != dim * captured or dims_squared != dim * dim * captured:
                 self._dims[slot.index] = None  # asked again at the next sample
+                self.gathered.discard(slot.index)
                 report_error(slot, ValueError(f"layer {slot.name!r} has different feature counts on different "
                                               "ranks (or its count changed): this sample's row is flagged"))
                 flagged.append(slot)
+            elif slot.index in self.gathered:
+                self._capture.host_sample_gram(slot, gathered[slot.index])
+                ready.append(slot)
             else:
-                if slot.index not in local:  # captured elsewhere only: this rank's accumulator is empty
+                if slot.index not in local or slot.rows is not None:  # no feature Gram of its own here
                     self._capture.host_feature_accumulator(slot, dim)
                 slot.accumulator.load_lower_triangle(chunk, int(rows))
                 ready.append(slot)
         for slot in local.values():
-            if slot not in ready:
+            slot.rows = None
+            if slot not in ready and slot.accumulator is not None:
                 slot.accumulator.reset()
         return ready, flagged
 
+
+def _local_shape(slot: LayerSlot) -> tuple[int, int]:
+    """(rows, features) this rank captured for the layer: its kept rows', or its feature Gram's."""
+    if slot.rows is not None:
+        return int(slot.rows.shape[0]), int(slot.rows.shape[1])
+    return int(slot.accumulator.rows_seen), int(slot.accumulator.dim)
+
+
+def _forget(slot: LayerSlot) -> None:
+    """Drop what this rank captured for the layer (its sample was reduced, or given up)."""
+    slot.rows = None
+    if slot.accumulator is not None:
+        slot.accumulator.reset()
