@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ndt_fast.validity import _match
+from ndt_fast.validity import match_detections
 
 __all__ = [
     "Detector",
@@ -195,7 +195,7 @@ def validate_detector(
     results = []
     for fx in fixtures:
         detected = sorted(int(i) for i in detector(np.asarray(fx.values)))
-        found = _match(detected, fx.ground_truth, fx.tolerance)
+        found = match_detections(detected, fx.ground_truth, fx.tolerance)
         results.append(FixtureResult(fx.name, len(fx.values), len(fx.ground_truth), tuple(detected), found,
                                      len(detected) - found, len(fx.ground_truth) - found))
     recalls = [r.recall for r in results if not r.is_null]
