@@ -90,7 +90,7 @@ class BottleneckRule(AlertRule):
        ``trend_drop`` of log(loss) (median of the window's first third − median of its last
        third) is ≥ ``min_loss_drop`` (0.25: the loss fell by ≥ 22 % between thirds 120 samples
        apart; at 0.15 the slow-drift fixture, whose loss falls 0.11 per 120 samples, raised
-       0.14 false alarms per 1000 samples, at 0.25 0.08 on 30 seeds) and ≥ ``loss_z`` (4)
+       0.14 false alarms per 1000 samples, at 0.25 0.05, on 50 seeds) and ≥ ``loss_z`` (4)
        standard errors (estimated from the loss's own sample-to-sample noise: a batch loss is
        noisy, ~0.3 in log units early in training, 1.0 late, and without this test the
        no-learning fixture raised 5 false alarms per 1000 samples);
