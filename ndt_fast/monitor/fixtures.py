@@ -150,7 +150,6 @@ def _healthy(kind: str, seed: int, rng: np.random.Generator, noise: str) -> Moni
 
 
 def _no_learning(kind: str, seed: int, rng: np.random.Generator) -> MonitorFixture:
-    t = np.arange(LENGTH, dtype=float)
     log_metric, _ = _healthy_levels(np.zeros(LENGTH))
     return _build(kind, seed, log_metric, np.full(LENGTH, math.log(2.3)), rng)
 
