@@ -154,7 +154,10 @@ def test_a_planted_instability_is_raised_online_and_reaches_on_alert_and_the_run
     instability = [a for a in alerts if a.rule == "instability" and a.layer == "fc2"]
     assert instability and ONSET <= instability[0].step <= ONSET + 60, alerts
     assert instability[0].evidence["ratio"] >= InstabilityRule().ratio
-    assert all(a.step >= ONSET for a in alerts), alerts  # nothing raised on the healthy part
+    # The healthy part is quiet but for the rules' false-alarm rate: on this loop without the plant,
+    # 2 alerts in 80 seeds × 1000 samples (README, real_runs --toy-null); two in ONSET samples would
+    # mean a broken rule.
+    assert len([a for a in alerts if a.step < ONSET]) <= 1, alerts
     # on_alert got each alert once, on the training thread (the writer thread raised them)
     assert [a for a, _ in announced] == alerts
     assert {thread for _, thread in announced} == {threading.get_ident()}

@@ -2,6 +2,7 @@
 problem planted mid-run. Not a test (it needs MNIST and minutes of CPU); the README quotes it.
 
     python -m ndt_fast.monitor.real_runs [--steps 8000] [--seed 0]
+    python -m ndt_fast.monitor.real_runs --toy-null 80     # false alarms on healthy toy runs
 
 Conditions (Adam 1e-3, batches of 64, every 5 steps, ``FastTracker(alerts=True)`` with the
 default rules; the three Linear layers are tracked):
@@ -13,6 +14,11 @@ default rules; the three Linear layers are tracked):
   gains in [0, 20) at every forward (erratic activations, as a broken normalisation would give).
 
 Prints one markdown row per alert (condition, rule, layer, step, evidence), and the run time.
+
+``--toy-null N``: instead, N healthy runs (seeds 0 … N−1, 1000 steps, every step sampled) of the
+toy loop of ``tests/test_monitor.py`` without its plant (MLP 32-64-32-4 learning a random linear
+teacher, Adam 1e-3, batches of 64): every alert there is a false alarm; prints their count per
+rule and per 1000 samples.
 """
 
 from __future__ import annotations
@@ -66,15 +72,51 @@ def run(condition: str, steps: int, seed: int) -> list:
     return tracker.alerts
 
 
+def toy_null(seeds: int, steps: int = 1000) -> None:
+    import collections
+
+    import torch
+    from torch import nn
+
+    from ndt_fast import FastTracker
+
+    counts: collections.Counter[str] = collections.Counter()
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        teacher = torch.randn(32, 4)
+        model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+        tracker = FastTracker(model, layers=[model[0], model[2], model[4]], layer_names=["fc1", "fc2", "out"],
+                              alerts=True)
+        optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+        for step in range(steps):
+            x = torch.randn(64, 32)
+            loss = nn.functional.cross_entropy(model(x), (x @ teacher).argmax(1))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            tracker.log(step, loss)
+        tracker.close()
+        for a in tracker.alerts:
+            counts[a.rule] += 1
+            print(f"seed {seed}: {a.rule} {a.layer} step {a.step} {dict(a.evidence)}")
+    samples = seeds * steps
+    print(f"{samples} samples: " + (", ".join(f"{rule} {n} ({1000 * n / samples:.3f} / 1000)"
+                                                for rule, n in counts.items()) or "no alert"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ndt_fast.monitor.real_runs", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--conditions", default="healthy,bottleneck,erratic")
+    parser.add_argument("--toy-null", type=int, default=0, metavar="N", help="N healthy toy runs instead")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
+    if args.toy_null:
+        toy_null(args.toy_null)
+        return 0
     print("| condition | rule | layer | step | evidence |\n|---|---|---|---:|---|")
     for condition in args.conditions.split(","):
         start = time.perf_counter()
