@@ -9,6 +9,10 @@ File layout (``format = "ndt_fast.run"``, ``format_version = 1``)::
                        (attr ``name``: the layer's name, which may contain '/' or '.')
     /jumps/<col>       the jumps table: layer (index), step, metric, rule, z_score, value_before,
                        value_after
+    /alerts/<col>      the monitoring alerts (``ndt_fast.monitor``): step (int64), rule, layers
+                       (JSON), message, evidence (JSON) as fixed-width UTF-8 bytes
+                       (``ndt_fast.monitor.alert``). Files written before alerts existed lack
+                       the group: ``load`` returns no alerts for them, and ``resume=True`` adds it.
 
 Crash safety: the file is written in HDF5's single-writer/multiple-reader (SWMR) mode, in which
 the library orders its metadata writes so that the file is consistent on disk after every
@@ -38,6 +42,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from ndt_fast.monitor.alert import ALERT_COLUMNS, ALERT_DTYPE, alerts_frame, alerts_from_rows
 from ndt_fast.storage.files import check_writable_file, replace_via_temporary
 from ndt_fast.storage.records import (
     INTEGER_COLUMNS,
@@ -131,10 +136,13 @@ class RunFile:
         self._inode = os.fstat(self._lock_fd).st_ino
         self._layers = [self._file[f"layers/{i}"] for i in range(len(layout.layer_names))]
         self._jumps = self._file["jumps"]
+        self._alerts = self._file["alerts"]
         self.committed_samples = [len(g["step"]) for g in self._layers]
         self.committed_jumps = len(self._jumps["step"])
+        self.committed_alerts = len(self._alerts["step"])
         self._staged_samples = list(self.committed_samples)
         self._staged_jumps = self.committed_jumps
+        self._staged_alerts = self.committed_alerts
 
     def _create(self, metadata: Mapping[str, Any]) -> None:
         f = self._file
@@ -152,6 +160,7 @@ class RunFile:
         jumps = f.create_group("jumps")
         for column in ("layer", *JUMP_COLUMNS):
             _create_column(jumps, column, _JUMP_DTYPES.get(column, np.float64))
+        _create_alerts(f)
 
     def _open_existing(self, metadata: Mapping[str, Any]) -> h5py.File:
         probe = os.open(self.path, os.O_RDONLY)
@@ -172,6 +181,8 @@ class RunFile:
                                  f"{list(stored.layer_names)}, {len(stored.sample_columns)} columns); resume "
                                  f"needs the same layers and options (here {list(self.layout.layer_names)}, "
                                  f"{len(self.layout.sample_columns)} columns)")
+            if "alerts" not in f:  # a run written before alerts existed (no SWMR yet: may add objects)
+                _create_alerts(f)
             old = json.loads(f.attrs["metadata"])
             old.setdefault("resumes", []).append(dict(metadata))
             f.attrs["metadata"] = json.dumps(old, default=str)
@@ -186,8 +197,9 @@ class RunFile:
 
     # ---- writing --------------------------------------------------------------------------------
 
-    def append(self, samples: Mapping[int, np.ndarray], jumps: np.ndarray) -> None:
-        """Stage sample values per layer index (k × len(sample_columns)) and jumps (m × 7)."""
+    def append(self, samples: Mapping[int, np.ndarray], jumps: np.ndarray, alerts: np.ndarray | None = None) -> None:
+        """Stage sample values per layer index (k × len(sample_columns)), jumps (m × 7) and
+        alerts (structured rows of ``ALERT_DTYPE``, or None)."""
         for layer, values in samples.items():
             group, start = self._layers[layer], self._staged_samples[layer]
             for j, column in enumerate(self.layout.sample_columns):
@@ -197,6 +209,10 @@ class RunFile:
             for j, column in enumerate(("layer", *JUMP_COLUMNS)):
                 _append(self._jumps[column], self._staged_jumps, jumps[:, j])
             self._staged_jumps += len(jumps)
+        if alerts is not None and len(alerts):
+            for column in ALERT_COLUMNS:
+                _append(self._alerts[column], self._staged_alerts, alerts[column])
+            self._staged_alerts += len(alerts)
 
     def flush(self) -> None:
         """Make everything staged durable and visible to readers. Raises OSError on failure,
@@ -210,6 +226,7 @@ class RunFile:
         self._file.flush()
         self.committed_samples = list(self._staged_samples)
         self.committed_jumps = self._staged_jumps
+        self.committed_alerts = self._staged_alerts
 
     def close(self, compress: bool = True) -> None:
         """Close the file and (by default) rewrite it compressed; idempotent. Errors are raised
@@ -227,12 +244,38 @@ class RunFile:
 
     # ---- reading back what was committed --------------------------------------------------------
 
+    def committed_alerts_rows(self) -> np.ndarray:
+        """The committed alerts, structured rows of ``ALERT_DTYPE``."""
+        if self._file.id.valid:
+            return _read_alerts(self._file, self.committed_alerts)
+        with h5py.File(self.path, "r", swmr=True) as f:
+            return _read_alerts(f, self.committed_alerts)
+
     def committed_frames(self) -> tuple[list[np.ndarray], np.ndarray]:
         """(per layer: committed sample values k × columns, committed jumps m × 7)."""
         if self._file.id.valid:
             return _read(self._file, self.layout, self.committed_samples, self.committed_jumps)
         with h5py.File(self.path, "r", swmr=True) as f:
             return _read(f, self.layout, self.committed_samples, self.committed_jumps)
+
+
+def _create_alerts(f: h5py.File) -> None:
+    group = f.create_group("alerts")
+    for column in ALERT_COLUMNS:
+        _create_column(group, column, ALERT_DTYPE[column])
+
+
+def _read_alerts(f: h5py.File, count: int | None) -> np.ndarray:
+    """Alert rows of ``f`` (the first ``count``; None: every full row); none for a file
+    written before alerts existed."""
+    if "alerts" not in f:
+        return np.zeros(0, dtype=ALERT_DTYPE)
+    columns = {c: f[f"alerts/{c}"] for c in ALERT_COLUMNS}
+    n = min(len(c) for c in columns.values()) if count is None else count
+    rows = np.zeros(n, dtype=ALERT_DTYPE)
+    for name, column in columns.items():
+        rows[name] = column[:n]
+    return rows
 
 
 def _append(dataset: h5py.Dataset, start: int, values: np.ndarray) -> None:
@@ -258,10 +301,11 @@ def _read(f: h5py.File, layout: RecordLayout, sample_counts: list[int] | None,
 
 
 class LoadedRun(dict):
-    """``{layer name: DataFrame}`` of a run file, with ``.jumps`` (DataFrame), ``.metadata``
-    (dict) and ``.layout`` (RecordLayout)."""
+    """``{layer name: DataFrame}`` of a run file, with ``.jumps`` and ``.alerts`` (DataFrames),
+    ``.metadata`` (dict) and ``.layout`` (RecordLayout)."""
 
     jumps: pd.DataFrame
+    alerts: pd.DataFrame
     metadata: dict[str, Any]
     layout: RecordLayout
 
@@ -269,8 +313,9 @@ class LoadedRun(dict):
 def load(path: str | os.PathLike[str]) -> LoadedRun:
     """Read a run file written by ``FastTracker(output=...)`` — finished, live, or left by a crash.
 
-    Returns ``{layer: DataFrame}`` (ndt's columns first, as ``get_results``) with ``.jumps`` and
-    ``.metadata``. Raises FileNotFoundError, or ValueError for a file that is not a run.
+    Returns ``{layer: DataFrame}`` (ndt's columns first, as ``get_results``) with ``.jumps``,
+    ``.alerts`` (``ndt_fast.monitor.alerts_frame``: empty for a run without alerts, or written
+    before they existed) and ``.metadata``. Raises FileNotFoundError, or ValueError for a file that is not a run.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -283,10 +328,15 @@ def load(path: str | os.PathLike[str]) -> LoadedRun:
         for i in range(len(layout.layer_names)):
             for c in layout.sample_columns:
                 f[f"layers/{i}/{c}"].refresh()
+        if "alerts" in f:
+            for c in ALERT_COLUMNS:
+                f[f"alerts/{c}"].refresh()
         samples, jumps = _read(f, layout, None, None)
+        alerts = _read_alerts(f, None)
     run = LoadedRun((name, samples_frame(layout.sample_columns, values))
                     for name, values in zip(layout.layer_names, samples))
     run.jumps = jumps_frame(layout, jumps)
+    run.alerts = alerts_frame(alerts_from_rows(alerts))
     run.metadata = metadata
     run.layout = layout
     return run

@@ -70,6 +70,9 @@ class RecordStream:
         #: thread when a writer runs: where consumers of finished samples (sinks) attach.
         self.listeners: list[Callable[[np.ndarray], None]] = []
         self._failed_listeners: set[int] = set()
+        # Alerts (ndt_fast.monitor) a listener raised during a drain: written with that drain's rows.
+        self._alerts_pending: collections.deque[np.ndarray] = collections.deque()
+        self._memory_alerts: list[np.ndarray] = []
         self._drain_lock = threading.Lock()  # one drain at a time: the writer thread or a reader
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -104,6 +107,17 @@ class RecordStream:
         self.spilled += len(rows)
         self._wake.set()
 
+    def add_alerts(self, rows: np.ndarray) -> None:
+        """Record alert rows (structured, ``ndt_fast.monitor.alert.ALERT_DTYPE``) with the next
+        drain (a listener calls this from inside the drain that fed it)."""
+        self._alerts_pending.append(rows)
+
+    def _take_alerts(self) -> np.ndarray | None:
+        pieces = []
+        while self._alerts_pending:
+            pieces.append(self._alerts_pending.popleft())
+        return np.concatenate(pieces) if pieces else None
+
     def sync(self) -> None:
         """Drain everything appended so far to its destination (and flush the file)."""
         with self._drain_lock:
@@ -126,12 +140,15 @@ class RecordStream:
                     self._failed_listeners.add(id(listener))
                     logger.error("ndt_fast: a record listener failed (%s: %s); further failures of it are not "
                                  "reported", type(error).__name__, error)
+        alerts = self._take_alerts()
         if self._file is None or self.write_error is not None:
             self._memory.add(rows)
+            if alerts is not None:
+                self._memory_alerts.append(alerts)
             return
         try:
             by_layer, jumps = self.layout.split(rows)
-            self._file.append(by_layer, jumps)
+            self._file.append(by_layer, jumps, alerts)
             self._file.flush()
             self.records_written += len(rows)
         except Exception as error:  # never let storage end the user's run
@@ -139,6 +156,8 @@ class RecordStream:
             # Earlier drains were committed by their own flush (and are in memory now); this
             # drain's rows were not.
             self._memory.add(rows)
+            if alerts is not None:
+                self._memory_alerts.append(alerts)
 
     def _fail(self, error: BaseException) -> None:
         """Switch to memory: copy what the file committed into memory, then let the file go."""
@@ -152,6 +171,7 @@ class RecordStream:
             for table, values in zip(self._memory.samples, samples):
                 table.extend(values)
             self._memory.jumps.extend(jumps)
+            self._memory_alerts.insert(0, self._file.committed_alerts_rows())
         except Exception as read_error:
             logger.error("ndt_fast: could not read back the records %s had committed (%s); they are only "
                          "in that file", self._file.path, read_error)
@@ -177,6 +197,18 @@ class RecordStream:
             file_samples, file_jumps = self._file.committed_frames()
         return ([np.concatenate([a, b]) for a, b in zip(file_samples, memory_samples)],
                 np.concatenate([file_jumps, memory_jumps]))
+
+    def alerts(self) -> np.ndarray:
+        """Every alert recorded (structured rows, ``ALERT_DTYPE``), oldest first: the file's
+        committed ones, then those in memory."""
+        from ndt_fast.monitor.alert import ALERT_DTYPE
+
+        with self._drain_lock:
+            self._drain()
+            pieces = list(self._memory_alerts)
+            if self._file is not None and self.write_error is None:
+                pieces.insert(0, self._file.committed_alerts_rows())
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=ALERT_DTYPE)
 
     def close(self) -> None:
         """Stop the writer, write what is left, close the file. Results stay readable."""

@@ -132,6 +132,16 @@ class FastTracker:
             ``log()`` that confirms a jump of ``jump_rule`` (or in ``close()``): a default-rule
             jump is confirmed 11 to 13 samples after ``jump.step`` (plus, on the device path, the
             samples the device is behind). Errors reported once, counted, never raised.
+        alerts: monitoring alerts (``ndt_fast.monitor``): True = the article's three rules with
+            their validated defaults (bottleneck, instability, information flow), or a list of
+            ``AlertRule`` objects; computed from finished samples off the training thread (with
+            ``output=``; else at each ``log()``), kept in ``tracker.alerts`` / ``get_alerts()``
+            and in the run file (``ndt_fast.load(path).alerts``). A rule that raises is reported
+            once and disabled; training never sees it.
+        on_alert: ``fn(alert: ndt_fast.monitor.Alert)``, called on the training thread at the
+            first ``log()`` after the alert was raised (or in ``close()``; with ``output=`` the
+            writer thread raises alerts within ``flush_interval / 2`` seconds). Errors reported
+            once, counted in ``callback_errors["on_alert"]``, never raised.
 
         distributed: ``None`` (default: ``"global"`` when ``torch.distributed`` is initialized with
             more than one process, else nothing distributed), ``"global"`` (the exact metrics of the
@@ -160,7 +170,8 @@ class FastTracker:
                  max_rows: int | None = None, device_path: str = "host", keep_last_output: bool = True,
                  sinks: Sequence[Any] = (), on_sample: Callable[[Any], Any] | None = None,
                  on_jump: Callable[[str, Jump], Any] | None = None, distributed: str | None = None,
-                 process_group: Any = None, distributed_timeout: float = 300.0) -> None:
+                 process_group: Any = None, distributed_timeout: float = 300.0,
+                 alerts: bool | Sequence[Any] = False, on_alert: Callable[[Any], Any] | None = None) -> None:
         modules, names = tracked_layers(model, layers, layer_names)
         config = TrackerConfig.check(
             sampling_frequency=sampling_frequency, window=window, metrics=metrics, center=center,
@@ -170,7 +181,7 @@ class FastTracker:
             jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
             threads=threads, max_rows=max_rows, device_path=device_path, device=device,
             keep_last_output=keep_last_output, sinks=sinks, on_sample=on_sample, on_jump=on_jump,
-            distributed=distributed, distributed_timeout=distributed_timeout)
+            distributed=distributed, distributed_timeout=distributed_timeout, alerts=alerts, on_alert=on_alert)
         # ndt's attributes (device: ndt's default, the model's; CPU for a model without parameters)
         self.model, self.layer_names = model, names
         self.device = device if device is not None else next((p.device for p in model.parameters()),
@@ -205,7 +216,8 @@ class FastTracker:
         if config.distributed is not None:  # (a collective on every rank: before anything is opened)
             config = self._join_ranks(config, process_group)
         self._config = config
-        self._callbacks = TrackerCallbacks(config, self._layout)  # (before a run file is opened)
+        # (before a run file is opened; alerts read a layer's width from its Gram once it has one)
+        self._callbacks = TrackerCallbacks(config, self._layout, widths=self._feature_widths)
         self._sink = RecordSink(config, self._layout, self._slots, self._open_records)
         self._callbacks.attach(self._sink)
         self._queue = SampleQueue(self._capture, self._sink, host, router, settings=settings,
@@ -226,7 +238,13 @@ class FastTracker:
         self.rank, self.world_size = self._ranks.rank, self._ranks.world_size
         if self._ranks.writes:
             return config
-        return dataclasses.replace(config, output=None, resume=False, sinks=(), on_sample=None, on_jump=None)
+        return dataclasses.replace(config, output=None, resume=False, sinks=(), on_sample=None, on_jump=None,
+                                   alerts=(), on_alert=None)
+
+    def _feature_widths(self) -> list[int | None]:
+        """Per layer, its activation's feature count where known (a feature-side Gram's size;
+        a sample-side Gram means more features than rows, so the rows bound its rank)."""
+        return [slot.key[1] if slot.key is not None and slot.key[0] == "feature" else None for slot in self._slots]
 
     def _open_records(self, sink: RecordSink) -> RecordStream:
         """The record stream, with the run file (and, on resume, the detectors replayed) first."""
@@ -366,6 +384,20 @@ class FastTracker:
         self._queue.drain()
         return jumps_frame(self._layout, self._sink.stream.results()[1])
 
+    @property
+    def alerts(self) -> list[Any]:
+        """Monitoring alerts raised so far (``ndt_fast.monitor.Alert``), in order (``alerts=``)."""
+        return list(self._callbacks.monitor.alerts) if self._callbacks.monitor is not None else []
+
+    def get_alerts(self) -> pd.DataFrame:
+        """Every alert recorded, as ``ndt_fast.monitor.alerts_frame``: ``step, rule, layer, layers,
+        message, evidence`` (with ``output=``: the file's, earlier runs too, plus what is not
+        written yet). No ``alerts=``: an empty frame with those columns."""
+        from ndt_fast.monitor.alert import alerts_frame, alerts_from_rows
+
+        self._queue.drain()
+        return alerts_frame(alerts_from_rows(self._sink.stream.alerts()))
+
     def _samples(self) -> list[np.ndarray]:
         self._queue.drain()  # everything the devices still owe (a sync; outside the training step)
         return self._sink.stream.results()[0]
@@ -426,7 +458,7 @@ class FastTracker:
 
     @property
     def callback_errors(self) -> dict[str, int]:
-        """Exceptions raised by the user's ``on_jump`` / ``on_sample`` (caught, reported once)."""
+        """Exceptions raised by the user's ``on_jump`` / ``on_sample`` / ``on_alert`` (caught, reported once)."""
         return self._callbacks.errors
 
     @property

@@ -14,18 +14,26 @@ Two feeds, both from places the tracker already has:
   sinks — after the stream was drained, so a jump reaches the sinks after the sample that
   confirmed it (with ``output=`` that drain runs on the training thread, only at such a log()).
 
+- alerts (``alerts=``, ``ndt_fast.monitor``): a ``RecordStream`` listener feeds each drained
+  block of records to an ``AlertMonitor`` (on the thread that drains: the writer thread with
+  ``output=``, else the training thread in :meth:`after_log`); its alerts are stored with that
+  drain's records (``RecordStream.add_alerts``) and handed to ``on_alert`` on the training thread
+  at the next ``log()`` (or in ``close()``).
+
 A user function or sink that raises never reaches training: reported once, counted.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ndt_fast._schema import KIND_SAMPLE, SAMPLE_OFFSET
+from ndt_fast.monitor.alert import Alert, alert_rows
 from ndt_fast.jumps import Jump
 from ndt_fast.storage.records import RecordLayout
 from ndt_fast.tracker.config import TrackerConfig
@@ -41,7 +49,8 @@ class TrackerCallbacks:
     with no thread yet, before any run file is opened); :meth:`attach` it to the sink.
     """
 
-    def __init__(self, config: TrackerConfig, layout: RecordLayout) -> None:
+    def __init__(self, config: TrackerConfig, layout: RecordLayout,
+                 widths: Callable[[], Sequence[int | None]] | None = None) -> None:
         self._on_jump = config.on_jump
         self._layout = layout
         self._metrics = set(layout.metric_names)
@@ -53,16 +62,53 @@ class TrackerCallbacks:
             from ndt_fast.sinks.dispatcher import SampleDispatcher  # only when sinks are asked for
 
             self.dispatcher = SampleDispatcher(list(config.sinks), config.on_sample)
+        # ---- alerts (ndt_fast.monitor) ----
+        self.monitor = None
+        self._on_alert = config.on_alert
+        self.on_alert_errors = 0
+        self._alerts_due: list[Alert] = []  # raised on the draining thread, announced on the training thread
+        self._alerts_lock = threading.Lock()
+        if config.alerts:
+            from ndt_fast.monitor.engine import AlertMonitor
+
+            self.monitor = AlertMonitor(config.alerts, layout.layer_names, widths=widths, on_alerts=self._raised)
 
     @property
     def active(self) -> bool:
-        return self.dispatcher is not None or self._on_jump is not None
+        return self.dispatcher is not None or self._on_jump is not None or self.monitor is not None
 
     def attach(self, sink: RecordSink) -> None:
         self._sink = sink
         sink.jump_listeners.append(self._unannounced.append)
         if self.dispatcher is not None:
             sink.stream.listeners.append(self._submit_samples)
+        if self.monitor is not None:
+            sink.stream.listeners.append(self._monitor_samples)
+
+    # ---- alerts: drained records → monitor → run file, then on_alert at the next log() ------------
+
+    def _monitor_samples(self, rows: np.ndarray) -> None:
+        self.monitor.feed_records(rows, self._layout.sample_columns, kind_sample=KIND_SAMPLE, offset=SAMPLE_OFFSET)
+
+    def _raised(self, alerts: list[Alert]) -> None:
+        """The monitor's new alerts (on the draining thread): stored with this drain, announced later."""
+        self._sink.stream.add_alerts(alert_rows(alerts))
+        with self._alerts_lock:
+            self._alerts_due.extend(alerts)
+
+    def _announce_alerts(self) -> None:
+        with self._alerts_lock:
+            due, self._alerts_due = self._alerts_due, []
+        if self._on_alert is None:
+            return
+        for alert in due:
+            try:
+                self._on_alert(alert)
+            except Exception as error:  # the user's function: reported once, never stops training
+                self.on_alert_errors += 1
+                if self.on_alert_errors == 1:
+                    logger.error("ndt_fast: on_alert raised %s: %s (for %r); training continues, later errors are "
+                                 "counted in tracker.callback_errors", type(error).__name__, error, alert)
 
     # ---- samples: drained records → dispatcher --------------------------------------------------
 
@@ -85,10 +131,13 @@ class TrackerCallbacks:
 
     def after_log(self, step: int) -> None:
         """Feed the sinks what this ``log(step)`` finished, then announce its confirmed jumps."""
-        if self.dispatcher is not None and (self._unannounced or self._sink.stream.path is None):
+        if ((self.dispatcher is not None and self._unannounced) or
+                ((self.dispatcher is not None or self.monitor is not None) and self._sink.stream.path is None)):
             self._sink.stream.sync()  # without a writer thread nothing else drains the ring
         if self._unannounced:
             self._announce(step)
+        if self._alerts_due:
+            self._announce_alerts()
 
     def _announce(self, confirmed_at: int) -> None:
         found, self._unannounced[:] = list(self._unannounced), []
@@ -119,23 +168,28 @@ class TrackerCallbacks:
 
     def flush(self, step: int, timeout: float) -> bool:
         """Drain, announce, wait for the sinks (False: ``timeout`` seconds ran out)."""
-        if self.dispatcher is not None:
+        if self.dispatcher is not None or self.monitor is not None:
             self._sink.stream.sync()
         if self._unannounced:
             self._announce(step)
+        if self._alerts_due:
+            self._announce_alerts()
         return self.dispatcher.flush(timeout) if self.dispatcher is not None else True
 
     def close(self, step: int) -> None:
         """After the record stream closed (everything drained): announce, then close the sinks."""
         if self._unannounced:
             self._announce(step)
+        if self._alerts_due:
+            self._announce_alerts()
         if self.dispatcher is not None:
             self.dispatcher.close()  # writes what the sinks have not, closes them
 
     @property
     def errors(self) -> dict[str, int]:
         return {"on_jump": self.on_jump_errors,
-                "on_sample": self.dispatcher.callback_errors if self.dispatcher is not None else 0}
+                "on_sample": self.dispatcher.callback_errors if self.dispatcher is not None else 0,
+                "on_alert": self.on_alert_errors}
 
     @property
     def failures(self) -> dict[str, BaseException]:

@@ -62,6 +62,8 @@ class TrackerConfig:
     on_jump: Callable[[str, Any], Any] | None = None
     distributed: str | None = None  # resolved: "global", "local", or None (one process)
     distributed_timeout: float = 300.0
+    alerts: tuple[Any, ...] = ()  # ndt_fast.monitor.AlertRule objects (empty: no monitoring)
+    on_alert: Callable[[Any], Any] | None = None
 
     @classmethod
     def check(cls, *, sampling_frequency: Any, window: Any, metrics: Iterable[str] | None, center: Any,
@@ -70,7 +72,8 @@ class TrackerConfig:
               enable_jump_detection: Any, jump_window_size: Any, jump_z_threshold: Any, jump_rule: Any,
               threads: Any, max_rows: Any, device_path: Any, device: Any,
               keep_last_output: Any = True, sinks: Any = (), on_sample: Any = None,
-              on_jump: Any = None, distributed: Any = None, distributed_timeout: Any = 300.0) -> TrackerConfig:
+              on_jump: Any = None, distributed: Any = None, distributed_timeout: Any = 300.0,
+              alerts: Any = False, on_alert: Any = None) -> TrackerConfig:
         """The configuration of these arguments, or ValueError/TypeError naming the bad one."""
         if not _is_int(sampling_frequency, 1):
             raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
@@ -119,6 +122,7 @@ class TrackerConfig:
             raise ValueError("device_path='auto' is not supported with distributed='global' yet (the device Grams "
                              "are not reduced across ranks); use device_path='host' or distributed='local'")
         mask = metric_mask(metrics)
+        rules = _alert_rules(alerts, on_alert, mask)
         if isinstance(track_weights, np.bool_):
             track_weights = bool(track_weights)
         if not (isinstance(track_weights, (bool, str)) or track_weights is None
@@ -134,7 +138,8 @@ class TrackerConfig:
                    jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
                    threads=threads, max_rows=max_rows, device_path=device_path, device=device,
                    keep_last_output=bool(keep_last_output), sinks=sinks, on_sample=on_sample, on_jump=on_jump,
-                   distributed=mode, distributed_timeout=float(distributed_timeout))
+                   distributed=mode, distributed_timeout=float(distributed_timeout), alerts=rules,
+                   on_alert=on_alert)
 
 
 def resolve_distributed(distributed: Any) -> str | None:
@@ -153,6 +158,35 @@ def resolve_distributed(distributed: Any) -> str | None:
         raise ValueError(f"distributed={distributed!r} needs an initialized torch.distributed process group "
                          "(torch.distributed.init_process_group) before the tracker is made")
     return distributed
+
+
+def _alert_rules(alerts: Any, on_alert: Any, mask: int) -> tuple[Any, ...]:
+    """``alerts=`` as a tuple of rules (True: ``default_rules()``; False/None: none), checked."""
+    from ndt_fast.metrics import ALL_METRICS
+    from ndt_fast.monitor.rules import AlertRule, default_rules
+
+    if alerts is True or isinstance(alerts, np.bool_) and bool(alerts):
+        rules: tuple[Any, ...] = tuple(default_rules())
+    elif alerts is False or alerts is None or isinstance(alerts, np.bool_):
+        rules = ()
+    elif isinstance(alerts, AlertRule):
+        rules = (alerts,)
+    elif isinstance(alerts, (str, bytes)) or not isinstance(alerts, Iterable):
+        raise TypeError(f"alerts must be True/False or a list of ndt_fast.monitor.AlertRule objects, got {alerts!r}")
+    else:
+        rules = tuple(alerts)
+        for rule in rules:
+            if not isinstance(rule, AlertRule):
+                raise TypeError(f"alerts must hold ndt_fast.monitor.AlertRule objects, got {type(rule).__name__}")
+    for rule in rules:
+        if rule.metric not in ALL_METRICS or not mask & metric_mask([rule.metric]):
+            raise ValueError(f"alerts: {type(rule).__name__} watches metric {rule.metric!r}, which this tracker "
+                             "does not compute (add it to metrics=)")
+    if on_alert is not None and not callable(on_alert):
+        raise TypeError(f"on_alert must be callable, got {type(on_alert).__name__}")
+    if on_alert is not None and not rules:
+        raise ValueError("on_alert needs alerts=True (or a list of rules): without rules no alert is raised")
+    return rules
 
 
 def tracked_layers(model: Any, layers: Sequence[nn.Module] | None,
