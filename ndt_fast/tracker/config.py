@@ -59,6 +59,7 @@ class TrackerConfig:
     sinks: tuple[Any, ...] = ()
     on_sample: Callable[[Any], Any] | None = None
     on_jump: Callable[[str, Any], Any] | None = None
+    spectra_batch: int = 1  # host samples whose spectra are solved in one native call
 
     @classmethod
     def check(cls, *, sampling_frequency: Any, window: Any, metrics: Iterable[str] | None, center: Any,
@@ -67,7 +68,7 @@ class TrackerConfig:
               enable_jump_detection: Any, jump_window_size: Any, jump_z_threshold: Any, jump_rule: Any,
               threads: Any, max_rows: Any, device_path: Any, device: Any,
               keep_last_output: Any = True, sinks: Any = (), on_sample: Any = None,
-              on_jump: Any = None) -> TrackerConfig:
+              on_jump: Any = None, spectra_batch: Any = 1) -> TrackerConfig:
         """The configuration of these arguments, or ValueError/TypeError naming the bad one."""
         if not _is_int(sampling_frequency, 1):
             raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
@@ -102,6 +103,11 @@ class TrackerConfig:
             raise ValueError(f"device_path must be one of {list(DEVICE_PATHS)}, got {device_path!r}")
         if not isinstance(keep_last_output, (bool, np.bool_)):
             raise TypeError(f"keep_last_output must be True or False, got {keep_last_output!r}")
+        if isinstance(spectra_batch, (bool, np.bool_)) or not isinstance(spectra_batch, (int, np.integer)):
+            raise TypeError(f"spectra_batch must be an integer >= 1, got {type(spectra_batch).__name__} "
+                            f"{spectra_batch!r}")
+        if spectra_batch < 1:
+            raise ValueError(f"spectra_batch must be an integer >= 1, got {spectra_batch!r}")
         sinks = tuple(check_sinks(sinks, on_sample))  # (ndt_fast.sinks.base imports no logger package)
         if on_jump is not None and not callable(on_jump):
             raise TypeError(f"on_jump must be callable, got {type(on_jump).__name__}")
@@ -120,7 +126,8 @@ class TrackerConfig:
                    flush_interval=flush_interval, enable_jump_detection=bool(enable_jump_detection),
                    jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
                    threads=threads, max_rows=max_rows, device_path=device_path, device=device,
-                   keep_last_output=bool(keep_last_output), sinks=sinks, on_sample=on_sample, on_jump=on_jump)
+                   keep_last_output=bool(keep_last_output), sinks=sinks, on_sample=on_sample, on_jump=on_jump,
+                   spectra_batch=int(spectra_batch))
 
 
 def tracked_layers(model: Any, layers: Sequence[nn.Module] | None,

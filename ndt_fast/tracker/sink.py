@@ -9,6 +9,12 @@ Every sample ends here, one of two ways, both native (``core.SampleFinisher``):
   the host part of a sample queued behind one, or a caught error's NaN row): the same records,
   the same banks.
 
+With ``spectra_batch=k > 1`` the finisher keeps each host sample (copies of its small Grams, its
+scalars, rows and flags) until k samples wait, then solves all their spectra in one call and
+records them in step order: records and jumps appear up to k − 1 samples late. :meth:`flush`
+records whatever waits (the sample queue's ``drain`` calls it: results, jumps, sinks, close), and
+:meth:`record` cannot overtake a waiting sample (the native ``record`` flushes first).
+
 The ring is drained by ``ndt_fast.storage.stream.RecordStream`` (a writer thread with
 ``output=``); consumers of finished records off the training thread attach there
 (``RecordStream.listeners``). What the banks confirm comes back here, becomes ``tracker.jumps``
@@ -57,7 +63,7 @@ class RecordSink:
             len(slots), eps=config.eps, energy_threshold=config.energy_threshold, center=config.center,
             metrics=config.metric_mask, weight_metrics=config.weight_mask, track_weights=config.track_weights,
             detect_jumps=config.enable_jump_detection, ndt_window=config.jump_window_size,
-            ndt_z_threshold=config.jump_z_threshold)
+            ndt_z_threshold=config.jump_z_threshold, spectra_batch=config.spectra_batch)
         self._wanted_rule = JUMP_RULES.index(config.jump_rule)
         self.jumps: list[Jump] = []  # online detections of `jump_rule`, appended as they are confirmed
         #: Called on the training thread with each new Jump of ``jump_rule`` (e.g. an on_jump callback).
@@ -123,9 +129,29 @@ class RecordSink:
             return
         outcome = self._finisher.record(
             self.stream.ring_for_push(), step, loss, grad_norm, np.array([s.index for s in slots], dtype=np.int64),
-            records, weight_records if self._track_weights else None, np.asarray(rows_seen, dtype=np.int64))
+            records, weight_records if self._track_weights else None, np.asarray(rows_seen, dtype=np.int64),
+            threads=self._threads)
         if outcome is not None:
             self._outcome(outcome, slots)
+
+    @property
+    def pending(self) -> int:
+        """Host samples finished but not recorded yet (``spectra_batch`` > 1; always < it)."""
+        return self._finisher.pending
+
+    def flush(self) -> None:
+        """Record every sample still waiting for its batched spectra, in step order (nothing
+        waiting: nothing to do). Never raises: a failure flags those rows, as in :meth:`finish`."""
+        if not self._finisher.pending:
+            return
+        try:
+            outcome = self._finisher.flush(self.stream.ring_for_push(), self._threads)
+        except Exception as error:  # not expected (the native flush flags its own failures); counted
+            for slot in self._slots:
+                report_error(slot, error)
+            return
+        if outcome is not None:
+            self._outcome(outcome, [])
 
     def _fresh(self, step: int, ready: list[LayerSlot], failed: list[LayerSlot],
                weights: list[Any] | None) -> tuple[list[LayerSlot], list[LayerSlot], list[Any] | None]:
@@ -137,16 +163,21 @@ class RecordSink:
         return ([ready[i] for i in keep], [s for s in failed if step > self.resumed_from[s.index]],
                 [weights[i] for i in keep] if weights is not None else None)
 
-    def _outcome(self, outcome: tuple[Any, Any, Any], slots: list[LayerSlot]) -> None:
+    def _outcome(self, outcome: tuple[Any, Any, Any, Any], slots: list[LayerSlot]) -> None:
         """The slow paths of a finished sample: records the ring could not take, detections, a
-        failed weight computation."""
-        overflow, detections, weight_error = outcome
+        failed weight computation, a failed batched solve (its rows are flagged)."""
+        overflow, detections, weight_error, spectra_error = outcome
         if overflow is not None:
             self.stream.append(overflow)
         if weight_error is not None:  # the activation rows stand; their weight columns are NaN
             error = RuntimeError(f"weight metrics failed: {weight_error}")
             for slot in slots:
                 report_error(slot, error)
+        if spectra_error is not None:
+            text, layers = spectra_error
+            error = RuntimeError(f"batched spectra failed: {text}")
+            for layer in layers:
+                report_error(self._slots[int(layer)], error)
         if detections is None:
             return
         for layer, series, rule, _index, at_step, z, before, after in detections:
