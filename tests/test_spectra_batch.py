@@ -143,6 +143,28 @@ def test_the_run_file_gets_every_sample_in_order(seed, tmp_path):
     reference.close()
 
 
+def test_a_script_that_never_closes_still_writes_the_waiting_samples(tmp_path):
+    """No close(), no get_results(): at exit the samples waiting for their batched spectra are
+    recorded before the run file is closed."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.h5"
+    script = (
+        "import torch\nfrom torch import nn\nfrom ndt_fast import FastTracker\n"
+        "model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4))\n"
+        f"tracker = FastTracker(model, output={str(path)!r}, spectra_batch=4)\n"
+        "for step in range(7):\n    model(torch.randn(8, 20))\n    tracker.log(step, 1.0)\n"
+        "print(tracker._sink.pending)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "3"  # three samples were waiting when the script ended
+    assert "Exception ignored" not in done.stderr and "Error" not in done.stderr, done.stderr
+    loaded = load(path)
+    assert [loaded[name]["step"].tolist() for name in ("Linear_0", "Linear_1")] == [list(range(7))] * 2
+
+
 def test_resume_with_batches_continues_as_one_unbatched_run(seed, tmp_path):
     """Stopped after step 281 (two samples waiting, written by close()) and resumed with
     spectra_batch=4: the same samples and jumps as one unbatched run that never stopped."""

@@ -25,8 +25,10 @@ samples of steps the file holds already are skipped.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,6 +45,22 @@ from ndt_fast.tracker.capture import LayerSlot, report_error
 from ndt_fast.tracker.config import TrackerConfig
 
 logger = logging.getLogger("ndt_fast.tracker")
+
+
+# Sinks with spectra_batch > 1, whose waiting samples a script that never calls close() would
+# otherwise lose at exit. atexit runs its functions in reverse order of registration, and
+# ndt_fast.storage.stream (imported above) registered its closing of the run files first: so the
+# waiting samples reach the ring before the streams write it out and close.
+_batching_sinks: weakref.WeakSet[RecordSink] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_waiting_samples() -> None:
+    for sink in list(_batching_sinks):
+        try:
+            sink.flush()
+        except Exception as error:  # exiting anyway; say what happened
+            logger.error("ndt_fast: recording the samples waiting for their spectra at exit failed: %s", error)
 
 
 def flagged_records(count: int) -> np.ndarray:
@@ -71,6 +89,8 @@ class RecordSink:
         self.resumed_from: list[int] = [-1] * len(slots)  # per layer: the last step already in the file
         self._resumed_max = -1
         self.stream = stream_factory(self)  # may replay a resumed run into the banks first
+        if config.spectra_batch > 1:
+            _batching_sinks.add(self)
 
     # ---- resume -------------------------------------------------------------------------------
 
