@@ -269,6 +269,54 @@ def test_a_failing_finish_records_its_flagged_rows_after_the_waiting_samples(see
     tracker.close()
 
 
+class Narrow(nn.Module):
+    """Keeps the first ``width`` features (set by the loop): the tracked width changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.width = 6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, : self.width] * 1.0
+
+
+def test_device_results_do_not_overtake_the_waiting_host_samples(seed, monkeypatch):
+    """Steps 0-1 finish on the host and wait (spectra_batch=3); from step 2 on a layer goes to an
+    (emulated) device, so every later sample is queued and recorded through record(), which must
+    come after the two waiting samples: the rows equal an unbatched host-only tracker's, in order."""
+    from emulated_backend import EmulatedKind
+    from ndt_fast.tracker import backends
+
+    kind = EmulatedKind(delay=2)
+    kind.takes = lambda x, dim: x.shape[1] >= 10
+    monkeypatch.setattr(backends, "device_kind", lambda: kind)
+    lin, cut = nn.Linear(16, 8), Narrow()  # lin: 8 wide, always on the host
+
+    def model(x: torch.Tensor) -> None:
+        lin(x)
+        cut(x)
+
+    options = dict(layers=[lin, cut], layer_names=["lin", "cut"])
+    host = FastTracker(nn.ModuleList([lin, cut]), device_path="host", **options)
+    device = FastTracker(nn.ModuleList([lin, cut]), device_path="auto", spectra_batch=3, **options)
+    gen = torch.Generator().manual_seed(seed)
+    for step, width in enumerate([6, 6, 14, 6, 12, 6, 6, 16]):
+        cut.width = width
+        model(torch.randn(12, 16, generator=gen))
+        host.log(step, float(step))
+        device.log(step, float(step))
+        if step == 1:
+            assert device._sink.pending == 2
+    got, want = device.get_results(), host.get_results()
+    assert got["cut"]["step"].tolist() == list(range(8))
+    for name in want:
+        np.testing.assert_allclose(got[name].to_numpy(float), want[name].to_numpy(float), rtol=1e-10, atol=0,
+                                   equal_nan=True, err_msg=name)
+    assert sum(device.errors.values()) == 0
+    host.close()
+    device.close()
+
+
 def test_nothing_to_batch_without_spectrum_metrics():
     model = mlp(6, 5)
     tracker = FastTracker(model, metrics=["participation_ratio_eig"], spectra_batch=4)
