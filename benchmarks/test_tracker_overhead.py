@@ -17,6 +17,12 @@ never fires because ``nn.MultiheadAttention`` uses its weight directly — ndt r
 
 ndtracker receives ``loss.item()`` as its documentation shows; FastTracker the loss tensor (it
 reads it only on sampled steps). Default threads only: that is how a training run runs.
+
+``ndt_fast_batch`` is FastTracker with ``spectra_batch=SPECTRA_BATCH`` (issue 14): the spectra of
+that many consecutive samples solved in one native call (same numbers, records up to
+SPECTRA_BATCH − 1 samples later). 4 because the in-loop A/B (benchmarks/profiling/
+spectra_batch_loop.py) measured 2 → 4 paying and 4 → 8 not. Only Grams of at most 96 × 96 wait
+(the TDS MLP's, resnet18's 8 × 8 sample-side ones; not the transformer's 128 × 128).
 """
 
 from __future__ import annotations
@@ -34,11 +40,16 @@ from ndt_fast import FastTracker
 from ndt_fast.layers import auto_select_layers
 
 STEPS = 20  # a multiple of every sampling frequency used, so each call samples the same number of steps
+SPECTRA_BATCH = 4
 VARIANTS = {
     "untracked": ("untracked loop", "reference"),
     "ndtracker": ("ndt HighFrequencyTracker", "baseline"),
     "ndt_fast": ("ndt_fast FastTracker", "subject"),
 }
+# This file's groups also time FastTracker(spectra_batch=SPECTRA_BATCH) (not the importers' groups).
+BATCH_VARIANTS = {"ndt_fast_batch": (f"ndt_fast FastTracker spectra_batch={SPECTRA_BATCH}", "variant")}
+# FastTracker keywords of each FastTracker variant.
+FAST_VARIANTS: dict[str, dict[str, Any]] = {"ndt_fast": {}, "ndt_fast_batch": {"spectra_batch": SPECTRA_BATCH}}
 
 
 def _tds_mlp() -> tuple[nn.Module, list[nn.Module] | None, torch.Tensor, torch.Tensor]:
@@ -114,29 +125,30 @@ def run_variant(benchmark: Any, measure: Callable[..., Any], model: nn.Module, l
     caught no error. ``check(tracker)``, if given, runs on FastTracker before it is closed;
     ``fast_options`` are extra FastTracker keywords (e.g. ``device_path``)."""
     model.train()
-    label, role = VARIANTS[variant]
+    label, role = {**VARIANTS, **BATCH_VARIANTS}[variant]
     benchmark.group = group
     benchmark.extra_info.update(label=label, role=role, steps=len(inputs), sampling_frequency=frequency)
     tracker: Any = None
     if variant == "ndtracker":
         tracker = HighFrequencyTracker(model, layers=layers, sampling_frequency=frequency)
-    elif variant == "ndt_fast":
-        tracker = FastTracker(model, layers=layers, sampling_frequency=frequency, **(fast_options or {}))
+    elif variant in FAST_VARIANTS:
+        tracker = FastTracker(model, layers=layers, sampling_frequency=frequency, **FAST_VARIANTS[variant],
+                              **(fast_options or {}))
     try:
         measure(_make_loop(model, tracker, inputs, labels, item=variant == "ndtracker", **loop_options))
     finally:
         if tracker is not None:
             results = tracker.get_results()
-            if check is not None and variant == "ndt_fast":
+            if check is not None and variant in FAST_VARIANTS:
                 check(tracker)
             tracker.close()
     if tracker is not None:
         assert all(len(df) > 0 for df in results.values()), f"{variant} recorded nothing"
-        if variant == "ndt_fast":
+        if variant in FAST_VARIANTS:
             assert sum(tracker.errors.values()) == 0, tracker.errors
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", [*VARIANTS, *BATCH_VARIANTS])
 @pytest.mark.parametrize(
     ("model_name", "frequency"),
     [pytest.param(m, f, id=f"{m}-freq{f}", marks=pytest.mark.benchmark(min_rounds=r)) for m, f, r in CASES],

@@ -141,25 +141,34 @@ class JumpBank:
 
 FINISH_JUMP_COLUMNS: tuple[str, ...]
 
-_Outcome = tuple[npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None, str | None] | None
+_Outcome = tuple[npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None, str | None,
+                 tuple[str, list[int]] | None] | None
 
 class SampleFinisher:
     """The per-sample finish of a tracker (csrc/include/ndt/sample_finish.h): metrics of every
     layer's Gram, records into a RecordRing, one JumpBank per layer fed the metric values.
 
-    finish/record return None in the usual case, else (records the ring could not take (n, width)
-    or None, detections (k, 8) of FINISH_JUMP_COLUMNS or None, weight-metric error text or None).
-    Bad options or shapes: ValueError. Not thread-safe.
+    finish/record/flush return None in the usual case, else (records the ring could not take
+    (n, width) or None, detections (k, 8) of FINISH_JUMP_COLUMNS or None, weight-metric error text
+    or None, (batched-solve error text, layers of its flagged rows) or None). spectra_batch = k > 1:
+    finish() keeps samples until k wait, then records them in order; flush() records what waits,
+    record() flushes first. Bad options or shapes: ValueError. Not thread-safe.
     """
 
     def __init__(self, layers: int, *, eps: float, energy_threshold: float, center: bool, metrics: int,
                  weight_metrics: int, track_weights: bool, detect_jumps: bool, ndt_window: int = 50,
-                 ndt_z_threshold: float = 3.0) -> None: ...
+                 ndt_z_threshold: float = 3.0, spectra_batch: int = 1) -> None: ...
     def finish(self, ring: RecordRing | None, step: int, loss: float, grad_norm: float, layers: list[int],
                accumulators: list[GramAccumulator], weights: list[ViewTuple | None], failed: list[int],
                threads: int) -> _Outcome: ...
     def record(self, ring: RecordRing | None, step: int, loss: float, grad_norm: float, layers: npt.ArrayLike,
-               metrics: npt.ArrayLike, weight_metrics: npt.ArrayLike | None, rows_seen: npt.ArrayLike) -> _Outcome: ...
+               metrics: npt.ArrayLike, weight_metrics: npt.ArrayLike | None, rows_seen: npt.ArrayLike,
+               threads: int = 1) -> _Outcome: ...
+    def flush(self, ring: RecordRing | None, threads: int) -> _Outcome: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def spectra_batch(self) -> int: ...
     def replay(self, layer: int, steps: npt.ArrayLike, values: npt.ArrayLike) -> None: ...
     @property
     def width(self) -> int: ...

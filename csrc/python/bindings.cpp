@@ -178,11 +178,13 @@ py::array_t<double> event_rows(const std::vector<ndt::JumpEvent>& events, const 
 }
 
 // A finished sample's leftovers for Python: None in the usual case (every record in the ring,
-// no detection, no weight error), else (overflow rows or None, detections (k, 8) of
-// FINISH_JUMP_COLUMNS or None, weight error text or None).
+// no detection, no error), else (overflow rows or None, detections (k, 8) of
+// FINISH_JUMP_COLUMNS or None, weight error text or None, spectra error or None) where the
+// spectra error is (text, layers of the flagged rows) from a failed batched solve.
 py::object outcome_to_python(const ndt::SampleOutcome& out, int64_t width) {
-  if (out.overflow.empty() && out.jumps.empty() && out.weight_error.empty()) return py::none();
-  py::object overflow = py::none(), jumps = py::none(), weight_error = py::none();
+  if (out.overflow.empty() && out.jumps.empty() && out.weight_error.empty() && out.spectra_error.empty())
+    return py::none();
+  py::object overflow = py::none(), jumps = py::none(), weight_error = py::none(), spectra_error = py::none();
   if (!out.overflow.empty()) {
     py::array_t<double> rows({static_cast<py::ssize_t>(out.overflow.size()) / width, static_cast<py::ssize_t>(width)});
     std::copy(out.overflow.begin(), out.overflow.end(), rows.mutable_data());
@@ -190,7 +192,8 @@ py::object outcome_to_python(const ndt::SampleOutcome& out, int64_t width) {
   }
   if (!out.jumps.empty()) jumps = event_rows(out.jumps, &out.jump_layers);
   if (!out.weight_error.empty()) weight_error = py::str(out.weight_error);
-  return py::make_tuple(overflow, jumps, weight_error);
+  if (!out.spectra_error.empty()) spectra_error = py::make_tuple(py::str(out.spectra_error), out.spectra_error_layers);
+  return py::make_tuple(overflow, jumps, weight_error, spectra_error);
 }
 
 }  // namespace
@@ -564,8 +567,9 @@ PYBIND11_MODULE(_core, m) {
   py::class_<ndt::SampleFinisher>(m, "SampleFinisher")
       .def(py::init([](int64_t layers, double eps, double energy_threshold, bool center, uint32_t metrics,
                        uint32_t weight_metrics, bool track_weights, bool detect_jumps, int64_t ndt_window,
-                       double ndt_z_threshold) {
+                       double ndt_z_threshold, int64_t spectra_batch) {
              ndt::SampleFinishOptions o;
+             o.spectra_batch = spectra_batch;
              o.layers = layers;
              o.activations = to_options(eps, energy_threshold, center, metrics, "auto");
              o.weights = to_options(eps, energy_threshold, center, weight_metrics, "auto");
@@ -577,7 +581,7 @@ PYBIND11_MODULE(_core, m) {
            }),
            py::arg("layers"), py::kw_only(), py::arg("eps"), py::arg("energy_threshold"), py::arg("center"),
            py::arg("metrics"), py::arg("weight_metrics"), py::arg("track_weights"), py::arg("detect_jumps"),
-           py::arg("ndt_window") = 50, py::arg("ndt_z_threshold") = 3.0)
+           py::arg("ndt_window") = 50, py::arg("ndt_z_threshold") = 3.0, py::arg("spectra_batch") = 1)
       .def(
           "finish",
           [](ndt::SampleFinisher& self, ndt::RecordRing* ring, int64_t step, double loss, double grad_norm,
@@ -604,13 +608,33 @@ PYBIND11_MODULE(_core, m) {
           py::arg("accumulators"), py::arg("weights"), py::arg("failed"), py::arg("threads"),
           "One sample, computed and recorded: metrics of every accumulator (reset afterwards) and weight "
           "view (None: no weight), NaN rows flagged FLAG_TRACKER_ERROR for `failed` layers, records into "
-          "`ring` (None: all returned), jump banks fed. Returns None, or (overflow records, detections "
-          "(k, 8) of FINISH_JUMP_COLUMNS, weight error) with None for each part that is empty.")
+          "`ring` (None: all returned), jump banks fed. With spectra_batch = k > 1 the sample waits "
+          "until k samples do, then all are emitted in order. Returns None, or (overflow records, "
+          "detections (k, 8) of FINISH_JUMP_COLUMNS, weight error, (spectra error, layers)) with None "
+          "for each part that is empty.")
+      .def(
+          "flush",
+          [](ndt::SampleFinisher& self, ndt::RecordRing* ring, int threads) {
+            ndt::SampleOutcome out;
+            {
+              py::gil_scoped_release release;
+              const ndt::ThreadBudgetScope budget(threads);
+              self.flush(ring, out);
+            }
+            return outcome_to_python(out, self.width());
+          },
+          py::arg("ring").none(true), py::arg("threads"),
+          "Every waiting sample (spectra_batch > 1), solved in one call and recorded in step order. "
+          "Same return value as finish().")
+      .def_property_readonly("pending", &ndt::SampleFinisher::pending,
+                             "Samples finished but not yet recorded (< spectra_batch).")
+      .def_property_readonly("spectra_batch", &ndt::SampleFinisher::spectra_batch,
+                             "The batch in effect (1 when no requested metric needs a spectrum).")
       .def(
           "record",
           [](ndt::SampleFinisher& self, ndt::RecordRing* ring, int64_t step, double loss, double grad_norm,
              const Ints& layers, const Doubles& metrics, const std::optional<Doubles>& weight_metrics,
-             const Ints& rows_seen) {
+             const Ints& rows_seen, int threads) {
             const int64_t k = layers.ndim() == 1 ? layers.shape(0) : -1;
             NDT_CHECK_ARG(k >= 0 && rows_seen.ndim() == 1 && rows_seen.shape(0) == k,
                           "layers and rows_seen must be 1-D of equal length");
@@ -622,15 +646,17 @@ PYBIND11_MODULE(_core, m) {
             ndt::SampleOutcome out;
             {
               py::gil_scoped_release release;
+              const ndt::ThreadBudgetScope budget(threads);  // (waiting samples are flushed first)
               self.record({step, loss, grad_norm}, k, layers.data(), metrics.data(),
                           weight_metrics ? weight_metrics->data() : nullptr, rows_seen.data(), ring, out);
             }
             return outcome_to_python(out, self.width());
           },
           py::arg("ring").none(true), py::arg("step"), py::arg("loss"), py::arg("grad_norm"), py::arg("layers"),
-          py::arg("metrics"), py::arg("weight_metrics").none(true), py::arg("rows_seen"),
+          py::arg("metrics"), py::arg("weight_metrics").none(true), py::arg("rows_seen"), py::arg("threads") = 1,
           "One sample whose metric records (k, 9) were computed elsewhere (a device; NaN error rows): "
-          "recorded and fed to the jump banks as finish() does. Same return value.")
+          "recorded and fed to the jump banks as finish() does, after the waiting samples (flushed "
+          "first, with `threads`). Same return value.")
       .def(
           "replay",
           [](ndt::SampleFinisher& self, int64_t layer, const Ints& steps, const Doubles& values) {

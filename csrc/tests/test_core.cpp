@@ -692,6 +692,128 @@ void test_sample_finish(std::mt19937_64& rng) {
   EXPECT(threw, "a layer index outside the finisher's layers is refused");
 }
 
+// spectra_batch = 3: the same records as one sample at a time (same bits), emitted only once three
+// samples wait, in step order; record() and flush() emit what waits first; a sample that overflows
+// the ring takes every later record of the call with it (order kept).
+void test_sample_finish_batched(std::mt19937_64& rng) {
+  namespace rec = ndt::record;
+  std::normal_distribution<float> normal;
+  ndt::SampleFinishOptions o;
+  o.layers = 3;
+  ndt::SampleFinisher single(o);
+  o.spectra_batch = 3;
+  ndt::SampleFinisher batched(o);
+  EXPECT(batched.spectra_batch() == 3 && single.spectra_batch() == 1, "batch in effect");
+  const int64_t width = batched.width();
+  // Per sample: a 12 x 12 sample-side Gram (layer 0), a 5 x 5 feature-side one (layer 1), layer 2 failed.
+  std::vector<float> a(12 * 20), b(12 * 5);
+  const ndt::MatrixView va{a.data(), ndt::DType::float32, 12, 20, 20, 1};
+  const ndt::MatrixView vb{b.data(), ndt::DType::float32, 12, 5, 5, 1};
+  ndt::GramAccumulator ga(12, ndt::GramSide::sample), gb(5, ndt::GramSide::feature);
+  ndt::RecordRing ring1(64, width), ring3(64, width);
+  std::vector<double> want, got(static_cast<size_t>(64 * width));
+  ndt::SampleOutcome out;
+  auto one_sample = [&](int64_t step) {
+    for (auto& v : a) v = normal(rng);
+    for (auto& v : b) v = normal(rng);
+    if (step == 4) a[7] = std::numeric_limits<float>::quiet_NaN();  // flags layer 0 of step 4 only
+    for (ndt::SampleFinisher* f : {&single, &batched}) {
+      ga.add(va);
+      gb.add(vb);
+      out.clear();
+      f->finish({step, 0.5 * static_cast<double>(step), 1.0}, {0, 1}, {&ga, &gb}, {nullptr, nullptr}, {2},
+                f == &single ? &ring1 : &ring3, out);
+      EXPECT(out.overflow.empty() && out.spectra_error.empty(), "step %lld: nothing left over",
+             static_cast<long long>(step));
+      EXPECT(ga.rows_seen() == 0 && gb.rows_seen() == 0, "accumulators reset when the sample is taken");
+    }
+    const int64_t n = ring1.pop(got.data(), 64);
+    EXPECT(n == 3, "unbatched: three records at once");
+    want.insert(want.end(), got.begin(), got.begin() + n * width);
+  };
+  std::vector<double> emitted;
+  auto take = [&](int64_t expect_records, const char* what) {
+    const int64_t n = ring3.pop(got.data(), 64);
+    EXPECT(n == expect_records, "%s: %lld records, expected %lld", what, static_cast<long long>(n),
+           static_cast<long long>(expect_records));
+    emitted.insert(emitted.end(), got.begin(), got.begin() + n * width);
+  };
+  for (int64_t step = 0; step < 7; ++step) {
+    one_sample(step);
+    EXPECT(batched.pending() == (step + 1) % 3, "pending after step %lld", static_cast<long long>(step));
+    take(batched.pending() == 0 ? 9 : 0, "batched finish");
+  }
+  // record() of a precomputed sample (step 7) emits the waiting step 6 first.
+  std::vector<double> metrics(rec::kMetricWidth, 2.0);
+  metrics[rec::kMetricWidth - 1] = 0;
+  const int64_t layer = 1, rows_seen = 4;
+  for (ndt::SampleFinisher* f : {&single, &batched}) {
+    out.clear();
+    f->record({7, 0.0, 0.0}, 1, &layer, metrics.data(), nullptr, &rows_seen, f == &single ? &ring1 : &ring3, out);
+  }
+  const int64_t n = ring1.pop(got.data(), 64);
+  want.insert(want.end(), got.begin(), got.begin() + n * width);
+  take(4, "record() after one waiting sample");
+  EXPECT(batched.pending() == 0, "record() flushed");
+  one_sample(8);
+  out.clear();
+  batched.flush(&ring3, out);
+  take(3, "flush()");
+  out.clear();
+  batched.flush(&ring3, out);
+  take(0, "a second flush()");
+  EXPECT(emitted.size() == want.size(), "as many records batched (%zu) as unbatched (%zu)", emitted.size(), want.size());
+  for (size_t i = 0; i < std::min(emitted.size(), want.size()); ++i) {
+    EXPECT(emitted[i] == want[i] || (std::isnan(emitted[i]) && std::isnan(want[i])),
+           "record value %zu (step %g): batched %.17g vs unbatched %.17g", i, emitted[(i / width) * width + rec::kStep],
+           emitted[i], want[i]);
+  }
+  int flagged = 0;
+  for (size_t r = 0; r < emitted.size() / width; ++r) {
+    const double* row = &emitted[r * width];
+    if (row[1] < 2 && (static_cast<uint32_t>(row[rec::kExtras + 4]) & ndt::kFlagNonFinite)) {
+      ++flagged;
+      EXPECT(row[rec::kStep] == 4 && row[1] == 0, "only layer 0 of step 4 is non-finite, not step %g layer %g",
+             row[rec::kStep], row[1]);
+    }
+  }
+  EXPECT(flagged == 1, "one non-finite row, got %d", flagged);
+
+  // Overflow keeps the order: a ring with room for 3 records; samples of 2, 2 and 1 records.
+  o.layers = 2;
+  o.spectra_batch = 3;
+  ndt::SampleFinisher small(o);
+  ndt::RecordRing tiny(3, width);
+  out.clear();
+  for (int64_t step = 0; step < 3; ++step) {
+    for (auto& v : a) v = normal(rng);
+    for (auto& v : b) v = normal(rng);
+    ga.add(va);
+    gb.add(vb);
+    if (step < 2) small.finish({step, 0.0, 0.0}, {0, 1}, {&ga, &gb}, {nullptr, nullptr}, {}, &tiny, out);
+    else small.finish({step, 0.0, 0.0}, {0}, {&ga}, {nullptr}, {}, &tiny, out);
+    gb.reset();
+  }
+  EXPECT(tiny.pop(got.data(), 3) == 2 && got[rec::kStep] == 0, "the first sample in the ring");
+  EXPECT(out.overflow.size() == static_cast<size_t>(3 * width) && out.overflow[rec::kStep] == 1 &&
+             out.overflow[width + rec::kStep] == 1 && out.overflow[2 * width + rec::kStep] == 2,
+         "the second sample overflowed and the third (which would fit) follows it there");
+
+  bool threw = false;
+  try {
+    ndt::SampleFinishOptions bad;
+    bad.spectra_batch = 0;
+    ndt::SampleFinisher refused(bad);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  EXPECT(threw, "spectra_batch 0 is refused");
+  ndt::SampleFinishOptions trace_only;
+  trace_only.spectra_batch = 4;
+  trace_only.activations.metrics = ndt::kParticipationRatioEig;
+  EXPECT(ndt::SampleFinisher(trace_only).spectra_batch() == 1, "nothing to batch without spectrum metrics");
+}
+
 // The batched solver under each lane kernel: every matrix of a mixed batch (sizes 1…130; Grams of
 // random, ReLU, rank-1, zero and graded data; a clustered spectrum; one NaN matrix) against the
 // single-matrix solver to 1e-12·max|λ|; NaN flags its own matrix only; a matrix gets the same bits
@@ -774,6 +896,7 @@ int main() {
   test_record_ring(rng);
   test_jump_bank(rng);
   test_sample_finish(rng);
+  test_sample_finish_batched(rng);
   std::printf("test_core: %s (%d failures)\n", g_failures ? "FAILED" : "ok", g_failures);
   return g_failures ? 1 : 0;
 }

@@ -132,6 +132,16 @@ class FastTracker:
             ``log()`` that confirms a jump of ``jump_rule`` (or in ``close()``): a default-rule
             jump is confirmed 11 to 13 samples after ``jump.step`` (plus, on the device path, the
             samples the device is behind). Errors reported once, counted, never raised.
+        spectra_batch: solve the spectra of this many consecutive host samples in one native call
+            (≥ 1, default 1), so that samples × layers fill the eigensolver's SIMD lanes (a TDS-MLP
+            sample alone has two 64 × 64 Grams for eight lanes). The numbers are the same as with
+            1 (the same bits); what changes is when they appear: a sample's records — and so
+            ``tracker.jumps``, ``on_jump`` and the sinks — come up to ``spectra_batch − 1``
+            samples later than with 1 (a jump: that much after its usual confirmation delay).
+            ``get_results()``, ``get_jumps()``, ``detect_jumps()``, ``flush_sinks()`` and
+            ``close()`` record whatever waits first; a run file receives waiting samples at the
+            next batch or at those calls. Memory: one copy of each small Gram per waiting sample.
+            Measured in benchmarks/NOTES.md (issue 14).
         alerts: monitoring alerts (``ndt_fast.monitor``): True = the article's three rules with
             their validated defaults (bottleneck, instability, information flow), or a list of
             ``AlertRule`` objects; computed from finished samples off the training thread (with
@@ -171,7 +181,8 @@ class FastTracker:
                  sinks: Sequence[Any] = (), on_sample: Callable[[Any], Any] | None = None,
                  on_jump: Callable[[str, Jump], Any] | None = None, distributed: str | None = None,
                  process_group: Any = None, distributed_timeout: float = 300.0,
-                 alerts: bool | Sequence[Any] = False, on_alert: Callable[[Any], Any] | None = None) -> None:
+                 alerts: bool | Sequence[Any] = False, on_alert: Callable[[Any], Any] | None = None,
+                 spectra_batch: int = 1) -> None:
         modules, names = tracked_layers(model, layers, layer_names)
         config = TrackerConfig.check(
             sampling_frequency=sampling_frequency, window=window, metrics=metrics, center=center,
@@ -181,7 +192,8 @@ class FastTracker:
             jump_window_size=jump_window_size, jump_z_threshold=jump_z_threshold, jump_rule=jump_rule,
             threads=threads, max_rows=max_rows, device_path=device_path, device=device,
             keep_last_output=keep_last_output, sinks=sinks, on_sample=on_sample, on_jump=on_jump,
-            distributed=distributed, distributed_timeout=distributed_timeout, alerts=alerts, on_alert=on_alert)
+            distributed=distributed, distributed_timeout=distributed_timeout, alerts=alerts, on_alert=on_alert,
+            spectra_batch=spectra_batch)
         # ndt's attributes (device: ndt's default, the model's; CPU for a model without parameters)
         self.model, self.layer_names = model, names
         self.device = device if device is not None else next((p.device for p in model.parameters()),
@@ -192,6 +204,7 @@ class FastTracker:
         self.eps, self.energy_threshold, self.threads = config.eps, config.energy_threshold, threads
         self.max_rows, self.device_path, self.jump_rule = max_rows, device_path, jump_rule
         self.enable_jump_detection = config.enable_jump_detection
+        self.spectra_batch = config.spectra_batch
         self.jump_detector = (JumpDetector(window_size=jump_window_size, z_threshold=jump_z_threshold)
                               if config.enable_jump_detection else None)
         self.step_counter = 0

@@ -47,7 +47,7 @@ def run_metadata(model: nn.Module, config: TrackerConfig, layer_names: Sequence[
             "enable_jump_detection": c.enable_jump_detection, "jump_window_size": c.jump_window_size,
             "jump_z_threshold": c.jump_z_threshold, "jump_rule": c.jump_rule, "threads": c.threads,
             "max_rows": c.max_rows, "capacity": c.capacity, "device_path": c.device_path,
-            "flush_interval": c.flush_interval, "distributed": distributed,
+            "flush_interval": c.flush_interval, "distributed": distributed, "spectra_batch": c.spectra_batch,
         },
         "versions": {"ndt_fast": ndt_fast.__version__, "torch": torch.__version__, "numpy": np.__version__,
                      "pandas": pd.__version__, "h5py": h5py.__version__, "python": platform.python_version()},

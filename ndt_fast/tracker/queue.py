@@ -220,9 +220,13 @@ class SampleQueue:
         self._emit_done()
 
     def drain(self) -> None:
-        """Wait for every device, then emit every queued sample (a sync: never in the training step)."""
-        if not self._queue:
-            return
+        """Wait for every device, emit every queued sample, then record what the sink's batched
+        spectra still hold (a sync: never in the training step)."""
+        if self._queue:
+            self._drain_devices()
+        self._sink.flush()  # (after the queue: anything queued already flushed what waited before it)
+
+    def _drain_devices(self) -> None:
         for backend in self._backends():
             try:
                 backend.wait()

@@ -9,6 +9,12 @@ Every sample ends here, one of two ways, both native (``core.SampleFinisher``):
   the host part of a sample queued behind one, or a caught error's NaN row): the same records,
   the same banks.
 
+With ``spectra_batch=k > 1`` the finisher keeps each host sample (copies of its small Grams, its
+scalars, rows and flags) until k samples wait, then solves all their spectra in one call and
+records them in step order: records and jumps appear up to k − 1 samples late. :meth:`flush`
+records whatever waits (the sample queue's ``drain`` calls it: results, jumps, sinks, close), and
+:meth:`record` cannot overtake a waiting sample (the native ``record`` flushes first).
+
 The ring is drained by ``ndt_fast.storage.stream.RecordStream`` (a writer thread with
 ``output=``); consumers of finished records off the training thread attach there
 (``RecordStream.listeners``). What the banks confirm comes back here, becomes ``tracker.jumps``
@@ -19,8 +25,10 @@ samples of steps the file holds already are skipped.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +45,22 @@ from ndt_fast.tracker.capture import LayerSlot, report_error
 from ndt_fast.tracker.config import TrackerConfig
 
 logger = logging.getLogger("ndt_fast.tracker")
+
+
+# Sinks with spectra_batch > 1, whose waiting samples a script that never calls close() would
+# otherwise lose at exit. atexit runs its functions in reverse order of registration, and
+# ndt_fast.storage.stream (imported above) registered its closing of the run files first: so the
+# waiting samples reach the ring before the streams write it out and close.
+_batching_sinks: weakref.WeakSet[RecordSink] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_waiting_samples() -> None:
+    for sink in list(_batching_sinks):
+        try:
+            sink.flush()
+        except Exception as error:  # exiting anyway; say what happened
+            logger.error("ndt_fast: recording the samples waiting for their spectra at exit failed: %s", error)
 
 
 def flagged_records(count: int) -> np.ndarray:
@@ -57,7 +81,7 @@ class RecordSink:
             len(slots), eps=config.eps, energy_threshold=config.energy_threshold, center=config.center,
             metrics=config.metric_mask, weight_metrics=config.weight_mask, track_weights=config.track_weights,
             detect_jumps=config.enable_jump_detection, ndt_window=config.jump_window_size,
-            ndt_z_threshold=config.jump_z_threshold)
+            ndt_z_threshold=config.jump_z_threshold, spectra_batch=config.spectra_batch)
         self._wanted_rule = JUMP_RULES.index(config.jump_rule)
         self.jumps: list[Jump] = []  # online detections of `jump_rule`, appended as they are confirmed
         #: Called on the training thread with each new Jump of ``jump_rule`` (e.g. an on_jump callback).
@@ -65,6 +89,8 @@ class RecordSink:
         self.resumed_from: list[int] = [-1] * len(slots)  # per layer: the last step already in the file
         self._resumed_max = -1
         self.stream = stream_factory(self)  # may replay a resumed run into the banks first
+        if config.spectra_batch > 1:
+            _batching_sinks.add(self)
 
     # ---- resume -------------------------------------------------------------------------------
 
@@ -123,9 +149,29 @@ class RecordSink:
             return
         outcome = self._finisher.record(
             self.stream.ring_for_push(), step, loss, grad_norm, np.array([s.index for s in slots], dtype=np.int64),
-            records, weight_records if self._track_weights else None, np.asarray(rows_seen, dtype=np.int64))
+            records, weight_records if self._track_weights else None, np.asarray(rows_seen, dtype=np.int64),
+            threads=self._threads)
         if outcome is not None:
             self._outcome(outcome, slots)
+
+    @property
+    def pending(self) -> int:
+        """Host samples finished but not recorded yet (``spectra_batch`` > 1; always < it)."""
+        return self._finisher.pending
+
+    def flush(self) -> None:
+        """Record every sample still waiting for its batched spectra, in step order (nothing
+        waiting: nothing to do). Never raises: a failure flags those rows, as in :meth:`finish`."""
+        if not self._finisher.pending:
+            return
+        try:
+            outcome = self._finisher.flush(self.stream.ring_for_push(), self._threads)
+        except Exception as error:  # not expected (the native flush flags its own failures); counted
+            for slot in self._slots:
+                report_error(slot, error)
+            return
+        if outcome is not None:
+            self._outcome(outcome, [])
 
     def _fresh(self, step: int, ready: list[LayerSlot], failed: list[LayerSlot],
                weights: list[Any] | None) -> tuple[list[LayerSlot], list[LayerSlot], list[Any] | None]:
@@ -137,16 +183,21 @@ class RecordSink:
         return ([ready[i] for i in keep], [s for s in failed if step > self.resumed_from[s.index]],
                 [weights[i] for i in keep] if weights is not None else None)
 
-    def _outcome(self, outcome: tuple[Any, Any, Any], slots: list[LayerSlot]) -> None:
+    def _outcome(self, outcome: tuple[Any, Any, Any, Any], slots: list[LayerSlot]) -> None:
         """The slow paths of a finished sample: records the ring could not take, detections, a
-        failed weight computation."""
-        overflow, detections, weight_error = outcome
+        failed weight computation, a failed batched solve (its rows are flagged)."""
+        overflow, detections, weight_error, spectra_error = outcome
         if overflow is not None:
             self.stream.append(overflow)
         if weight_error is not None:  # the activation rows stand; their weight columns are NaN
             error = RuntimeError(f"weight metrics failed: {weight_error}")
             for slot in slots:
                 report_error(slot, error)
+        if spectra_error is not None:
+            text, layers = spectra_error
+            error = RuntimeError(f"batched spectra failed: {text}")
+            for layer in layers:
+                report_error(self._slots[int(layer)], error)
         if detections is None:
             return
         for layer, series, rule, _index, at_step, z, before, after in detections:
