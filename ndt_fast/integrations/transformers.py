@@ -11,7 +11,8 @@ What it does, event by event (it drives only ``FastTracker``'s public API):
   (the output's ``loss``, a tensor left on its device: no host sync).
 - ``on_pre_optimizer_step``: on a sampled step, the gradient norm (a tensor, after the Trainer's
   clipping to ``max_grad_norm``).
-- ``on_step_end``: ``tracker.log(state.global_step, loss, grad_norm)``.
+- ``on_step_end``: ``tracker.log(state.global_step, loss, grad_norm)`` if that step arms or
+  closes a sample (see ``ndt_fast.integrations._common``); else nothing.
 - ``on_train_end``: ``tracker.close()`` (every hook removed, run file and sinks closed) and the
   loss hook removed.
 
@@ -46,11 +47,10 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from ndt_fast.integrations._common import StepLoss, check_arguments, fresh_path, grad_norm, resolve_layers
+from ndt_fast.integrations._common import TrackingCallback, fresh_path, grad_norm, resolve_layers
 from ndt_fast.jumps import Jump
 from ndt_fast.layers import auto_select_layers
 from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink
-from ndt_fast.tracker import FastTracker
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def hf_layers(model: nn.Module) -> list[nn.Module]:
     return layers
 
 
-class DimensionalityCallback(TrainerCallback):
+class DimensionalityCallback(TrackingCallback, TrainerCallback):
     """Tracks the dimensionality of a Hugging Face model's layers during ``Trainer.train()``.
 
     Args:
@@ -89,42 +89,22 @@ class DimensionalityCallback(TrainerCallback):
                  log_grad_norm: bool = True, sinks: Sequence[Sink] = (),
                  on_sample: Callable[[Sample], Any] | None = None,
                  on_jump: Callable[[str, Jump], Any] | None = None, **tracker_options: Any) -> None:
-        check_arguments("DimensionalityCallback", sampling_frequency, tracker_options)
-        self.layers = layers
-        self.layer_names = layer_names
-        self.sampling_frequency = sampling_frequency
+        super().__init__("DimensionalityCallback", layers, sampling_frequency, layer_names, log_grad_norm, sinks,
+                         on_sample, on_jump, tracker_options)
         self.output = os.fspath(output) if output is not None else None
         self.report_to = None if report_to is None else [report_to] if isinstance(report_to, str) else list(report_to)
         self.sink_metrics = tuple(sink_metrics)
-        self.log_grad_norm = log_grad_norm
-        self.sinks = list(sinks)
-        self.on_sample = on_sample
-        self.on_jump = on_jump
-        self.tracker_options = tracker_options
-        self.tracker: FastTracker | None = None  # the last run's (closed after it: results stay readable)
-        self._active = False
         self._state: Any = None
-        self._loss = StepLoss()
         self._loss_hook: Any = None
-        self._grad_norm: torch.Tensor | None = None
-
-    def _due(self, step: int) -> bool:
-        return step % self.sampling_frequency == 0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
                        **kwargs: Any) -> None:
         if not state.is_world_process_zero or model is None:
             return
         layers = resolve_layers(model, self.layers) if self.layers is not None else hf_layers(model)
-        self.tracker = FastTracker(
-            model, layers, self.layer_names, self.sampling_frequency,
-            output=self.output or fresh_path(args.output_dir), sinks=[*self._report_sinks(args), *self.sinks],
-            on_sample=self.on_sample, on_jump=self.on_jump, **self.tracker_options)
+        self._start(model, layers, self.output or fresh_path(args.output_dir), False, self._report_sinks(args))
         self._state = state
-        self._loss = StepLoss()
-        self._grad_norm = None
         self._loss_hook = model.register_forward_hook(self._keep_loss, with_kwargs=True)
-        self._active = True
 
     def _report_sinks(self, args: Any) -> list[Sink]:
         wanted = self.report_to if self.report_to is not None else list(getattr(args, "report_to", None) or [])
@@ -150,7 +130,7 @@ class DimensionalityCallback(TrainerCallback):
 
     def _keep_loss(self, module: nn.Module, args: Any, kwargs: dict[str, Any], output: Any) -> None:
         """Forward hook on the model: the loss of a training forward of a sampled step."""
-        if not (module.training and torch.is_grad_enabled() and self._due(self._state.global_step + 1)):
+        if not (self._due(self._state.global_step + 1) and module.training and torch.is_grad_enabled()):
             return
         loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
         if isinstance(loss, torch.Tensor):
@@ -159,14 +139,12 @@ class DimensionalityCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
                               **kwargs: Any) -> None:
-        if self._active and self.log_grad_norm and model is not None and self._due(state.global_step + 1):
+        if self._due(state.global_step + 1) and self._active and self.log_grad_norm and model is not None:
             self._grad_norm = grad_norm(model)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not self._active:
-            return
-        self.tracker.log(state.global_step, self._loss.take(), self._grad_norm)
-        self._grad_norm = None
+        if self._active and self.log_needed(state.global_step):
+            self._log(state.global_step)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not self._active:
