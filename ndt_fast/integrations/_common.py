@@ -17,8 +17,16 @@ integer check and nothing else (no ``log()``, no kept outputs: the trackers are 
 ``keep_last_output=False``, since the callbacks never force a sample), so an idle forward hook
 returns at its first test. Their trackers' record ring defaults to ``CALLBACK_RING_CAPACITY``
 records instead of FastTracker's 65536: a callback samples at most once per optimizer step, the
-ring is drained at least every half second (or at each sample without a run file) and spills
-rather than drops when full, and allocating (zeroing) 12 MB took 11-13 ms of each fit's start.
+ring is drained at least every ``flush_interval / 2`` seconds (or at each sample without a run
+file) and spills rather than drops when full, and allocating (zeroing) 12 MB took 11-13 ms of
+each fit's start. And their run file is flushed every ``CALLBACK_FLUSH_INTERVAL`` seconds instead
+of FastTracker's 1 s: each drain to the file costs 10-20 ms on the writer thread, almost
+whatever it holds (a resize and a write per column of every layer: 20 ms median for 4 samples of
+3 layers at load 6 on the 2-core machine; the SWMR flush itself 0.15 ms), and the writer drains
+every ``flush_interval / 2`` — 2-4 % of a core at 1 s, holding the GIL the training thread needs
+(benchmarks/NOTES.md: most of the Lightning benchmark's overhead with a run file). A crash
+then loses at most that many seconds of samples, as a TensorBoard logger (flushed every 120 s by
+default) would lose more. ``flush_interval=`` and ``capacity=`` override both.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from ndt_fast.tracker import FastTracker
 logger = logging.getLogger(__name__)
 
 CALLBACK_RING_CAPACITY = 8192  # records (see the module docstring); ``capacity=`` overrides it
+CALLBACK_FLUSH_INTERVAL = 10.0  # seconds (see the module docstring); ``flush_interval=`` overrides it
 
 
 class LoggerRelay(Sink):
@@ -139,7 +148,7 @@ class TrackingCallback:
                sinks: Sequence[Sink]) -> None:
         """Attach a fresh tracker to ``model`` (FastTracker's errors for bad layers/options)."""
         options = {"keep_last_output": False, "capacity": CALLBACK_RING_CAPACITY,  # (see the module doc)
-                   **self.tracker_options}
+                   "flush_interval": CALLBACK_FLUSH_INTERVAL, **self.tracker_options}
         self.tracker = FastTracker(model, layers, self.layer_names, self.sampling_frequency, output=output,
                                    resume=resume, sinks=[*sinks, *self.sinks], on_sample=self.on_sample,
                                    on_jump=self.on_jump, **options)
@@ -182,6 +191,21 @@ def resolve_layers(model: nn.Module, layers: Sequence[nn.Module | str] | None) -
         else:
             resolved.append(layer)
     return resolved
+
+
+def run_file_for(output: str | bool | None, saved: str | None, directory: str) -> tuple[str | None, bool]:
+    """The run file of a training run and whether to append to it: ``saved`` (the file a
+    checkpoint names) if it still exists; else ``output`` (False: no file; None: a fresh
+    ``ndt_fast.h5`` in ``directory``), new."""
+    if output is False:
+        return None, False
+    if saved is not None and os.path.exists(saved):
+        return saved, True
+    if saved is not None:
+        logger.warning("ndt_fast: the checkpoint's run file %s is gone; starting a new one", saved)
+    if output is not None:
+        return output, False
+    return fresh_path(directory), False
 
 
 def fresh_path(directory: str, stem: str = "ndt_fast") -> str:

@@ -51,7 +51,7 @@ try:
 except ModuleNotFoundError:  # the older package name (the same API since 2.0)
     from pytorch_lightning import Callback
 
-from ndt_fast.integrations._common import LoggerRelay, TrackingCallback, fresh_path, grad_norm, resolve_layers
+from ndt_fast.integrations._common import LoggerRelay, TrackingCallback, grad_norm, resolve_layers, run_file_for
 from ndt_fast.jumps import Jump
 from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink
 
@@ -120,7 +120,7 @@ class DimensionalityMonitor(TrackingCallback, Callback):
     def on_fit_start(self, trainer: Any, pl_module: nn.Module) -> None:
         if not trainer.is_global_zero:
             return
-        path, resume = self._run_file(trainer)
+        path, resume = run_file_for(self.output, self._resume_path, trainer.log_dir or trainer.default_root_dir)
         self._start(pl_module, resolve_layers(pl_module, self.layers), path, resume, self._logger_sinks(trainer))
         self._last_global_step = trainer.global_step
         self._next_due = self._due(self._last_global_step + 1)
@@ -145,19 +145,6 @@ class DimensionalityMonitor(TrackingCallback, Callback):
             else:
                 relay_needed = True
         return [self._relay, *sinks] if relay_needed else sinks
-
-    def _run_file(self, trainer: Any) -> tuple[str | None, bool]:
-        """The run file and whether to append to it: the checkpoint's (if it still exists), the
-        user's, or a fresh one in the log directory (None: no file)."""
-        if self.output is False:
-            return None, False
-        if self._resume_path is not None and os.path.exists(self._resume_path):
-            return self._resume_path, True
-        if self._resume_path is not None:
-            logger.warning("ndt_fast: the checkpoint's run file %s is gone; starting a new one", self._resume_path)
-        if self.output is not None:
-            return self.output, False
-        return fresh_path(trainer.log_dir or trainer.default_root_dir), False
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: nn.Module, optimizer: Any) -> None:
         if self._next_due and self._active and self.log_grad_norm:

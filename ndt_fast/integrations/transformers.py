@@ -13,8 +13,17 @@ What it does, event by event (it drives only ``FastTracker``'s public API):
   clipping to ``max_grad_norm``).
 - ``on_step_end``: ``tracker.log(state.global_step, loss, grad_norm)`` if that step arms or
   closes a sample (see ``ndt_fast.integrations._common``); else nothing.
+- ``on_save``: the run file's path, in ``ndt_fast.json`` beside the checkpoint the Trainer just
+  wrote (``<output_dir>/checkpoint-<step>``).
 - ``on_train_end``: ``tracker.close()`` (every hook removed, run file and sinks closed) and the
   loss hook removed.
+
+Resume (``trainer.train(resume_from_checkpoint=...)``): the Trainer restores ``state.global_step``
+before ``on_train_begin``; the callback then reads ``ndt_fast.json`` of the checkpoint of that
+step in ``args.output_dir`` (where the Trainer saves them) and appends to the run file it names
+(``FastTracker(resume=True)``: steps already in the file are not written twice). Without that
+note (a checkpoint saved before this callback was added, or moved elsewhere), an ``output=``
+path that exists is continued; otherwise a new run file is started, with a warning.
 
 Reporting: a ``TrainerCallback`` has no handle on the Trainer's own loggers, so the callback
 brings its own sinks, chosen from ``args.report_to`` (or ``report_to=``): ``"tensorboard"`` →
@@ -38,6 +47,7 @@ Trainer passes it, already sum to that mean); NaN when the model's output has no
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -47,12 +57,14 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from ndt_fast.integrations._common import TrackingCallback, fresh_path, grad_norm, resolve_layers
+from ndt_fast.integrations._common import TrackingCallback, grad_norm, resolve_layers, run_file_for
 from ndt_fast.jumps import Jump
 from ndt_fast.layers import auto_select_layers
 from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink
 
 logger = logging.getLogger(__name__)
+
+CHECKPOINT_NOTE = "ndt_fast.json"  # beside each checkpoint: {"output": the run file's path}
 
 
 def hf_layers(model: nn.Module) -> list[nn.Module]:
@@ -71,7 +83,8 @@ class DimensionalityCallback(TrackingCallback, TrainerCallback):
     Args:
         layers: modules, or their names in the model (``"transformer.h.0"``); None = automatic.
         sampling_frequency: sample every this many optimizer steps (default 10).
-        output: the run file (HDF5); None → a fresh ``ndt_fast.h5`` in ``args.output_dir``.
+        output: the run file (HDF5); None → a fresh ``ndt_fast.h5`` in ``args.output_dir``. A
+            resumed run continues the file its checkpoint names (see the module docstring).
         report_to: integrations to write to (``"tensorboard"``, ``"wandb"``); None → the
             Trainer's ``args.report_to``; ``()`` → none.
         sink_metrics: which columns the sinks write (default the six metrics).
@@ -102,9 +115,35 @@ class DimensionalityCallback(TrackingCallback, TrainerCallback):
         if not state.is_world_process_zero or model is None:
             return
         layers = resolve_layers(model, self.layers) if self.layers is not None else hf_layers(model)
-        self._start(model, layers, self.output or fresh_path(args.output_dir), False, self._report_sinks(args))
+        path, resume = run_file_for(self.output, self._saved_run_file(args, state), args.output_dir)
+        if state.global_step > 0 and not resume:
+            logger.warning("ndt_fast: training resumes at step %d but no run file of this callback was found for "
+                           "it (no %s in %s); writing %s", state.global_step, CHECKPOINT_NOTE,
+                           _checkpoint_dir(args, state.global_step), path)
+        self._start(model, layers, path, resume, self._report_sinks(args))
         self._state = state
         self._loss_hook = model.register_forward_hook(self._keep_loss, with_kwargs=True)
+
+    def _saved_run_file(self, args: Any, state: Any) -> str | None:
+        """On a resumed run: the run file named by the checkpoint it resumes from, else an
+        ``output=`` that exists. None on a fresh run."""
+        if state.global_step == 0:
+            return None
+        try:
+            with open(os.path.join(_checkpoint_dir(args, state.global_step), CHECKPOINT_NOTE)) as note:
+                return json.load(note)["output"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.output if self.output is not None and os.path.exists(self.output) else None
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        checkpoint = _checkpoint_dir(args, state.global_step)
+        if not self._active or self.tracker.output is None or not os.path.isdir(checkpoint):
+            return
+        try:
+            with open(os.path.join(checkpoint, CHECKPOINT_NOTE), "w") as note:
+                json.dump({"output": os.path.abspath(self.tracker.output)}, note)
+        except OSError as error:  # a resumed run then starts a new file: say so, never stop training
+            logger.warning("ndt_fast: could not note the run file in %s (%s)", checkpoint, error)
 
     def _report_sinks(self, args: Any) -> list[Sink]:
         wanted = self.report_to if self.report_to is not None else list(getattr(args, "report_to", None) or [])
@@ -153,3 +192,10 @@ class DimensionalityCallback(TrackingCallback, TrainerCallback):
         self._loss_hook.remove()
         self._loss_hook = None
         self.tracker.close()
+
+
+def _checkpoint_dir(args: Any, step: int) -> str:
+    """Where the Trainer saves the checkpoint of ``step`` (its ``checkpoint-<step>`` folders)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    return os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
