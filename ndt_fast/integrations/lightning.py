@@ -38,7 +38,6 @@ Works with the ``lightning`` package and falls back to ``pytorch_lightning``.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -55,7 +54,6 @@ from ndt_fast.integrations._common import LoggerRelay, TrackingCallback, grad_no
 from ndt_fast.jumps import Jump
 from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink
 
-logger = logging.getLogger(__name__)
 
 
 class DimensionalityMonitor(TrackingCallback, Callback):
