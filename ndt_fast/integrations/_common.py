@@ -8,7 +8,10 @@ measures (Lightning's ``trainer.global_step``, Hugging Face's ``state.global_ste
 10, 20, … — the steps at which the frameworks log by default. With gradient accumulation the
 tracker is armed for every forward pass of a sampled step; each replaces the previous one
 (``window=1``), so the metrics are those of the step's **last micro-batch**; the loss is the
-mean of all its micro-batches' losses.
+mean of all its micro-batches' losses. With ``window=k >= 2`` the feature-side Gram sums every
+forward of the k steps ending at a sampled step, so every micro-batch of those steps is measured
+exactly (tested with Lightning: ``window=2``, two micro-batches per step, the metrics of the four
+micro-batches together). Measuring every micro-batch of the sampled step alone is not offered.
 
 Unsampled steps: ``FastTracker.log`` needs to see only the steps that arm or close a sample —
 the sampled step and the ``window`` steps before it (whose ``log()`` arms the hooks for the next

@@ -117,8 +117,8 @@ class DimensionalityCallback(TrackingCallback, TrainerCallback):
         layers = resolve_layers(model, self.layers) if self.layers is not None else hf_layers(model)
         path, resume = run_file_for(self.output, self._saved_run_file(args, state), args.output_dir)
         if state.global_step > 0 and not resume:
-            logger.warning("ndt_fast: training resumes at step %d but no run file of this callback was found for "
-                           "it (no %s in %s); writing %s", state.global_step, CHECKPOINT_NOTE,
+            logger.warning("ndt_fast: training resumes at step %d but no existing run file was found for it "
+                           "(through %s in %s, or output=); writing %s", state.global_step, CHECKPOINT_NOTE,
                            _checkpoint_dir(args, state.global_step), path)
         self._start(model, layers, path, resume, self._report_sinks(args))
         self._state = state
