@@ -138,6 +138,7 @@ class TrackingCallback:
         self._window = window if isinstance(window, int) and not isinstance(window, bool) else 1
         self._loss = StepLoss()
         self._grad_norm: torch.Tensor | None = None
+        self._first_step = True
 
     def _due(self, step: int) -> bool:
         return step % self.sampling_frequency == 0
@@ -157,12 +158,20 @@ class TrackingCallback:
                                    on_jump=self.on_jump, **options)
         self._loss = StepLoss()
         self._grad_norm = None
+        self._first_step = True
         self._active = True
 
-    def _log(self, step: int) -> None:
-        """``tracker.log`` of a completed optimizer step (only where ``log_needed``)."""
+    def _log_if_needed(self, step: int) -> bool:
+        """``tracker.log`` of a completed optimizer step where ``log_needed``, and at the first
+        step after the tracker was made (a new tracker is armed, and only a ``log()`` disarms it:
+        without that one, every forward up to the first needed step would be measured for
+        nothing — all of them with a large ``sampling_frequency``). Returns whether it logged."""
+        if not (self._first_step or self.log_needed(step)):
+            return False
+        self._first_step = False
         self.tracker.log(step, self._loss.take(), self._grad_norm)
         self._grad_norm = None
+        return True
 
 
 def grad_norm(model: nn.Module) -> torch.Tensor | None:

@@ -161,8 +161,7 @@ class DimensionalityMonitor(TrackingCallback, Callback):
             return
         self._last_global_step = step
         self._next_due = self._due(step + 1)
-        if self.log_needed(step):
-            self._log(step)
+        if self._log_if_needed(step):
             self._to_loggers(trainer)
 
     def _to_loggers(self, trainer: Any) -> None:

@@ -182,8 +182,8 @@ class DimensionalityCallback(TrackingCallback, TrainerCallback):
             self._grad_norm = grad_norm(model)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._active and self.log_needed(state.global_step):
-            self._log(state.global_step)
+        if self._active:
+            self._log_if_needed(state.global_step)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not self._active:
