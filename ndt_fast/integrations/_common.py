@@ -28,8 +28,8 @@ whatever it holds (a resize and a write per column of every layer: 20 ms median 
 3 layers at load 6 on the 2-core machine; the SWMR flush itself 0.15 ms), and the writer drains
 every ``flush_interval / 2`` — 2-4 % of a core at 1 s, holding the GIL the training thread needs
 (benchmarks/NOTES.md: most of the Lightning benchmark's overhead with a run file). A crash
-then loses at most that many seconds of samples, as a TensorBoard logger (flushed every 120 s by
-default) would lose more. ``flush_interval=`` and ``capacity=`` override both.
+then loses at most that many seconds of samples (a TensorBoard writer, flushed every 120 s by
+default, can lose more). ``flush_interval=`` and ``capacity=`` override both.
 """
 
 from __future__ import annotations
