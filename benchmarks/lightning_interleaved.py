@@ -3,15 +3,18 @@
 pytest-benchmark runs all rounds of one variant, then all of the other; on a shared machine whose
 load drifts over a minute that order alone can move the ratio by tens of percent. This script
 alternates the two fits (same model, data, Trainer settings, TensorBoard logger) and reports
-the median of each and the median of the per-pair ratios, plus where the monitor's time goes
-(its hooks, timed inside the fit).
+the median of each and the median of the per-pair ratios — of wall time, and of the process's
+CPU time (all threads: the tracker's writer and sinks threads count; less sensitive than wall
+time to other processes on the machine) — plus where the monitor's time goes (its hooks, timed
+inside the fit) and the load average before and after.
 
-    .venv/bin/python benchmarks/lightning_interleaved.py [pairs=8] [run_file=1]
+    .venv/bin/python benchmarks/lightning_interleaved.py [pairs=8] [run_file=1] [steps=400]
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -50,39 +53,45 @@ class TimedMonitor(DimensionalityMonitor):
         return run
 
 
-def fit(loader, tracked: bool, **options) -> tuple[float, dict[str, float]]:
+def fit(loader, tracked: bool, steps: int = STEPS, **options) -> tuple[float, float, dict[str, float]]:
     torch.manual_seed(0)
     monitor = TimedMonitor(sampling_frequency=10, **options) if tracked else None
-    trainer = L.Trainer(max_steps=STEPS, logger=TensorBoardLogger(tempfile.mkdtemp()),
+    trainer = L.Trainer(max_steps=steps, logger=TensorBoardLogger(tempfile.mkdtemp()),
                         callbacks=[monitor] if monitor else [], enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
     module = SmallModule()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     trainer.fit(module, loader)
-    return time.perf_counter() - start, (monitor.spent if monitor else {})
+    return time.perf_counter() - start, time.process_time() - cpu, (monitor.spent if monitor else {})
 
 
-def main(pairs: int = 8, run_file: bool = True) -> None:
+def main(pairs: int = 8, run_file: bool = True, steps: int = STEPS) -> None:
     warnings.simplefilter("ignore")  # Lightning's advice on workers and GPUs: the same in both variants
     logging.getLogger("lightning").setLevel(logging.ERROR)
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(STEPS * 64, 64, generator=g),
-                                          torch.randint(0, 10, (STEPS * 64,), generator=g))
+    data = torch.utils.data.TensorDataset(torch.randn(steps * 64, 64, generator=g),
+                                          torch.randint(0, 10, (steps * 64,), generator=g))
     loader = torch.utils.data.DataLoader(data, batch_size=64)
     options = {} if run_file else {"output": False}
-    fit(loader, True, **options), fit(loader, False)  # warm-up: imports, first file, first event writer
-    plain, tracked, ratios, spent = [], [], [], []
-    for _ in range(pairs):
-        a, _ = fit(loader, False)
-        b, hooks = fit(loader, True, **options)
-        plain.append(a), tracked.append(b), ratios.append(b / a), spent.append(hooks)
-    print(f"{pairs} interleaved pairs of {STEPS}-step fits (small MLP, TensorBoard logger, sampling 10, "
-          f"{'run file' if run_file else 'output=False: no run file'})")
+    fit(loader, True, steps, **options), fit(loader, False, steps)  # warm-up: imports, first file, event writer
+    load_before = os.getloadavg()
+    plain, tracked, ratios, cpu_ratios, spent = [], [], [], [], []
+    for i in range(pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)  # neither variant always runs first
+        runs = {variant: fit(loader, variant, steps, **options) for variant in order}
+        (a, a_cpu, _), (b, b_cpu, hooks) = runs[False], runs[True]
+        plain.append(a), tracked.append(b), ratios.append(b / a), cpu_ratios.append(b_cpu / a_cpu)
+        spent.append(hooks)
+    print(f"{pairs} interleaved pairs of {steps}-step fits (small MLP, TensorBoard logger, sampling 10, "
+          f"{'run file' if run_file else 'output=False: no run file'}); load average before "
+          f"{load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (2 cores)")
     print(f"untracked median {statistics.median(plain):.3f} s   tracked median {statistics.median(tracked):.3f} s")
-    print(f"median of per-pair ratios {statistics.median(ratios):.3f}x   ratio of medians "
+    print(f"wall: median of per-pair ratios {statistics.median(ratios):.3f}x   ratio of medians "
           f"{statistics.median(tracked) / statistics.median(plain):.3f}x   per-pair: "
           + " ".join(f"{r:.2f}" for r in ratios))
+    print(f"CPU:  median of per-pair ratios {statistics.median(cpu_ratios):.3f}x   per-pair: "
+          + " ".join(f"{r:.2f}" for r in cpu_ratios))
     for name in HOOKS:
         print(f"  {name:26s} median {1000 * statistics.median(h[name] for h in spent):7.1f} ms per fit")
 

@@ -49,6 +49,7 @@ class TinyModule(L.LightningModule):
         self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
         self.hidden_of_step: dict[int, torch.Tensor] = {}  # optimizer step (1-based) → last micro-batch's
         self.losses_of_step: dict[int, list[float]] = {}
+        self.all_hidden_of_step: dict[int, list[torch.Tensor]] = {}  # every micro-batch's
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -56,6 +57,7 @@ class TinyModule(L.LightningModule):
         loss = nn.functional.cross_entropy(self.net[2:](self.net[1](first)), y)
         step = self.trainer.global_step + 1  # the optimizer step this micro-batch belongs to
         self.hidden_of_step[step] = first.detach().clone()
+        self.all_hidden_of_step.setdefault(step, []).append(first.detach().clone())
         self.losses_of_step.setdefault(step, []).append(loss.item())
         self.log("train_loss", loss)
         return loss
@@ -177,6 +179,22 @@ def test_the_older_pytorch_lightning_package_is_used_when_lightning_is_missing(t
                callbacks=[monitor]).fit(Module(), loader(64))
     for df in monitor.tracker.get_results().values():
         assert df["step"].tolist() == [2, 4, 6, 8]
+
+
+def test_a_window_of_two_steps_measures_every_micro_batch_of_both(tmp_path):
+    # window=k >= 2: the feature-side Gram sums every forward of the k steps ending at a sampled
+    # step, so all their micro-batches are measured exactly (window=1: the last micro-batch).
+    model = TinyModule()
+    monitor = DimensionalityMonitor(layers=["net.0"], sampling_frequency=5, window=2, output=False)
+    trainer(tmp_path, 20, False, [monitor], enable_checkpointing=False).fit(model, loader())
+    frame = monitor.tracker.get_results()["Linear_0"].set_index("step")
+    assert frame.index.tolist() == [5, 10, 15, 20]
+    for step in (5, 10, 15, 20):
+        micro_batches = model.all_hidden_of_step[step - 1] + model.all_hidden_of_step[step]
+        assert len(micro_batches) == 2 * ACCUMULATE
+        both = torch.cat(micro_batches)
+        assert frame.loc[step, "rows"] == len(both)
+        assert frame.loc[step, "stable_rank"] == pytest.approx(ndt_fast.stable_rank(both), rel=1e-9)
 
 
 def test_output_false_keeps_the_records_in_memory_only(tmp_path):

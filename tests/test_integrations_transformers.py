@@ -1,9 +1,11 @@
 """DimensionalityCallback in a real Hugging Face Trainer run on the CPU (a 2-layer GPT-2 built from
 a config; nothing downloaded): the TensorBoard events it writes equal the tracker's results, the
-loss under gradient accumulation equals the Trainer's own, nothing stays hooked, and the default
-layers of GPT-2/Llama/BERT/ViT-style models are their blocks."""
+loss under gradient accumulation equals the Trainer's own, nothing stays hooked, a run resumed
+from a checkpoint continues the run file without a step twice, and the default layers of GPT-2/Llama/BERT/ViT-style models are their blocks."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -77,6 +79,36 @@ def test_trainer_run_reaches_tensorboard_value_for_value(tmp_path):
     # Train end: no hook of ours left; the run file holds every sample.
     assert {name: len(m._forward_hooks) for name, m in model.named_modules()} == hooks_before
     assert ndt_fast.load(callback.tracker.output)["GPT2Block_1"]["step"].tolist() == expected_steps
+
+
+def test_resumed_training_continues_the_run_file_without_a_step_twice(tmp_path):
+    def train(max_steps: int, callback: DimensionalityCallback, **resume) -> transformers.Trainer:
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2,
+            max_steps=max_steps, save_strategy="steps", save_steps=20, report_to=[], use_cpu=True,
+            disable_tqdm=True, learning_rate=1e-3, dataloader_num_workers=0, logging_steps=1)
+        trainer = transformers.Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens(400), callbacks=[callback])
+        trainer.train(**resume)
+        return trainer
+
+    first = DimensionalityCallback(sampling_frequency=4)
+    train(40, first)
+    path = first.tracker.output
+    assert ndt_fast.load(path)["GPT2Block_0"]["step"].tolist() == list(range(4, 41, 4))
+    assert (tmp_path / "checkpoint-20" / "ndt_fast.json").exists()
+
+    # Resume from step 20 (the file already holds 24..40): a new callback finds the run file
+    # through the checkpoint, appends to it, and steps 24..40 done again are not written twice.
+    resumed = DimensionalityCallback(sampling_frequency=4)
+    trainer = train(60, resumed, resume_from_checkpoint=str(tmp_path / "checkpoint-20"))
+    assert os.path.samefile(resumed.tracker.output, path)
+    run = ndt_fast.load(path)
+    for layer in ("GPT2Block_0", "GPT2Block_1"):
+        assert run[layer]["step"].tolist() == list(range(4, 61, 4))
+    # The appended samples are the resumed run's: its loss at step 44 (rounded in the log history).
+    logged = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+    assert run["GPT2Block_0"].set_index("step").loc[44, "loss"] == pytest.approx(logged[44], abs=1e-4)
+    assert list(tmp_path.glob("*.h5")) == [tmp_path / "ndt_fast.h5"]  # no second run file
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "bert", "vit"])

@@ -1,6 +1,6 @@
-"""What the Lightning and Hugging Face callbacks share: the step bookkeeping of gradient
-accumulation, the loss kept on its device, and the relay of finished samples to a framework's
-own loggers on the training thread.
+"""What the Lightning and Hugging Face callbacks share (``TrackingCallback``: their common
+arguments, which steps reach the tracker, the step's loss and gradient norm, making the
+tracker), and the relay of finished samples to a framework's own loggers on the training thread.
 
 Steps: a sample is labelled with the framework's global step *after* the optimizer step it
 measures (Lightning's ``trainer.global_step``, Hugging Face's ``state.global_step`` at
@@ -8,7 +8,28 @@ measures (Lightning's ``trainer.global_step``, Hugging Face's ``state.global_ste
 10, 20, … — the steps at which the frameworks log by default. With gradient accumulation the
 tracker is armed for every forward pass of a sampled step; each replaces the previous one
 (``window=1``), so the metrics are those of the step's **last micro-batch**; the loss is the
-mean of all its micro-batches' losses.
+mean of all its micro-batches' losses. With ``window=k >= 2`` the feature-side Gram sums every
+forward of the k steps ending at a sampled step, so every micro-batch of those steps is measured
+exactly (tested with Lightning: ``window=2``, two micro-batches per step, the metrics of the four
+micro-batches together). Measuring every micro-batch of the sampled step alone is not offered.
+
+Unsampled steps: ``FastTracker.log`` needs to see only the steps that arm or close a sample —
+the sampled step and the ``window`` steps before it (whose ``log()`` arms the hooks for the next
+forward); ``TrackingCallback.log_needed`` says which. On the other steps the callbacks do one
+integer check and nothing else (no ``log()``, no kept outputs: the trackers are made with
+``keep_last_output=False``, since the callbacks never force a sample), so an idle forward hook
+returns at its first test. Their trackers' record ring defaults to ``CALLBACK_RING_CAPACITY``
+records instead of FastTracker's 65536: a callback samples at most once per optimizer step, the
+ring is drained at least every ``flush_interval / 2`` seconds (or at each sample without a run
+file) and spills rather than drops when full, and allocating (zeroing) 12 MB took 11-13 ms of
+each fit's start. And their run file is flushed every ``CALLBACK_FLUSH_INTERVAL`` seconds instead
+of FastTracker's 1 s: each drain to the file costs 10-20 ms on the writer thread, almost
+whatever it holds (a resize and a write per column of every layer: 20 ms median for 4 samples of
+3 layers at load 6 on the 2-core machine; the SWMR flush itself 0.15 ms), and the writer drains
+every ``flush_interval / 2`` — 2-4 % of a core at 1 s, holding the GIL the training thread needs
+(benchmarks/NOTES.md: most of the Lightning benchmark's overhead with a run file). A crash
+then loses at most that many seconds of samples (a TensorBoard writer, flushed every 120 s by
+default, can lose more). ``flush_interval=`` and ``capacity=`` override both.
 """
 
 from __future__ import annotations
@@ -16,16 +37,22 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from ndt_fast.jumps import Jump
 from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink, scalar_items
+from ndt_fast.tracker import FastTracker
 
 logger = logging.getLogger(__name__)
+
+CALLBACK_RING_CAPACITY = 8192  # records (see the module docstring); ``capacity=`` overrides it
+CALLBACK_FLUSH_INTERVAL = 10.0  # seconds (see the module docstring); ``flush_interval=`` overrides it
 
 
 class LoggerRelay(Sink):
@@ -78,14 +105,73 @@ class StepLoss:
         return total / count if count > 1 else total
 
 
-def check_arguments(owner: str, sampling_frequency: Any, tracker_options: dict[str, Any]) -> None:
-    """The callbacks' argument checks: ValueError for a bad ``sampling_frequency`` or for tracker
-    options the callback sets itself (``model``, ``resume``)."""
-    if isinstance(sampling_frequency, bool) or not isinstance(sampling_frequency, int) or sampling_frequency < 1:
-        raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
-    clash = [name for name in ("model", "resume") if name in tracker_options]
-    if clash:
-        raise ValueError(f"{owner} sets {clash} itself (the model it is given; resume from the checkpoint)")
+class TrackingCallback:
+    """What ``DimensionalityMonitor`` (Lightning) and ``DimensionalityCallback`` (Hugging Face)
+    share: their common arguments, which steps reach ``FastTracker.log``, the step's loss and
+    gradient norm, and making the tracker. The framework classes add their hooks.
+
+    Raises ValueError for a bad ``sampling_frequency`` or for tracker options the callback sets
+    itself (``model``, ``resume``).
+    """
+
+    def __init__(self, owner: str, layers: Sequence[nn.Module | str] | None, sampling_frequency: Any,
+                 layer_names: Sequence[str] | None, log_grad_norm: bool, sinks: Sequence[Sink],
+                 on_sample: Callable[[Sample], Any] | None, on_jump: Callable[[str, Jump], Any] | None,
+                 tracker_options: dict[str, Any]) -> None:
+        if isinstance(sampling_frequency, bool) or not isinstance(sampling_frequency, int) or sampling_frequency < 1:
+            raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
+        clash = [name for name in ("model", "resume") if name in tracker_options]
+        if clash:
+            raise ValueError(f"{owner} sets {clash} itself (the model it is given; resume from the checkpoint)")
+        self.layers = layers
+        self.layer_names = layer_names
+        self.sampling_frequency = sampling_frequency
+        self.log_grad_norm = log_grad_norm
+        self.sinks = list(sinks)
+        self.on_sample = on_sample
+        self.on_jump = on_jump
+        self.tracker_options = tracker_options
+        self.tracker: FastTracker | None = None  # the last run's (closed after it: results stay readable)
+        self._active = False
+        # (a window that is not an int is refused by FastTracker at train begin)
+        window = tracker_options.get("window", 1)
+        self._window = window if isinstance(window, int) and not isinstance(window, bool) else 1
+        self._loss = StepLoss()
+        self._grad_norm: torch.Tensor | None = None
+        self._first_step = True
+
+    def _due(self, step: int) -> bool:
+        return step % self.sampling_frequency == 0
+
+    def log_needed(self, step: int) -> bool:
+        """Whether ``tracker.log(step)`` must run: ``step`` is sampled, or the forwards of
+        ``step + 1`` feed a sample (the tracker arms its hooks for them at this ``log()``)."""
+        return step % self.sampling_frequency == 0 or (-step - 1) % self.sampling_frequency < self._window
+
+    def _start(self, model: nn.Module, layers: Sequence[nn.Module] | None, output: str | None, resume: bool,
+               sinks: Sequence[Sink]) -> None:
+        """Attach a fresh tracker to ``model`` (FastTracker's errors for bad layers/options)."""
+        options = {"keep_last_output": False, "capacity": CALLBACK_RING_CAPACITY,  # (see the module doc)
+                   "flush_interval": CALLBACK_FLUSH_INTERVAL, **self.tracker_options}
+        self.tracker = FastTracker(model, layers, self.layer_names, self.sampling_frequency, output=output,
+                                   resume=resume, sinks=[*sinks, *self.sinks], on_sample=self.on_sample,
+                                   on_jump=self.on_jump, **options)
+        self._loss = StepLoss()
+        self._grad_norm = None
+        self._first_step = True
+        self._active = True
+
+    def _log_if_needed(self, step: int) -> bool:
+        """``tracker.log`` of a completed optimizer step where ``log_needed``, and at the first
+        step after the tracker was made (a new tracker is armed, and only a ``log()`` disarms it:
+        without that one, every forward up to the first needed step would be measured for
+        nothing — all of them with a large ``sampling_frequency``). Returns whether it logged."""
+        if not (self._first_step or self.log_needed(step)):
+            return False
+        self._first_step = False
+        self.tracker.log(step, self._loss.take(), self._grad_norm)
+        self._grad_norm = None
+        return True
 
 
 def grad_norm(model: nn.Module) -> torch.Tensor | None:
@@ -94,6 +180,11 @@ def grad_norm(model: nn.Module) -> torch.Tensor | None:
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads:
         return None
+    first = grads[0]
+    if all(g.device == first.device and g.dtype == first.dtype for g in grads):
+        # One fused norm per tensor, then theirs: a third of get_total_norm's time on a small
+        # model (its grouping by device and dtype is most of it).
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
 
 
@@ -114,10 +205,23 @@ def resolve_layers(model: nn.Module, layers: Sequence[nn.Module | str] | None) -
     return resolved
 
 
+def run_file_for(output: str | bool | None, saved: str | None, directory: str) -> tuple[str | None, bool]:
+    """The run file of a training run and whether to append to it: ``saved`` (the file a
+    checkpoint names) if it still exists; else ``output`` (False: no file; None: a fresh
+    ``ndt_fast.h5`` in ``directory``), new."""
+    if output is False:
+        return None, False
+    if saved is not None and os.path.exists(saved):
+        return saved, True
+    if saved is not None:
+        logger.warning("ndt_fast: the checkpoint's run file %s is gone; starting a new one", saved)
+    if output is not None:
+        return output, False
+    return fresh_path(directory), False
+
+
 def fresh_path(directory: str, stem: str = "ndt_fast") -> str:
     """``<directory>/<stem>.h5``, or ``<stem>-1.h5``, … — the first that does not exist."""
-    import os
-
     os.makedirs(directory, exist_ok=True)
     path, n = os.path.join(directory, f"{stem}.h5"), 0
     while os.path.exists(path):

@@ -13,9 +13,12 @@ What it does, hook by hook (it drives only ``FastTracker``'s public API):
   that holds this callback's state, appending to the same run file (``resume=True``: steps
   already in it are not written twice).
 - ``on_before_optimizer_step``: on a sampled step, the gradient norm (a tensor; no host sync).
-- ``on_train_batch_end``: the micro-batch's loss (``outputs["loss"]``, a tensor kept on its
-  device); when the optimizer step is complete, ``tracker.log(trainer.global_step, loss,
-  grad_norm)``.
+  On the other steps: one boolean test.
+- ``on_train_batch_end``: on a sampled step, the micro-batch's loss (``outputs["loss"]``, a
+  tensor kept on its device); when an optimizer step is complete, ``tracker.log(
+  trainer.global_step, loss, grad_norm)`` if that step arms or closes a sample (see
+  ``ndt_fast.integrations._common``: two of every ``sampling_frequency`` steps with
+  ``window=1``), and the finished samples that other loggers wait for are handed to them.
 - Loggers: each finished sample's ``ndt/<layer>/<metric>`` values at its step. A
   ``TensorBoardLogger``'s writer gets them through a ``TensorBoardSink`` and a ``WandbLogger``'s run
   through a ``WandbSink`` (against ``trainer/global_step``, as Lightning logs there), both on the
@@ -36,7 +39,6 @@ Works with the ``lightning`` package and falls back to ``pytorch_lightning``.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -49,17 +51,13 @@ try:
 except ModuleNotFoundError:  # the older package name (the same API since 2.0)
     from pytorch_lightning import Callback
 
-from ndt_fast.integrations._common import (LoggerRelay, StepLoss, check_arguments, fresh_path, grad_norm,
-                                           resolve_layers)
+from ndt_fast.integrations._common import LoggerRelay, TrackingCallback, grad_norm, resolve_layers, run_file_for
 from ndt_fast.jumps import Jump
 from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink
-from ndt_fast.tracker import FastTracker
 from ndt_fast.tracker.distributed import ranks_share_tracking
 
-logger = logging.getLogger(__name__)
 
-
-class DimensionalityMonitor(Callback):
+class DimensionalityMonitor(TrackingCallback, Callback):
     """Tracks the dimensionality of a ``LightningModule``'s layers during ``fit`` (see the module
     docstring).
 
@@ -90,28 +88,18 @@ class DimensionalityMonitor(Callback):
                  log_grad_norm: bool = True, sinks: Sequence[Sink] = (),
                  on_sample: Callable[[Sample], Any] | None = None,
                  on_jump: Callable[[str, Jump], Any] | None = None, **tracker_options: Any) -> None:
-        check_arguments("DimensionalityMonitor", sampling_frequency, tracker_options)
-        self.layers = layers
-        self.layer_names = layer_names
-        self.sampling_frequency = sampling_frequency
+        super().__init__("DimensionalityMonitor", layers, sampling_frequency, layer_names, log_grad_norm, sinks,
+                         on_sample, on_jump, tracker_options)
         if output is True:
             raise ValueError("output must be a path, None (a file in the log directory) or False (no file)")
         self.output = output if output in (None, False) else os.fspath(output)
         self.log_to_loggers = log_to_loggers
-        self.log_grad_norm = log_grad_norm
-        self.sinks = list(sinks)
-        self.on_sample = on_sample
-        self.on_jump = on_jump
-        self.tracker_options = tracker_options
-        self.tracker: FastTracker | None = None  # the last fit's (closed after it: results stay readable)
-        self._active = False
         self.logger_metrics = tuple(logger_metrics)
         self._relay = LoggerRelay(self.logger_metrics)
         self._state_key = self._generate_state_key(output=self.output)  # (Lightning asks at every hook)
         self._resume_path: str | None = None
         self._last_global_step = 0
-        self._loss = StepLoss()
-        self._grad_norm: torch.Tensor | None = None
+        self._next_due = False  # the optimizer step in progress is sampled (read per step: no property chain)
 
     # ---- checkpoint state ------------------------------------------------------------------------
 
@@ -133,16 +121,11 @@ class DimensionalityMonitor(Callback):
         # ranks' Grams are summed and rank 0 records); the loggers' sinks only on global rank zero.
         if not trainer.is_global_zero and not ranks_share_tracking():
             return
-        path, resume = self._run_file(trainer)
-        sinks = [*self._logger_sinks(trainer), *self.sinks] if trainer.is_global_zero else []
-        self.tracker = FastTracker(
-            pl_module, resolve_layers(pl_module, self.layers), self.layer_names, self.sampling_frequency,
-            output=path, resume=resume, sinks=sinks,
-            on_sample=self.on_sample, on_jump=self.on_jump, **self.tracker_options)
-        self._active = True
+        path, resume = run_file_for(self.output, self._resume_path, trainer.log_dir or trainer.default_root_dir)
+        self._start(pl_module, resolve_layers(pl_module, self.layers), path, resume,
+                    self._logger_sinks(trainer) if trainer.is_global_zero else [])
         self._last_global_step = trainer.global_step
-        self._loss = StepLoss()
-        self._grad_norm = None
+        self._next_due = self._due(self._last_global_step + 1)
 
     def _logger_sinks(self, trainer: Any) -> list[Sink]:
         """Sinks for ``trainer.loggers`` (see the module docstring)."""
@@ -165,24 +148,8 @@ class DimensionalityMonitor(Callback):
                 relay_needed = True
         return [self._relay, *sinks] if relay_needed else sinks
 
-    def _run_file(self, trainer: Any) -> tuple[str | None, bool]:
-        """The run file and whether to append to it: the checkpoint's (if it still exists), the
-        user's, or a fresh one in the log directory (None: no file)."""
-        if self.output is False:
-            return None, False
-        if self._resume_path is not None and os.path.exists(self._resume_path):
-            return self._resume_path, True
-        if self._resume_path is not None:
-            logger.warning("ndt_fast: the checkpoint's run file %s is gone; starting a new one", self._resume_path)
-        if self.output is not None:
-            return self.output, False
-        return fresh_path(trainer.log_dir or trainer.default_root_dir), False
-
-    def _due(self, step: int) -> bool:
-        return step % self.sampling_frequency == 0
-
     def on_before_optimizer_step(self, trainer: Any, pl_module: nn.Module, optimizer: Any) -> None:
-        if self._active and self.log_grad_norm and self._due(trainer.global_step + 1):
+        if self._next_due and self._active and self.log_grad_norm:
             self._grad_norm = grad_norm(pl_module)
 
     def on_train_batch_end(self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any,
@@ -191,16 +158,18 @@ class DimensionalityMonitor(Callback):
             return
         step = trainer.global_step
         completed = step > self._last_global_step  # this micro-batch ended an optimizer step
-        if self._due(step if completed else step + 1):
+        if self._next_due:
             # Lightning has divided outputs["loss"] by accumulate_grad_batches: their sum is the mean.
             self._loss.add(_loss_of(outputs), already_divided=True)
-        if completed:
-            self.tracker.log(step, self._loss.take(), self._grad_norm)
-            self._grad_norm = None
-            self._last_global_step = step
-        self._to_loggers(trainer)
+        if not completed:
+            return
+        self._last_global_step = step
+        self._next_due = self._due(step + 1)
+        if self._log_if_needed(step):
+            self._to_loggers(trainer)
 
     def _to_loggers(self, trainer: Any) -> None:
+        """Hand the samples the relay holds to the loggers without a sink of their own."""
         for step, metrics in self._relay.drain():
             for lightning_logger in trainer.loggers:
                 if type(lightning_logger).__name__ not in ("TensorBoardLogger", "WandbLogger"):  # (sinks have those)

@@ -11,9 +11,19 @@ What it does, event by event (it drives only ``FastTracker``'s public API):
   (the output's ``loss``, a tensor left on its device: no host sync).
 - ``on_pre_optimizer_step``: on a sampled step, the gradient norm (a tensor, after the Trainer's
   clipping to ``max_grad_norm``).
-- ``on_step_end``: ``tracker.log(state.global_step, loss, grad_norm)``.
+- ``on_step_end``: ``tracker.log(state.global_step, loss, grad_norm)`` if that step arms or
+  closes a sample (see ``ndt_fast.integrations._common``); else nothing.
+- ``on_save``: the run file's path, in ``ndt_fast.json`` beside the checkpoint the Trainer just
+  wrote (``<output_dir>/checkpoint-<step>``).
 - ``on_train_end``: ``tracker.close()`` (every hook removed, run file and sinks closed) and the
   loss hook removed.
+
+Resume (``trainer.train(resume_from_checkpoint=...)``): the Trainer restores ``state.global_step``
+before ``on_train_begin``; the callback then reads ``ndt_fast.json`` of the checkpoint of that
+step in ``args.output_dir`` (where the Trainer saves them) and appends to the run file it names
+(``FastTracker(resume=True)``: steps already in the file are not written twice). Without that
+note (a checkpoint saved before this callback was added, or moved elsewhere), an ``output=``
+path that exists is continued; otherwise a new run file is started, with a warning.
 
 Reporting: a ``TrainerCallback`` has no handle on the Trainer's own loggers, so the callback
 brings its own sinks, chosen from ``args.report_to`` (or ``report_to=``): ``"tensorboard"`` →
@@ -37,6 +47,7 @@ Trainer passes it, already sum to that mean); NaN when the model's output has no
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -46,14 +57,15 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from ndt_fast.integrations._common import StepLoss, check_arguments, fresh_path, grad_norm, resolve_layers
+from ndt_fast.integrations._common import TrackingCallback, grad_norm, resolve_layers, run_file_for
 from ndt_fast.jumps import Jump
 from ndt_fast.layers import auto_select_layers
 from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink
-from ndt_fast.tracker import FastTracker
 from ndt_fast.tracker.distributed import ranks_share_tracking
 
 logger = logging.getLogger(__name__)
+
+CHECKPOINT_NOTE = "ndt_fast.json"  # beside each checkpoint: {"output": the run file's path}
 
 
 def hf_layers(model: nn.Module) -> list[nn.Module]:
@@ -66,13 +78,14 @@ def hf_layers(model: nn.Module) -> list[nn.Module]:
     return layers
 
 
-class DimensionalityCallback(TrainerCallback):
+class DimensionalityCallback(TrackingCallback, TrainerCallback):
     """Tracks the dimensionality of a Hugging Face model's layers during ``Trainer.train()``.
 
     Args:
         layers: modules, or their names in the model (``"transformer.h.0"``); None = automatic.
         sampling_frequency: sample every this many optimizer steps (default 10).
-        output: the run file (HDF5); None → a fresh ``ndt_fast.h5`` in ``args.output_dir``.
+        output: the run file (HDF5); None → a fresh ``ndt_fast.h5`` in ``args.output_dir``. A
+            resumed run continues the file its checkpoint names (see the module docstring).
         report_to: integrations to write to (``"tensorboard"``, ``"wandb"``); None → the
             Trainer's ``args.report_to``; ``()`` → none.
         sink_metrics: which columns the sinks write (default the six metrics).
@@ -90,27 +103,13 @@ class DimensionalityCallback(TrainerCallback):
                  log_grad_norm: bool = True, sinks: Sequence[Sink] = (),
                  on_sample: Callable[[Sample], Any] | None = None,
                  on_jump: Callable[[str, Jump], Any] | None = None, **tracker_options: Any) -> None:
-        check_arguments("DimensionalityCallback", sampling_frequency, tracker_options)
-        self.layers = layers
-        self.layer_names = layer_names
-        self.sampling_frequency = sampling_frequency
+        super().__init__("DimensionalityCallback", layers, sampling_frequency, layer_names, log_grad_norm, sinks,
+                         on_sample, on_jump, tracker_options)
         self.output = os.fspath(output) if output is not None else None
         self.report_to = None if report_to is None else [report_to] if isinstance(report_to, str) else list(report_to)
         self.sink_metrics = tuple(sink_metrics)
-        self.log_grad_norm = log_grad_norm
-        self.sinks = list(sinks)
-        self.on_sample = on_sample
-        self.on_jump = on_jump
-        self.tracker_options = tracker_options
-        self.tracker: FastTracker | None = None  # the last run's (closed after it: results stay readable)
-        self._active = False
         self._state: Any = None
-        self._loss = StepLoss()
         self._loss_hook: Any = None
-        self._grad_norm: torch.Tensor | None = None
-
-    def _due(self, step: int) -> bool:
-        return step % self.sampling_frequency == 0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
                        **kwargs: Any) -> None:
@@ -119,16 +118,35 @@ class DimensionalityCallback(TrainerCallback):
         if model is None or not (state.is_world_process_zero or ranks_share_tracking()):
             return
         layers = resolve_layers(model, self.layers) if self.layers is not None else hf_layers(model)
-        sinks = [*self._report_sinks(args), *self.sinks] if state.is_world_process_zero else []
-        self.tracker = FastTracker(
-            model, layers, self.layer_names, self.sampling_frequency,
-            output=self.output or fresh_path(args.output_dir), sinks=sinks,
-            on_sample=self.on_sample, on_jump=self.on_jump, **self.tracker_options)
+        path, resume = run_file_for(self.output, self._saved_run_file(args, state), args.output_dir)
+        if state.global_step > 0 and not resume:
+            logger.warning("ndt_fast: training resumes at step %d but no existing run file was found for it "
+                           "(through %s in %s, or output=); writing %s", state.global_step, CHECKPOINT_NOTE,
+                           _checkpoint_dir(args, state.global_step), path)
+        self._start(model, layers, path, resume, self._report_sinks(args) if state.is_world_process_zero else [])
         self._state = state
-        self._loss = StepLoss()
-        self._grad_norm = None
         self._loss_hook = model.register_forward_hook(self._keep_loss, with_kwargs=True)
-        self._active = True
+
+    def _saved_run_file(self, args: Any, state: Any) -> str | None:
+        """On a resumed run: the run file named by the checkpoint it resumes from, else an
+        ``output=`` that exists. None on a fresh run."""
+        if state.global_step == 0:
+            return None
+        try:
+            with open(os.path.join(_checkpoint_dir(args, state.global_step), CHECKPOINT_NOTE)) as note:
+                return json.load(note)["output"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.output if self.output is not None and os.path.exists(self.output) else None
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        checkpoint = _checkpoint_dir(args, state.global_step)
+        if not self._active or self.tracker.output is None or not os.path.isdir(checkpoint):
+            return
+        try:
+            with open(os.path.join(checkpoint, CHECKPOINT_NOTE), "w") as note:
+                json.dump({"output": os.path.abspath(self.tracker.output)}, note)
+        except OSError as error:  # a resumed run then starts a new file: say so, never stop training
+            logger.warning("ndt_fast: could not note the run file in %s (%s)", checkpoint, error)
 
     def _report_sinks(self, args: Any) -> list[Sink]:
         wanted = self.report_to if self.report_to is not None else list(getattr(args, "report_to", None) or [])
@@ -154,7 +172,7 @@ class DimensionalityCallback(TrainerCallback):
 
     def _keep_loss(self, module: nn.Module, args: Any, kwargs: dict[str, Any], output: Any) -> None:
         """Forward hook on the model: the loss of a training forward of a sampled step."""
-        if not (module.training and torch.is_grad_enabled() and self._due(self._state.global_step + 1)):
+        if not (self._due(self._state.global_step + 1) and module.training and torch.is_grad_enabled()):
             return
         loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
         if isinstance(loss, torch.Tensor):
@@ -163,14 +181,12 @@ class DimensionalityCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
                               **kwargs: Any) -> None:
-        if self._active and self.log_grad_norm and model is not None and self._due(state.global_step + 1):
+        if self._due(state.global_step + 1) and self._active and self.log_grad_norm and model is not None:
             self._grad_norm = grad_norm(model)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not self._active:
-            return
-        self.tracker.log(state.global_step, self._loss.take(), self._grad_norm)
-        self._grad_norm = None
+        if self._active:
+            self._log_if_needed(state.global_step)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not self._active:
@@ -179,3 +195,10 @@ class DimensionalityCallback(TrainerCallback):
         self._loss_hook.remove()
         self._loss_hook = None
         self.tracker.close()
+
+
+def _checkpoint_dir(args: Any, step: int) -> str:
+    """Where the Trainer saves the checkpoint of ``step`` (its ``checkpoint-<step>`` folders)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    return os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")

@@ -16,6 +16,7 @@ Imports ``torch.utils.tensorboard`` (which needs the ``tensorboard`` package: ``
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -69,14 +70,11 @@ class TensorBoardSink(Sink):
 
     def _write_events(self, samples: Sequence[Sample]) -> None:
         """One event per sample holding all its scalars (torch's writer)."""
-        from tensorboard.compat.proto.summary_pb2 import Summary
-        from torch.utils.tensorboard.summary import scalar
-
+        summary = _scalar_parts()[0]
         file_writer = self.writer._get_file_writer()  # (torch's own add_scalar goes through it too)
         for sample in samples:
-            values = [value for tag, v in scalar_items(sample, self.metrics)
-                      for value in scalar(tag, v, new_style=True, double_precision=True).value]
-            file_writer.add_summary(Summary(value=values), sample.step)
+            values = [_scalar_value(tag, v) for tag, v in scalar_items(sample, self.metrics)]
+            file_writer.add_summary(summary(value=values), sample.step)
 
     def write_jumps(self, jumps: Sequence[JumpEvent]) -> None:
         if not callable(getattr(self.writer, "add_text", None)):
@@ -92,6 +90,29 @@ class TensorBoardSink(Sink):
             self.writer.close()
         else:
             self.writer.flush()
+
+
+@functools.cache
+def _scalar_parts() -> tuple[Any, Any, Any, Any]:
+    """(Summary, Summary.Value, a 0-d DT_DOUBLE TensorProto maker, the scalars plugin's metadata),
+    imported once (tensorboard only when a sink writes)."""
+    from tensorboard.compat.proto import types_pb2
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+
+    def double(value: float) -> Any:
+        return TensorProto(dtype=types_pb2.DT_DOUBLE, double_val=[value])
+
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="scalars"))
+    return Summary, Summary.Value, double, metadata
+
+
+def _scalar_value(tag: str, value: float) -> Any:
+    """A TensorBoard scalar ``Summary.Value``: a 0-d DT_DOUBLE tensor with the scalars plugin's
+    metadata — what torch's ``summary.scalar(tag, value, new_style=True,
+    double_precision=True)`` makes, built directly (half its time; 18 per sample here)."""
+    _, value_proto, double, metadata = _scalar_parts()
+    return value_proto(tag=tag, tensor=double(float(value)), metadata=metadata)
 
 
 def _is_torch_writer(writer: Any) -> bool:

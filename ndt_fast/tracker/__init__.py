@@ -291,7 +291,8 @@ class FastTracker:
         due = step % self.sampling_frequency == 0
         if force and not due and self.keep_last_output:
             self._capture.take_kept()
-        if force or due:
+        recorded = force or due
+        if recorded:
             self._record(step, loss, grad_norm)
         elif not self._schedule.in_window(step):
             for slot in self._slots:  # captured for a step that turned out not to be sampled
@@ -304,7 +305,7 @@ class FastTracker:
         if self.keep_last_output:
             self._capture.drop_kept()  # held from a forward to this log() only
         if self._callbacks.active:
-            self._callbacks.after_log(step)
+            self._callbacks.after_log(step, recorded)
         self._capture.armed = self._schedule.in_window(step + 1)
 
     def arm(self) -> None:

@@ -114,25 +114,36 @@ class TrackerCallbacks:
 
     def _submit_samples(self, rows: np.ndarray) -> None:
         """One ``submit`` per step of a drained block (n × layout.width; jump rows are skipped)."""
-        samples = rows[rows[:, 0] == KIND_SAMPLE]
+        is_sample = rows[:, 0] == KIND_SAMPLE
+        samples = rows if is_sample.all() else rows[is_sample]
         if not len(samples):
             return
         columns = self._layout.sample_columns
         values = samples[:, SAMPLE_OFFSET:SAMPLE_OFFSET + len(columns)]
         steps = values[:, columns.index("step")]
         names = self._layout.layer_names
-        # Records arrive in step order; a block holds whole samples (one push per sample).
-        starts = np.flatnonzero(np.r_[True, steps[1:] != steps[:-1]])
-        for start, end in zip(starts, np.r_[starts[1:], len(steps)]):
-            self.dispatcher.submit(int(steps[start]), [names[int(i)] for i in samples[start:end, 1]], columns,
+        layer_of = samples[:, 1].astype(np.int64).tolist()
+        # Records arrive in step order; a block holds whole samples (one push per sample). The
+        # common block is one sample: no search for step changes (this runs on the training
+        # thread at each sample when there is no run file).
+        if (steps == steps[0]).all():
+            edges = [0, len(steps)]
+        else:
+            edges = [0, *(np.flatnonzero(np.diff(steps)) + 1).tolist(), len(steps)]
+        for start, end in zip(edges[:-1], edges[1:]):
+            self.dispatcher.submit(int(steps[start]), [names[i] for i in layer_of[start:end]], columns,
                                    np.ascontiguousarray(values[start:end]))
 
     # ---- the end of each log() and close() --------------------------------------------------------
 
-    def after_log(self, step: int) -> None:
-        """Feed the sinks what this ``log(step)`` finished, then announce its confirmed jumps."""
+    def after_log(self, step: int, recorded: bool = True) -> None:
+        """Feed the sinks (and the alert monitor) what this ``log(step)`` finished, then announce
+        its confirmed jumps. ``recorded``: this log() submitted a sample (else, without a run file,
+        there is nothing new to drain unless device results came in, which the next sample's
+        drain takes)."""
         if ((self.dispatcher is not None and self._unannounced) or
-                ((self.dispatcher is not None or self.monitor is not None) and self._sink.stream.path is None)):
+                ((self.dispatcher is not None or self.monitor is not None) and recorded
+                 and self._sink.stream.path is None)):
             self._sink.stream.sync()  # without a writer thread nothing else drains the ring
         if self._unannounced:
             self._announce(step)

@@ -1,0 +1,70 @@
+"""What both callbacks share (``ndt_fast.integrations._common``): calling ``FastTracker.log`` only
+at the steps the callbacks log (``TrackingCallback._log_if_needed``: the first step, then where
+``log_needed``) records exactly what logging every step records, and measures no forward outside
+a sample's window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ndt_fast import FastTracker
+from ndt_fast.integrations._common import TrackingCallback
+from ndt_fast.tracker.capture import Capture
+
+pytestmark = pytest.mark.usefixtures("torch_env")
+
+
+def run(frequency: int, window: int, gated: bool, steps: int = 40) -> tuple[dict, list[int]]:
+    """A plain loop labelled as the callbacks label steps (the first optimizer step is 1):
+    (results, steps logged)."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 12), nn.Tanh(), nn.Linear(12, 6))
+    gate = TrackingCallback("test", None, frequency, None, False, (), None, None, {"window": window})
+    gate._start(model, None, None, False, ())
+    logged = []
+    for step in range(1, steps + 1):
+        model(torch.randn(16, 8, generator=g))
+        if not gated:
+            gate.tracker.log(step, float(step))
+            logged.append(step)
+        elif gate._log_if_needed(step):
+            logged.append(step)
+    results = gate.tracker.get_results()
+    gate.tracker.close()
+    return results, logged
+
+
+@pytest.mark.parametrize(("frequency", "window"), [(1, 1), (5, 1), (5, 2), (7, 7), (10, 3)])
+def test_logging_only_the_needed_steps_records_what_logging_every_step_does(frequency, window):
+    full, _ = run(frequency, window, gated=False)
+    gated, logged = run(frequency, window, gated=True)
+    if frequency > window + 1:  # (otherwise every step is needed)
+        assert len(logged) < 40
+    for layer, frame in full.items():
+        assert frame["step"].tolist() == list(range(frequency, 41, frequency))
+        # (the loss: the callbacks pass their step's, NaN here; the loop above passes the step)
+        np.testing.assert_array_equal(gated[layer].drop(columns="loss").to_numpy(),
+                                      frame.drop(columns="loss").to_numpy())
+
+
+def test_no_forward_outside_a_window_is_measured(monkeypatch):
+    measured = []
+    take = Capture.take
+
+    def counting_take(self, slot, output, mode_checked=False):
+        measured.append(slot.name)
+        take(self, slot, output, mode_checked)
+
+    monkeypatch.setattr(Capture, "take", counting_take)
+    # 40 steps, sampled at 10, 20, 30, 40 (window 1): those forwards, plus step 1's (a new
+    # tracker is armed until its first log()), per tracked layer (2 Linear layers).
+    _, logged = run(10, 1, gated=True)
+    assert logged == [1, 9, 10, 19, 20, 29, 30, 39, 40]
+    assert len(measured) == 5 * 2
+    measured.clear()
+    _, logged = run(1000, 1, gated=True)  # never sampled in 40 steps: only step 1's forward
+    assert logged == [1] and len(measured) == 2
