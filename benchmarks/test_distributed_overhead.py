@@ -20,6 +20,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,6 +72,23 @@ class Ranks:
             proc.stdout.close()
 
 
+def _cpu_accounts(ranks: Ranks) -> tuple[float, float, float, float] | None:
+    """(machine busy CPU s, this process's CPU s, the ranks' CPU s, wall s) now — Linux /proc."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]
+        workers = 0
+        for proc in ranks.procs:
+            with open(f"/proc/{proc.pid}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            workers += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    except (OSError, ValueError, IndexError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return ((sum(ticks) - ticks[3] - ticks[4]) / hz, own.user + own.system, workers / hz, time.perf_counter())
+
+
 @pytest.fixture(scope="module")
 def ranks() -> Iterator[Ranks]:
     workers = Ranks()
@@ -95,10 +113,17 @@ def test_distributed_overhead(benchmark, measure, ranks, model, sampling, mode):
         spent["collective"] += answers[0]["collective_seconds"]
         spent["calls"] += 1
 
+    before = _cpu_accounts(ranks)
     try:
         measure(run)
     finally:
         finished = ranks.ask(op="finish")
+    after = _cpu_accounts(ranks)
+    if before is not None and after is not None:
+        # conftest's other_cores counts every process but pytest's: here that includes the ranks
+        # themselves, which are the benchmark. What the others took, over the whole measurement:
+        busy, own, workers, wall = (b - a for a, b in zip(before, after))
+        benchmark.extra_info["other_cores"] = round(max((busy - own - workers) / wall, 0.0), 2)
     if mode == "untracked":
         return
     samples = spent["calls"] * STEPS // sampling

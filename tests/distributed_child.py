@@ -13,7 +13,7 @@ deterministic global batch whose shard sizes vary with the step and the rank (un
 On each sampled step the rank saves, besides what the tracker does, the exact activation matrices
 its tracked layers produced (a separate hook of this script, float64) and its loss, so the parent
 can compute the metrics of the concatenated global batch in one process. It also counts the
-calls to ``torch.distributed.all_reduce`` and ``all_gather`` (the real functions, wrapped) per
+calls to ``torch.distributed.all_reduce`` and ``gather`` (the real functions, wrapped) per
 step: the tracker's collectives, since DDP reduces gradients in C++ without those Python functions.
 Writes ``OUT/rank<k>.npz`` (activations, losses) and ``OUT/rank<k>.json`` (collective counts,
 tracker state, last finished step).
@@ -88,7 +88,7 @@ def main() -> None:
             return collective(*args, **kwargs)
         return call
 
-    dist.all_reduce, dist.all_gather = counting(dist.all_reduce), counting(dist.all_gather)
+    dist.all_reduce, dist.gather = counting(dist.all_reduce), counting(dist.gather)
 
     model, layers = build(config["model"])
     if config.get("wrap") == "fsdp":  # FSDP2: each tracked layer and the whole model sharded over the ranks

@@ -140,13 +140,19 @@ def test_global_metrics_equal_the_concatenated_batch(tmp_path, world, model, wra
         assert state["rank"] == r and state["world_size"] == world and state["mode"] == "global"
         assert state["layer_names"] == (["Linear_0", "Linear_1", "Linear_2"] if model == "mlp" else
                                         ["TransformerEncoderLayer_0", "TransformerEncoderLayer_1", "Linear_2"])
-        # None on unsampled steps. On sampled ones: the first has a header round and the all-reduce
-        # of feature-side Grams; later ones that all-reduce, plus one all-gather when a layer's
-        # global batch has fewer rows than features (the MLP's first layer: d = 48 > rows).
+        # None on unsampled steps. On sampled ones: the first has a header round, then the
+        # all-reduce of the summed Grams. Later ones one all-reduce, which also carries the rows of
+        # the layers whose global batch has fewer rows than features (the MLP's first: d = 48) in a
+        # slot per rank — plus a gather to rank 0 while a rank's rows outgrow that slot (the first
+        # such sample, and whenever a shard is larger than any before: they vary here).
         counts = {int(step): n for step, n in state["per_step"].items()}
         assert all(n == 0 for step, n in counts.items() if step % sampling), counts
-        later = 2 if model == "mlp" else 1
-        assert [counts[s] for s in range(0, steps, sampling)] == [2] + [later] * (steps // sampling - 1)
+        sampled = [counts[s] for s in range(0, steps, sampling)]
+        assert sampled[0] == 2 and set(sampled[1:]) <= {1, 2}, sampled
+        if model == "mlp":
+            assert sampled[1] == 2 and sampled[1:].count(1) >= len(sampled[1:]) // 2, sampled
+        else:
+            assert set(sampled[1:]) == {1}, sampled
         assert state["collectives"] == sum(counts.values())
         if r:
             assert state["output"] is None and all(n == 0 for n in state["rows"].values())

@@ -84,7 +84,7 @@ class Capture:
         # — must be feature-side ones; otherwise the smaller side is taken.
         self._summed = config.window > 1 or config.distributed == "global"
         # distributed="global": layers whose rows are gathered across ranks at log() (the hook keeps
-        # a float64 copy of its rows instead of a Gram); ndt_fast.tracker.distributed decides.
+        # a copy of its rows instead of a Gram); ndt_fast.tracker.distributed decides.
         self.gathered: set[int] = set()
         self._select = config.select
         self._max_rows = config.max_rows
@@ -163,7 +163,8 @@ class Capture:
                 raise ValueError(f"empty activation of shape {tuple(tensor.shape)}")
             if self.gathered and slot.index in self.gathered:
                 # A copy: the output may be changed in place later in the forward (ReLU(inplace=True)).
-                slot.rows = x.detach().to("cpu", torch.float64, copy=True)
+                wide = torch.float64 if x.dtype == torch.float64 else torch.float32  # (both exact)
+                slot.rows = x.detach().to("cpu", wide, copy=True)
                 slot.captured = True
                 return
             side, dim = ("feature", cols) if self._summed else gram_side(rows, cols)

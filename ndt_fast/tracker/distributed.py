@@ -13,7 +13,7 @@
 The side rule, per layer and sample. Feature-side Grams (XᵢᵀXᵢ, d × d) add up across ranks;
 sample-side ones (XᵢXᵢᵀ) of different row sets do not. So a layer is either
 - *summed* (feature side: d(d+1)/2 float64 values per rank on the wire, a d × d eigenproblem), or
-- *gathered*: its hooks keep a float64 copy of their rows instead of a Gram, one all-gather brings
+- *gathered*: its hooks keep a copy of their rows instead of a Gram, one gather brings
   every rank's rows (padded to the largest rank's count) to rank 0, which measures the stacked
   global batch on the sample side (n_global × d values on the wire, an n_global × n_global
   eigenproblem) — exactly what one process holding every row computes.
@@ -27,7 +27,8 @@ The collectives run on a process group of the tracker's own (``gloo``, made at c
 surfaces as an error within the timeout. Per sampled step: one all-reduce of [per-layer header |
 the lower triangles of every summed layer's Gram] in one float64 bucket — preceded by a header
 round when a layer's feature count is not known yet (its first sample) — and, when some layer is
-gathered, one all-gather of their rows.
+gathered, one gather of their rows to rank 0 (float32, exact for float32/16/bfloat16 activations;
+float64 when some rank's are float64).
 Nothing runs on unsampled steps. Every rank must call ``log()`` with the same steps (a forced
 ``log()`` too): a rank that skips a sampled step leaves the others waiting until the timeout.
 
@@ -57,8 +58,10 @@ logger = logging.getLogger("ndt_fast.tracker")
 _CAPTURED, _FAILED, _ROWS, _DIM, _DIM_SQUARED = range(5)
 _HEADER_WIDTH = 5
 # Then, once per sample: the step (to check every rank logs the same one), loss, grad_norm, ranks.
-_STEP, _LOSS, _GRAD_NORM, _RANKS = range(4)
-_SAMPLE_WIDTH = 4
+# (_WIDE: ranks holding float64 rows of a gathered layer; then the rows travel as float64, else as
+# float32, which holds float32/float16/bfloat16 activations exactly at half the bytes.)
+_STEP, _LOSS, _GRAD_NORM, _RANKS, _WIDE = range(5)
+_SAMPLE_WIDTH = 5
 
 
 def ranks_share_tracking() -> bool:
@@ -109,6 +112,7 @@ class RankReduce:
         # Layers whose rows are gathered (global batch on the sample side): the hooks keep rows for
         # them instead of a Gram (capture reads this set); decided per sample, see _choose_sides.
         self.gathered: set[int] = capture.gathered
+        self._capacity: dict[int, int] = {}  # gathered layer → rows per rank slot in the all-reduce
         self._gather_allowed = window == 1
         self.collectives = 0  # collectives called by log() (construction's not counted)
         self.seconds = 0.0  # time spent in them, packing included
@@ -175,14 +179,19 @@ class RankReduce:
             layers[slot.index, _HEADER_WIDTH + self.rank] = rows  # (the row counts a gather pads to)
         for slot in failed:
             layers[slot.index, _FAILED] = 1
-        header[count * width:] = (step, loss, grad_norm, 1)
+        wide = any(s.rows is not None and s.rows.dtype == torch.float64 for s in ready)
+        header[count * width:] = (step, loss, grad_norm, 1, wide)
         if any(d is None for d in self._dims) or any(self._dims[s.index] != _local_shape(s)[1] for s in ready):
             # A feature count not agreed yet: a header round first, so every rank knows every layout.
             header = self._all_reduce(header)
             self._learn_dims(header[: count * width].reshape(count, width))
             bucket = self._all_reduce(self._pack(local, None))
+            inline: dict[int, int] = {}
         else:
-            bucket = self._all_reduce(self._pack(local, header))
+            # Steady state: one all-reduce carries the header, the summed triangles and, in a slot
+            # per rank, the rows of the gathered layers (a sum of zero-padded slots is a gather).
+            inline = {i: self._capacity[i] for i in sorted(self.gathered) if self._capacity.get(i)}
+            bucket = self._all_reduce(self._pack(local, header, inline))
             header = bucket[: header.size]
             bucket = bucket[header.size:]
         layers = header[: count * width].reshape(count, width)
@@ -190,15 +199,24 @@ class RankReduce:
         if sample[_STEP] != step * self.world_size:
             raise RuntimeError(f"the ranks logged different steps at once (this rank: {step}); every rank must "
                                "call log() with the same steps")
-        gathered = self._gather_rows(layers, local) if self.gathered else {}
+        gathered = self._inline_rows(layers, bucket, inline)
+        if any(i not in gathered for i in self.gathered):  # a first gathered sample, or a rank outgrew its slot
+            gathered.update(self._gather_rows(layers, local, sample[_WIDE] > 0, skip=gathered))
+        for i in self.gathered:  # slot sizes for the next samples: the most rows a rank has had
+            self._capacity[i] = max(self._capacity.get(i, 0), int(layers[i, _HEADER_WIDTH:].max()))
         ranks = sample[_RANKS]
         mean_loss, mean_grad_norm = sample[_LOSS] / ranks, sample[_GRAD_NORM] / ranks
+        mismatched = self._mismatched(layers)
         if self.writes:
-            outcome = self._unpack(layers, bucket, gathered, local)
+            outcome = self._unpack(layers, bucket, gathered, local, mismatched)
         else:
             outcome = [], []
             for slot in ready:
                 _forget(slot)
+        for i in mismatched:  # (every rank alike: the layouts of later buckets must agree)
+            self._dims[i] = None  # asked again at the next sample
+            self.gathered.discard(i)
+            self._capacity.pop(i, None)
         self._choose_sides(layers)
         return (*outcome, mean_loss, mean_grad_norm)
 
@@ -208,33 +226,56 @@ class RankReduce:
         self.collectives += 1
         return values  # (the tensor shares its memory)
 
-    def _gather_rows(self, layers: np.ndarray, local: dict[int, LayerSlot]) -> dict[int, torch.Tensor]:
-        """The rows of the row-gathered layers from every rank, in rank order — in one all-gather of
-        a float64 buffer, each rank's rows padded to the largest rank's (the header says how many
-        each has). Rank 0 gets ``{layer: (n_global, d) tensor}``; the others an empty dict."""
+    def _inline_rows(self, layers: np.ndarray, bucket: np.ndarray, inline: dict[int, int]) -> dict[int, torch.Tensor]:
+        """The gathered layers whose rows came in the all-reduce's per-rank slots (every rank's rows
+        fit its slot of ``inline[i]`` rows): ``{layer: (n_global, d) float64}`` on rank 0 — and,
+        on the other ranks, the same keys (so nobody gathers them again) with empty tensors."""
+        out: dict[int, torch.Tensor] = {}
+        at = sum(d * (d + 1) // 2 for i, d in enumerate(self._dims) if d is not None and i not in self.gathered)
+        for i, capacity in inline.items():
+            dim, per_rank = self._dims[i], layers[i, _HEADER_WIDTH:].astype(np.int64)
+            size = self.world_size * capacity * dim
+            region = bucket[at:at + size].reshape(self.world_size, capacity, dim)
+            at += size
+            if per_rank.max() > capacity or layers[i, _FAILED] > 0:
+                continue  # (a failed layer is flagged anyway; an outgrown slot goes through a gather)
+            out[i] = (torch.from_numpy(np.concatenate([region[r, :per_rank[r]] for r in range(self.world_size)]))
+                      if self.writes else torch.empty(0))
+        return out
+
+    def _gather_rows(self, layers: np.ndarray, local: dict[int, LayerSlot], wide: bool,
+                     skip: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """The rows of the row-gathered layers from every rank, in rank order — in one gather to
+        rank 0 of a float32 buffer (float64 when some rank's rows are float64), each rank's rows
+        padded to the largest rank's (the header says how many each has). Rank 0 gets
+        ``{layer: (n_global, d) float64 tensor}``; the others an empty dict."""
         plan = []  # (layer, padded rows, dim, per-rank rows)
         for i in sorted(self.gathered):
+            if i in skip:
+                continue
             dim, per_rank = self._dims[i], layers[i, _HEADER_WIDTH:].astype(np.int64)
             if dim is not None and layers[i, _FAILED] == 0 and per_rank.sum() > 0:
                 plan.append((i, int(per_rank.max()), dim, per_rank))
         if not plan:
             return {}
-        mine = torch.zeros(sum(padded * dim for _, padded, dim, _ in plan), dtype=torch.float64)
+        mine = torch.zeros(sum(padded * dim for _, padded, dim, _ in plan),
+                           dtype=torch.float64 if wide else torch.float32)
         at = 0
         for i, padded, dim, _ in plan:
             slot = local.get(i)
             if slot is not None and slot.rows is not None and slot.rows.shape[1] == dim:
                 mine[at:at + slot.rows.numel()] = slot.rows.reshape(-1)
             at += padded * dim
-        everyone = [torch.empty_like(mine) for _ in range(self.world_size)]
-        torch.distributed.all_gather(everyone, mine, group=self.group)
+        everyone = [torch.empty_like(mine) for _ in range(self.world_size)] if self.writes else None
+        torch.distributed.gather(mine, everyone, dst=torch.distributed.get_global_rank(self.group, 0),
+                                 group=self.group)  # (only rank 0 measures: no all-gather)
         self.collectives += 1
         if not self.writes:
             return {}
         out, at = {}, 0
         for i, padded, dim, per_rank in plan:
             out[i] = torch.cat([everyone[r][at:at + int(per_rank[r]) * dim].view(-1, dim)
-                                for r in range(self.world_size)])
+                                for r in range(self.world_size)]).double()
             at += padded * dim
         return out
 
@@ -265,12 +306,17 @@ class RankReduce:
             # is flagged below and its feature count asked for again.
             self._dims[i] = int(dim) if dims_squared * captured == dims * dims and dim == int(dim) else None
 
-    def _pack(self, local: dict[int, LayerSlot], header: np.ndarray | None) -> np.ndarray:
-        """[header |] the lower triangle of each layer with an agreed feature count, in layer order
-        (zeros where this rank captured nothing or a count that differs)."""
+    def _pack(self, local: dict[int, LayerSlot], header: np.ndarray | None,
+              inline: dict[int, int] | None = None) -> np.ndarray:
+        """[header |] the lower triangle of each summed layer with an agreed feature count, in layer
+        order (zeros where this rank captured nothing or a count that differs) | for each layer of
+        ``inline`` (gathered layer → rows per slot), world_size slots of that many rows × d, this
+        rank's rows in its own slot (if they fit), zeros elsewhere."""
+        inline = inline or {}
         sizes = [d * (d + 1) // 2 if d is not None and i not in self.gathered else 0 for i, d in enumerate(self._dims)]
         head = header.size if header is not None else 0
-        bucket = np.zeros(head + sum(sizes))
+        slots = [self.world_size * capacity * self._dims[i] for i, capacity in inline.items()]
+        bucket = np.zeros(head + sum(sizes) + sum(slots))
         if header is not None:
             bucket[:head] = header
         at = head
@@ -279,10 +325,26 @@ class RankReduce:
             if size and slot is not None and slot.rows is None and slot.accumulator.dim == self._dims[i]:
                 bucket[at:at + size] = slot.accumulator.lower_triangle()
             at += size
+        for (i, capacity), size in zip(inline.items(), slots):
+            slot = local.get(i)
+            if slot is not None and slot.rows is not None and slot.rows.shape[0] <= capacity \
+                    and slot.rows.shape[1] == self._dims[i]:
+                region = bucket[at:at + size].reshape(self.world_size, capacity, self._dims[i])
+                region[self.rank, :slot.rows.shape[0]] = slot.rows.numpy()
+            at += size
         return bucket
 
+    def _mismatched(self, layers: np.ndarray) -> set[int]:
+        """Layers captured somewhere whose feature count is not the agreed one on every rank."""
+        out = set()
+        for i, dim in enumerate(self._dims):
+            captured, _, _, dims, dims_squared = layers[i, :_HEADER_WIDTH]
+            if captured and (dim is None or dims != dim * captured or dims_squared != dim * dim * captured):
+                out.add(i)
+        return out
+
     def _unpack(self, layers: np.ndarray, bucket: np.ndarray, gathered: dict[int, torch.Tensor],
-                local: dict[int, LayerSlot]) -> tuple[list[LayerSlot], list[LayerSlot]]:
+                local: dict[int, LayerSlot], mismatched: set[int]) -> tuple[list[LayerSlot], list[LayerSlot]]:
         """Rank 0: the global Grams into the layers' accumulators — summed triangles loaded, or the
         gathered rows' sample-side Gram; which layers to finish, which to flag."""
         ready, flagged, at = [], [], 0
@@ -291,14 +353,12 @@ class RankReduce:
             size = dim * (dim + 1) // 2 if dim is not None and slot.index not in self.gathered else 0
             chunk = bucket[at:at + size]
             at += size
-            captured, failures, rows, dims, dims_squared = layers[slot.index, :_HEADER_WIDTH]
+            captured, failures, rows = layers[slot.index, :_ROWS + 1]
             if failures > 0:
                 flagged.append(slot)
             elif captured == 0:
                 continue  # no rank captured it: a missed layer, as on one process
-            elif dim is None or dims != dim * captured or dims_squared != dim * dim * captured:
-                self._dims[slot.index] = None  # asked again at the next sample
-                self.gathered.discard(slot.index)
+            elif slot.index in mismatched:
                 report_error(slot, ValueError(f"layer {slot.name!r} has different feature counts on different "
                                               "ranks (or its count changed): this sample's row is flagged"))
                 flagged.append(slot)
