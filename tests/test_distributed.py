@@ -312,3 +312,37 @@ def test_hugging_face_trainer_under_torch_distributed_records_the_global_batch(t
     assert all(not rows for rows in states[1]["rows"].values())
     run = ndt_fast.load(tmp_path / "run.h5")
     assert run["GPT2Block_1"]["step"].tolist() == [4, 8, 12] and (run["GPT2Block_1"]["flags"] == 0).all()
+
+
+def run_edge(tmp_path, scenario: str, world: int) -> list[dict]:
+    child = os.path.join(os.path.dirname(__file__), "distributed_edge_child.py")
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, child, scenario, str(r), str(world), str(port), str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(world)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outputs)  # nobody aborted
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world)]
+
+
+def test_a_feature_count_that_changes_on_one_rank_is_a_flagged_row_not_a_crash(tmp_path):
+    # Every bucket's layout comes from state all ranks share: rank 1's wider Flatten at step 12
+    # must not make the ranks' buffers differ (gloo would abort the process).
+    ranks = run_edge(tmp_path, "dim_change", 2)
+    assert all(not any(r["failed_after"]) for r in ranks)
+    assert ranks[0]["steps"] == [10, 11, 12, 13]
+    assert [bool(f) for f in ranks[0]["flags"]] == [False, False, True, False]
+    assert ranks[0]["rows"] == [8, 8, 0, 8]  # the layer learns its count again and goes on
+
+
+def test_a_layer_captured_on_some_ranks_only_is_recorded_counted_and_warned(tmp_path):
+    ranks = run_edge(tmp_path, "partial", 2)
+    assert ranks[0]["rows"] == [8, 4, 8, 8] and not any(ranks[0]["flags"])
+    assert ranks[0]["partial"] == {"flat": 1}
+
+
+def test_ranks_logging_different_steps_stop_the_reduction_on_every_rank(tmp_path):
+    # Steps 9, 10, 11 sum to 3 × 10: the sum of squares tells them apart on every rank, so no rank
+    # goes on alone into a collective the others never join.
+    ranks = run_edge(tmp_path, "steps", 3)
+    assert all(r["failed_after"] == [True] * 4 for r in ranks)
+    assert all(ranks[0]["flags"]) and len(ranks[0]["flags"]) == 4

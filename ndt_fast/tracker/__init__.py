@@ -461,6 +461,12 @@ class FastTracker:
         return self._ranks.seconds if self._ranks is not None else 0.0
 
     @property
+    def partial_samples(self) -> dict[str, int]:
+        """``"global"``, rank 0: per layer, samples it was captured on some ranks only (recorded:
+        those ranks' rows; a warning the first time)."""
+        return dict(self._ranks.partial) if self._ranks is not None else {}
+
+    @property
     def distributed_error(self) -> BaseException | None:
         """The error that stopped the ranks' reduction (later samples are flagged rows), or None."""
         return self._ranks.error if self._ranks is not None else None

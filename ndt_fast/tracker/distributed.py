@@ -25,9 +25,10 @@ knows the feature counts yet).
 The collectives run on a process group of the tracker's own (``gloo``, made at construction, with
 ``distributed_timeout``), so they never queue behind the model's NCCL traffic and a dead rank
 surfaces as an error within the timeout. Per sampled step: one all-reduce of [per-layer header |
-the lower triangles of every summed layer's Gram] in one float64 bucket — preceded by a header
-round when a layer's feature count is not known yet (its first sample) — and, when some layer is
-gathered, one gather of their rows to rank 0 (float32, exact for float32/16/bfloat16 activations;
+the lower triangles of every summed layer's Gram | a zero-padded slot per rank with the rows of
+the gathered layers] in one float64 bucket, laid out from state every rank shares; a second
+all-reduce only for layers seen for the first time (the header tells every rank their feature
+counts), and a gather of rows to rank 0 only while a rank's rows outgrow their slot (float32, exact for float32/16/bfloat16 activations;
 float64 when some rank's are float64).
 Nothing runs on unsampled steps. Every rank must call ``log()`` with the same steps (a forced
 ``log()`` too): a rank that skips a sampled step leaves the others waiting until the timeout.
@@ -60,8 +61,8 @@ _HEADER_WIDTH = 5
 # Then, once per sample: the step (to check every rank logs the same one), loss, grad_norm, ranks.
 # (_WIDE: ranks holding float64 rows of a gathered layer; then the rows travel as float64, else as
 # float32, which holds float32/float16/bfloat16 activations exactly at half the bytes.)
-_STEP, _LOSS, _GRAD_NORM, _RANKS, _WIDE = range(5)
-_SAMPLE_WIDTH = 5
+_STEP, _STEP_SQUARED, _LOSS, _GRAD_NORM, _RANKS, _WIDE = range(6)
+_SAMPLE_WIDTH = 6
 
 
 def ranks_share_tracking() -> bool:
@@ -77,7 +78,7 @@ def agreement_settings(config: Any) -> dict[str, Any]:
     are measured and how)."""
     return {name: getattr(config, name) for name in (
         "sampling_frequency", "window", "metric_mask", "track_weights", "weight_mask", "max_rows", "conv_rows",
-        "skip_eval_forwards", "eps", "energy_threshold", "center", "enable_jump_detection")}
+        "skip_eval_forwards", "eps", "energy_threshold", "center", "enable_jump_detection", "keep_last_output")}
 
 
 def rank_output(output: str | os.PathLike[str], rank: int) -> str:
@@ -99,7 +100,8 @@ class RankReduce:
         dist = torch.distributed
         self._slots = list(slots)
         self._capture = capture
-        if process_group is None:
+        own_group = process_group is None
+        if own_group:
             process_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout))
         elif dist.get_backend(process_group) != "gloo":
             raise ValueError(f"process_group must be a gloo group (the Grams are summed in host memory), got a "
@@ -107,12 +109,18 @@ class RankReduce:
         self.group = process_group
         self.rank = dist.get_rank(process_group)
         self.world_size = dist.get_world_size(process_group)
-        self._check_agreement([slot.name for slot in self._slots], settings)
+        try:
+            self._check_agreement([slot.name for slot in self._slots], settings)
+        except ValueError:
+            if own_group:
+                dist.destroy_process_group(process_group)
+            raise
         self._dims: list[int | None] = [None] * len(self._slots)  # agreed feature counts, per layer
         # Layers whose rows are gathered (global batch on the sample side): the hooks keep rows for
         # them instead of a Gram (capture reads this set); decided per sample, see _choose_sides.
         self.gathered: set[int] = capture.gathered
         self._capacity: dict[int, int] = {}  # gathered layer → rows per rank slot in the all-reduce
+        self.partial: dict[str, int] = {}  # rank 0: samples of a layer captured on some ranks only
         self._gather_allowed = window == 1
         self.collectives = 0  # collectives called by log() (construction's not counted)
         self.seconds = 0.0  # time spent in them, packing included
@@ -151,7 +159,7 @@ class RankReduce:
             outcome = self._reduce(step, ready, failed, loss, grad_norm)
         except Exception as error:  # a dead rank, the timeout, a mismatch: flagged rows, training goes on
             self.error = error
-            logger.error("ndt_fast: distributed='global': the collective of step %d failed (%s: %s); this and "
+            logger.error("ndt_fast: distributed='global': the ranks' reduction of step %d failed (%s: %s); this and "
                          "every later sample are recorded as flagged rows, no more collectives are called",
                          step, type(error).__name__, error)
             return self._give_up(ready, failed, loss, grad_norm)
@@ -171,54 +179,108 @@ class RankReduce:
                 grad_norm: float) -> tuple[list[LayerSlot], list[LayerSlot], float, float]:
         count, width = len(self._slots), _HEADER_WIDTH + self.world_size
         local = {slot.index: slot for slot in ready}
+        triangles = self._local_triangles(ready)
         header = np.zeros(count * width + _SAMPLE_WIDTH)
         layers = header[: count * width].reshape(count, width)
         for slot in ready:
-            rows, dim = _local_shape(slot)
-            layers[slot.index, :_HEADER_WIDTH] = (1, 0, rows, dim, dim * dim)
-            layers[slot.index, _HEADER_WIDTH + self.rank] = rows  # (the row counts a gather pads to)
+            if slot.index in triangles or slot.rows is not None:
+                rows, dim = _local_shape(slot)
+                layers[slot.index, :_HEADER_WIDTH] = (1, 0, rows, dim, dim * dim)
+                layers[slot.index, _HEADER_WIDTH + self.rank] = rows  # (the row counts a gather pads to)
+            else:  # its Gram could not be read here: flagged on every rank
+                layers[slot.index, _FAILED] = 1
         for slot in failed:
             layers[slot.index, _FAILED] = 1
         wide = any(s.rows is not None and s.rows.dtype == torch.float64 for s in ready)
-        header[count * width:] = (step, loss, grad_norm, 1, wide)
-        if any(d is None for d in self._dims) or any(self._dims[s.index] != _local_shape(s)[1] for s in ready):
-            # A feature count not agreed yet: a header round first, so every rank knows every layout.
-            header = self._all_reduce(header)
-            self._learn_dims(header[: count * width].reshape(count, width))
-            bucket = self._all_reduce(self._pack(local, None))
-            inline: dict[int, int] = {}
-        else:
-            # Steady state: one all-reduce carries the header, the summed triangles and, in a slot
-            # per rank, the rows of the gathered layers (a sum of zero-padded slots is a gather).
-            inline = {i: self._capacity[i] for i in sorted(self.gathered) if self._capacity.get(i)}
-            bucket = self._all_reduce(self._pack(local, header, inline))
-            header = bucket[: header.size]
-            bucket = bucket[header.size:]
+        header[count * width:] = (step, float(step) * step, loss, grad_norm, 1, wide)
+        # Every decision below depends only on state all ranks share (the agreed feature counts,
+        # the gathered set, the slot sizes) or on the summed header: the buckets always match.
+        # One all-reduce: the header, the summed triangles of the layers whose feature count is
+        # agreed, and a slot per rank with the rows of the gathered layers (a sum of zero-padded
+        # slots is a gather).
+        layout = list(self._dims)
+        inline = {i: self._capacity[i] for i in sorted(self.gathered) if self._capacity.get(i)}
+        bucket = self._all_reduce(self._pack(layout, header, triangles, local, inline))
+        header, rest = bucket[: header.size], bucket[header.size:]
         layers = header[: count * width].reshape(count, width)
         sample = header[count * width:]
-        if sample[_STEP] != step * self.world_size:
+        if sample[_STEP] != step * self.world_size or sample[_STEP_SQUARED] != float(step) * step * self.world_size:
             raise RuntimeError(f"the ranks logged different steps at once (this rank: {step}); every rank must "
                                "call log() with the same steps")
-        gathered = self._inline_rows(layers, bucket, inline)
+        summed, at = {}, 0
+        for i, dim in enumerate(layout):
+            if dim is not None and i not in self.gathered:
+                summed[i] = rest[at:at + dim * (dim + 1) // 2]
+                at += dim * (dim + 1) // 2
+        slots_of_rows = rest[at:]  # (the inline region follows the triangles)
+        mismatched, learned = self._check_dims(layout, layers)
+        if learned:  # layers seen for the first time: their triangles in a second round
+            sizes = {i: self._dims[i] * (self._dims[i] + 1) // 2 for i in learned}
+            second = np.zeros(sum(sizes.values()))
+            at = 0
+            for i in learned:
+                if i in triangles and triangles[i].size == sizes[i]:
+                    second[at:at + sizes[i]] = triangles[i]
+                at += sizes[i]
+            second = self._all_reduce(second)
+            at = 0
+            for i in learned:
+                summed[i] = second[at:at + sizes[i]]
+                at += sizes[i]
+        gathered = self._inline_rows(layout, layers, slots_of_rows, inline)
         if any(i not in gathered for i in self.gathered):  # a first gathered sample, or a rank outgrew its slot
             gathered.update(self._gather_rows(layers, local, sample[_WIDE] > 0, skip=gathered))
         for i in self.gathered:  # slot sizes for the next samples: the most rows a rank has had
             self._capacity[i] = max(self._capacity.get(i, 0), int(layers[i, _HEADER_WIDTH:].max()))
         ranks = sample[_RANKS]
         mean_loss, mean_grad_norm = sample[_LOSS] / ranks, sample[_GRAD_NORM] / ranks
-        mismatched = self._mismatched(layers)
         if self.writes:
-            outcome = self._unpack(layers, bucket, gathered, local, mismatched)
+            outcome = self._unpack(step, layers, summed, gathered, local, mismatched)
         else:
             outcome = [], []
             for slot in ready:
                 _forget(slot)
         for i in mismatched:  # (every rank alike: the layouts of later buckets must agree)
-            self._dims[i] = None  # asked again at the next sample
+            self._dims[i] = None  # learned again at its next sample
             self.gathered.discard(i)
             self._capacity.pop(i, None)
         self._choose_sides(layers)
         return (*outcome, mean_loss, mean_grad_norm)
+
+    def _local_triangles(self, ready: list[LayerSlot]) -> dict[int, np.ndarray]:
+        """This rank's lower triangles of its summed (feature-side) layers; a layer whose Gram cannot
+        be read is left out (reported; the header flags it on every rank)."""
+        out = {}
+        for slot in ready:
+            if slot.rows is not None:
+                continue
+            try:
+                out[slot.index] = slot.accumulator.lower_triangle()
+            except Exception as error:  # never let one rank skip the collective
+                report_error(slot, error)
+        return out
+
+    def _check_dims(self, layout: list[int | None], layers: np.ndarray) -> tuple[set[int], list[int]]:
+        """From the summed header (identical everywhere): the layers captured with a feature count
+        other than the agreed one on some rank (flagged), and the layers seen for the first time
+        with one count on every rank (learned now, in layer order)."""
+        mismatched, learned = set(), []
+        for i, dim in enumerate(layout):
+            captured, _, _, dims, dims_squared = layers[i, :_HEADER_WIDTH]
+            if not captured:
+                continue
+            if dim is not None:
+                if dims != dim * captured or dims_squared != dim * dim * captured:
+                    mismatched.add(i)
+                continue
+            # All ranks agree iff Σd² · n = (Σd)² (Cauchy–Schwarz with equality).
+            mean = dims / captured
+            if dims_squared * captured == dims * dims and mean == int(mean):
+                self._dims[i] = int(mean)
+                learned.append(i)
+            else:
+                mismatched.add(i)
+        return mismatched, learned
 
     def _all_reduce(self, values: np.ndarray) -> np.ndarray:
         tensor = torch.from_numpy(values)
@@ -226,20 +288,22 @@ class RankReduce:
         self.collectives += 1
         return values  # (the tensor shares its memory)
 
-    def _inline_rows(self, layers: np.ndarray, bucket: np.ndarray, inline: dict[int, int]) -> dict[int, torch.Tensor]:
-        """The gathered layers whose rows came in the all-reduce's per-rank slots (every rank's rows
-        fit its slot of ``inline[i]`` rows): ``{layer: (n_global, d) float64}`` on rank 0 — and,
-        on the other ranks, the same keys (so nobody gathers them again) with empty tensors."""
+    def _inline_rows(self, layout: list[int | None], layers: np.ndarray, region: np.ndarray,
+                     inline: dict[int, int]) -> dict[int, torch.Tensor]:
+        """The gathered layers whose rows came in the all-reduce's per-rank slots (``region``: for
+        each layer of ``inline``, world_size slots of ``inline[i]`` rows) and fit them:
+        ``{layer: (n_global, d) float64}`` on rank 0 — on the other ranks the same keys (so nobody
+        gathers them again) with empty tensors."""
         out: dict[int, torch.Tensor] = {}
-        at = sum(d * (d + 1) // 2 for i, d in enumerate(self._dims) if d is not None and i not in self.gathered)
+        at = 0
         for i, capacity in inline.items():
-            dim, per_rank = self._dims[i], layers[i, _HEADER_WIDTH:].astype(np.int64)
+            dim, per_rank = layout[i], layers[i, _HEADER_WIDTH:].astype(np.int64)
             size = self.world_size * capacity * dim
-            region = bucket[at:at + size].reshape(self.world_size, capacity, dim)
+            slots = region[at:at + size].reshape(self.world_size, capacity, dim)
             at += size
             if per_rank.max() > capacity or layers[i, _FAILED] > 0:
                 continue  # (a failed layer is flagged anyway; an outgrown slot goes through a gather)
-            out[i] = (torch.from_numpy(np.concatenate([region[r, :per_rank[r]] for r in range(self.world_size)]))
+            out[i] = (torch.from_numpy(np.concatenate([slots[r, :per_rank[r]] for r in range(self.world_size)]))
                       if self.writes else torch.empty(0))
         return out
 
@@ -296,85 +360,78 @@ class RankReduce:
             else:
                 self.gathered.discard(i)
 
-    def _learn_dims(self, layers: np.ndarray) -> None:
-        """Every rank's feature count per layer, from a summed header (identical on every rank)."""
-        for i, (captured, _, _, dims, dims_squared) in enumerate(layers[:, :_HEADER_WIDTH]):
-            if captured == 0:
-                continue  # not known yet: the next sample asks again
-            dim = dims / captured
-            # All ranks agree iff Σd² · n = (Σd)² (Cauchy–Schwarz with equality); else the layer
-            # is flagged below and its feature count asked for again.
-            self._dims[i] = int(dim) if dims_squared * captured == dims * dims and dim == int(dim) else None
-
-    def _pack(self, local: dict[int, LayerSlot], header: np.ndarray | None,
-              inline: dict[int, int] | None = None) -> np.ndarray:
-        """[header |] the lower triangle of each summed layer with an agreed feature count, in layer
-        order (zeros where this rank captured nothing or a count that differs) | for each layer of
+    def _pack(self, layout: list[int | None], header: np.ndarray, triangles: dict[int, np.ndarray],
+              local: dict[int, LayerSlot], inline: dict[int, int]) -> np.ndarray:
+        """header | the lower triangle of each summed layer with an agreed feature count (``layout``),
+        in layer order (zeros where this rank has none, or one of another size) | for each layer of
         ``inline`` (gathered layer → rows per slot), world_size slots of that many rows × d, this
         rank's rows in its own slot (if they fit), zeros elsewhere."""
-        inline = inline or {}
-        sizes = [d * (d + 1) // 2 if d is not None and i not in self.gathered else 0 for i, d in enumerate(self._dims)]
-        head = header.size if header is not None else 0
-        slots = [self.world_size * capacity * self._dims[i] for i, capacity in inline.items()]
-        bucket = np.zeros(head + sum(sizes) + sum(slots))
-        if header is not None:
-            bucket[:head] = header
-        at = head
+        sizes = [d * (d + 1) // 2 if d is not None and i not in self.gathered else 0 for i, d in enumerate(layout)]
+        slots = [self.world_size * capacity * layout[i] for i, capacity in inline.items()]
+        bucket = np.zeros(header.size + sum(sizes) + sum(slots))
+        bucket[:header.size] = header
+        at = header.size
         for i, size in enumerate(sizes):
-            slot = local.get(i)
-            if size and slot is not None and slot.rows is None and slot.accumulator.dim == self._dims[i]:
-                bucket[at:at + size] = slot.accumulator.lower_triangle()
+            triangle = triangles.get(i)
+            if size and triangle is not None and triangle.size == size:
+                bucket[at:at + size] = triangle
             at += size
         for (i, capacity), size in zip(inline.items(), slots):
             slot = local.get(i)
             if slot is not None and slot.rows is not None and slot.rows.shape[0] <= capacity \
-                    and slot.rows.shape[1] == self._dims[i]:
-                region = bucket[at:at + size].reshape(self.world_size, capacity, self._dims[i])
+                    and slot.rows.shape[1] == layout[i]:
+                region = bucket[at:at + size].reshape(self.world_size, capacity, layout[i])
                 region[self.rank, :slot.rows.shape[0]] = slot.rows.numpy()
             at += size
         return bucket
 
-    def _mismatched(self, layers: np.ndarray) -> set[int]:
-        """Layers captured somewhere whose feature count is not the agreed one on every rank."""
-        out = set()
-        for i, dim in enumerate(self._dims):
-            captured, _, _, dims, dims_squared = layers[i, :_HEADER_WIDTH]
-            if captured and (dim is None or dims != dim * captured or dims_squared != dim * dim * captured):
-                out.add(i)
-        return out
-
-    def _unpack(self, layers: np.ndarray, bucket: np.ndarray, gathered: dict[int, torch.Tensor],
-                local: dict[int, LayerSlot], mismatched: set[int]) -> tuple[list[LayerSlot], list[LayerSlot]]:
+    def _unpack(self, step: int, layers: np.ndarray, summed: dict[int, np.ndarray],
+                gathered: dict[int, torch.Tensor], local: dict[int, LayerSlot],
+                mismatched: set[int]) -> tuple[list[LayerSlot], list[LayerSlot]]:
         """Rank 0: the global Grams into the layers' accumulators — summed triangles loaded, or the
-        gathered rows' sample-side Gram; which layers to finish, which to flag."""
-        ready, flagged, at = [], [], 0
+        gathered rows' sample-side Gram; which layers to finish, which to flag. A layer that fails
+        here is flagged alone (no other rank is waiting on it any more)."""
+        ready, flagged = [], []
         for slot in self._slots:
-            dim = self._dims[slot.index]
-            size = dim * (dim + 1) // 2 if dim is not None and slot.index not in self.gathered else 0
-            chunk = bucket[at:at + size]
-            at += size
-            captured, failures, rows = layers[slot.index, :_ROWS + 1]
+            i = slot.index
+            captured, failures, rows = layers[i, :_ROWS + 1]
             if failures > 0:
                 flagged.append(slot)
-            elif captured == 0:
+                continue
+            if captured == 0:
                 continue  # no rank captured it: a missed layer, as on one process
-            elif slot.index in mismatched:
+            if i in mismatched:
                 report_error(slot, ValueError(f"layer {slot.name!r} has different feature counts on different "
                                               "ranks (or its count changed): this sample's row is flagged"))
                 flagged.append(slot)
-            elif slot.index in self.gathered:
-                self._capture.host_sample_gram(slot, gathered[slot.index])
-                ready.append(slot)
-            else:
-                if slot.index not in local or slot.rows is not None:  # no feature Gram of its own here
-                    self._capture.host_feature_accumulator(slot, dim)
-                slot.accumulator.load_lower_triangle(chunk, int(rows))
-                ready.append(slot)
+                continue
+            try:
+                if i in gathered:
+                    self._capture.host_sample_gram(slot, gathered[i])
+                else:
+                    self._capture.host_feature_accumulator(slot, self._dims[i])
+                    slot.accumulator.load_lower_triangle(summed[i], int(rows))
+            except Exception as error:  # e.g. memory for a large global Gram: this row only
+                report_error(slot, error)
+                flagged.append(slot)
+                continue
+            ready.append(slot)
+            if captured < self.world_size:
+                self._partial(slot, step, int(captured))
         for slot in local.values():
             slot.rows = None
             if slot not in ready and slot.accumulator is not None:
                 slot.accumulator.reset()
         return ready, flagged
+
+    def _partial(self, slot: LayerSlot, step: int, captured: int) -> None:
+        """A layer captured on some ranks only (a no_grad/eval forward, a branch not taken there):
+        its row measures those ranks' rows; counted in ``partial``, warned once per layer."""
+        self.partial[slot.name] = self.partial.get(slot.name, 0) + 1
+        if self.partial[slot.name] == 1:
+            logger.warning("ndt_fast: distributed='global': layer %r was captured on %d of %d ranks at step %d; "
+                           "its row measures those ranks' rows only (counted in tracker.partial_samples)",
+                           slot.name, captured, self.world_size, step)
 
 
 def _local_shape(slot: LayerSlot) -> tuple[int, int]:
