@@ -222,7 +222,8 @@ class Capture:
         """Give ``slot`` an empty host feature-side accumulator of ``dim`` features (rank 0 of a
         distributed run, for a layer that only other ranks captured at this sample)."""
         if slot.key != ("feature", dim, None):
-            slot.accumulator, slot.key, slot.on_host = self.host.accumulator("feature", dim), ("feature", dim, None), True
+            slot.accumulator = self.host.accumulator("feature", dim)
+            slot.key, slot.on_host = ("feature", dim, None), True
 
     def discard(self, slot: LayerSlot) -> None:
         """Forget what the slot captured (its Gram too: with window > 1 the next add accumulates)."""

@@ -28,8 +28,8 @@ surfaces as an error within the timeout. Per sampled step: one all-reduce of [pe
 the lower triangles of every summed layer's Gram | a zero-padded slot per rank with the rows of
 the gathered layers] in one float64 bucket, laid out from state every rank shares; a second
 all-reduce only for layers seen for the first time (the header tells every rank their feature
-counts), and a gather of rows to rank 0 only while a rank's rows outgrow their slot (float32, exact for float32/16/bfloat16 activations;
-float64 when some rank's are float64).
+counts), and a gather of rows to rank 0 only while a rank's rows outgrow their slot (float32,
+exact for float32/16/bfloat16 activations; float64 when some rank's are float64).
 Nothing runs on unsampled steps. Every rank must call ``log()`` with the same steps (a forced
 ``log()`` too): a rank that skips a sampled step leaves the others waiting until the timeout.
 
