@@ -16,32 +16,18 @@ import sys
 import torch
 import transformers
 
+from models import Tokens, tiny_gpt2
 from ndt_fast.integrations.transformers import DimensionalityCallback
-
-VOCAB, SEQ = 64, 16
-
-
-class Tokens(torch.utils.data.Dataset):
-    def __init__(self, n: int) -> None:
-        self.ids = torch.randint(0, VOCAB, (n, SEQ), generator=torch.Generator().manual_seed(0))
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
 def main() -> None:
     out = sys.argv[1]
     torch.set_num_threads(1)
-    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=SEQ,
-                                     bos_token_id=0, eos_token_id=0)
     callback = DimensionalityCallback(sampling_frequency=4, output=os.path.join(out, "run.h5"))
     args = transformers.TrainingArguments(
         output_dir=out, per_device_train_batch_size=4, max_steps=12, report_to=[], save_strategy="no",
         use_cpu=True, disable_tqdm=True, ddp_backend="gloo", dataloader_num_workers=0, logging_strategy="no")
-    trainer = transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args, train_dataset=Tokens(200),
+    trainer = transformers.Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens(200),
                                    callbacks=[callback])
     trainer.train()
     tracker = callback.tracker

@@ -27,3 +27,30 @@ class Switch(nn.Module):
         out = x.clone()
         out[:, self.rank:] = 0
         return out
+
+
+# ---- a tiny causal language model and its data (Hugging Face tests and their subprocess children)
+
+VOCAB, SEQ = 64, 16
+
+
+class Tokens(torch.utils.data.Dataset):
+    """Random token sequences; the labels are the inputs (causal LM)."""
+
+    def __init__(self, n: int) -> None:
+        self.ids = torch.randint(0, VOCAB, (n, SEQ), generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+def tiny_gpt2() -> nn.Module:
+    """A 2-layer GPT-2 (d = 32) built from a config: nothing is downloaded."""
+    import transformers
+
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=SEQ,
+                                     bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2LMHeadModel(config)

@@ -307,3 +307,9 @@ def test_float16_near_its_max_and_subnormals(rng, seed):
     sub = (base / np.abs(base).max() * 5e-5).astype(np.float16)  # mostly subnormal float16
     assert np.count_nonzero(np.abs(sub) < np.finfo(np.float16).tiny) > sub.size // 2
     assert_metrics_match(nf.compute_metrics(sub, eps=0.0), reference_metrics(sub, eps=0.0), f"fp16 subnormal, seed={seed}")
+
+
+@pytest.mark.parametrize("seconds", [0, -1.0, float("nan"), float("inf"), "1", True, None])
+def test_flush_interval_not_a_positive_number_of_seconds_is_value_error(seconds):
+    with pytest.raises(ValueError, match="flush_interval must be a positive number of seconds"):
+        nf.FastTracker(torch.nn.Linear(3, 3), flush_interval=seconds)

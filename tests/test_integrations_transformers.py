@@ -18,31 +18,10 @@ from tensorboard.util import tensor_util  # noqa: E402
 
 import ndt_fast  # noqa: E402
 from ndt_fast.integrations.transformers import DimensionalityCallback, hf_layers  # noqa: E402
+from models import VOCAB, Tokens, tiny_gpt2  # noqa: E402
 from ndt_fast.sinks import DEFAULT_METRICS  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_env")
-
-VOCAB, SEQ = 64, 16
-
-
-class Tokens(torch.utils.data.Dataset):
-    """Random token sequences; the labels are the inputs (causal LM)."""
-
-    def __init__(self, n: int) -> None:
-        self.ids = torch.randint(0, VOCAB, (n, SEQ), generator=torch.Generator().manual_seed(0))
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.ids[i], "labels": self.ids[i]}
-
-
-def tiny_gpt2() -> torch.nn.Module:
-    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=SEQ,
-                                     bos_token_id=0, eos_token_id=0)
-    return transformers.GPT2LMHeadModel(config)
-
 
 def test_trainer_run_reaches_tensorboard_value_for_value(tmp_path):
     model = tiny_gpt2()

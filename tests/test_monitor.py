@@ -21,6 +21,7 @@ from ndt_fast.monitor import (Alert, AlertMonitor, AlertRule, BottleneckRule, In
                               LayerInfo, default_rules)
 from ndt_fast.monitor.alert import TEXT_WIDTHS, alert_rows, alerts_from_rows
 from ndt_fast.monitor.fixtures import FIXTURE_KINDS, NULL_KINDS, PLANTED_KINDS, make_fixture
+from ndt_fast.monitor.real_runs import teacher_run
 from ndt_fast.monitor.validation import (MAX_FALSE_ALARMS_PER_1000, MIN_RECALL, run_fixture, validate_rules,
                                          validation_table)
 
@@ -116,11 +117,10 @@ ONSET = 300  # the step from which the planted instability runs
 
 
 def train(steps: int = 480, *, output=None, **tracker_kwargs) -> FastTracker:
-    """A real MLP learning a random linear teacher; from step ONSET on, 4 random units of the first
-    hidden layer get random gains in [0, 20) at every forward (erratic activations, as a too-high
-    learning rate or a broken normalisation would give)."""
-    teacher = torch.randn(32, 4)
-    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+    """The toy run of ``ndt_fast.monitor.real_runs.teacher_run`` (an MLP learning a random linear
+    teacher); from step ONSET on, 4 random units of the first hidden layer get random gains in
+    [0, 20) at every forward (erratic activations, as a too-high learning rate or a broken
+    normalisation would give)."""
     erratic = {"on": False}
 
     def gains(module, inputs, output):
@@ -130,19 +130,8 @@ def train(steps: int = 480, *, output=None, **tracker_kwargs) -> FastTracker:
         g[torch.randperm(output.shape[1])[:4]] = torch.rand(4) * 20
         return output * g
 
-    model[1].register_forward_hook(gains)
-    tracker = FastTracker(model, layers=[model[0], model[2], model[4]], layer_names=["fc1", "fc2", "out"],
-                          output=output, **tracker_kwargs)
-    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
-    for step in range(steps):
-        erratic["on"] = step >= ONSET
-        x = torch.randn(64, 32)
-        loss = nn.functional.cross_entropy(model(x), (x @ teacher).argmax(1))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tracker.log(step, loss)
-    return tracker
+    return teacher_run(steps, forward_hook=gains, before_step=lambda step: erratic.update(on=step >= ONSET),
+                       output=output, **tracker_kwargs)
 
 
 def test_a_planted_instability_is_raised_online_and_reaches_on_alert_and_the_run_file(tmp_path):

@@ -72,29 +72,45 @@ def run(condition: str, steps: int, seed: int) -> list:
     return tracker.alerts
 
 
-def toy_null(seeds: int, steps: int = 1000) -> None:
-    import collections
-
+def teacher_run(steps: int, *, forward_hook=None, before_step=None, **tracker_kwargs):  # noqa: ANN001, ANN201
+    """The toy run (also the loop of ``tests/test_monitor.py``): an MLP 32-64-32-4 learning a random
+    linear teacher (Adam 1e-3, batches of 64, torch's global generator), its three Linear layers
+    tracked as ``fc1, fc2, out`` with ``FastTracker(**tracker_kwargs)``; ``forward_hook`` goes on the
+    first ReLU (a plant), ``before_step(step)`` runs before each step. Returns the tracker, not
+    closed."""
     import torch
     from torch import nn
 
     from ndt_fast import FastTracker
 
+    teacher = torch.randn(32, 4)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+    if forward_hook is not None:
+        model[1].register_forward_hook(forward_hook)
+    tracker = FastTracker(model, layers=[model[0], model[2], model[4]], layer_names=["fc1", "fc2", "out"],
+                          **tracker_kwargs)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    for step in range(steps):
+        if before_step is not None:
+            before_step(step)
+        x = torch.randn(64, 32)
+        loss = nn.functional.cross_entropy(model(x), (x @ teacher).argmax(1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        tracker.log(step, loss)
+    return tracker
+
+
+def toy_null(seeds: int, steps: int = 1000) -> None:
+    import collections
+
+    import torch
+
     counts: collections.Counter[str] = collections.Counter()
     for seed in range(seeds):
         torch.manual_seed(seed)
-        teacher = torch.randn(32, 4)
-        model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
-        tracker = FastTracker(model, layers=[model[0], model[2], model[4]], layer_names=["fc1", "fc2", "out"],
-                              alerts=True)
-        optimizer = torch.optim.Adam(model.parameters(), 1e-3)
-        for step in range(steps):
-            x = torch.randn(64, 32)
-            loss = nn.functional.cross_entropy(model(x), (x @ teacher).argmax(1))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            tracker.log(step, loss)
+        tracker = teacher_run(steps, alerts=True)
         tracker.close()
         for a in tracker.alerts:
             counts[a.rule] += 1

@@ -29,6 +29,11 @@ def _is_int(value: Any, minimum: int) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
 
 
+def _is_seconds(value: Any) -> bool:
+    """A positive, finite number of seconds (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value < math.inf
+
+
 @dataclass(frozen=True)
 class TrackerConfig:
     """What a FastTracker was asked to do (see ``FastTracker`` for each option's meaning)."""
@@ -93,7 +98,7 @@ class TrackerConfig:
             raise ValueError(f"eps must be finite and >= 0, got {eps}")
         if not _is_int(capacity, 1):
             raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
-        if not (isinstance(flush_interval, (int, float)) and 0 < flush_interval < math.inf):
+        if not _is_seconds(flush_interval):
             raise ValueError(f"flush_interval must be a positive number of seconds, got {flush_interval!r}")
         if output is not None and not isinstance(output, (str, os.PathLike)):
             raise TypeError(f"output must be a file path (str or os.PathLike), got {type(output).__name__}")
@@ -118,8 +123,7 @@ class TrackerConfig:
         if on_jump is not None and not callable(on_jump):
             raise TypeError(f"on_jump must be callable, got {type(on_jump).__name__}")
         mode = resolve_distributed(distributed)
-        if not (isinstance(distributed_timeout, (int, float)) and not isinstance(distributed_timeout, bool)
-                and 0 < distributed_timeout < math.inf):
+        if not _is_seconds(distributed_timeout):
             raise ValueError(f"distributed_timeout must be a positive number of seconds, got {distributed_timeout!r}")
         if mode == "global" and center:
             raise ValueError("center=True is not supported with distributed='global' (each rank would centre by "
