@@ -1,11 +1,11 @@
 """Reading a run file for display — while its writer is still appending, or after it stopped.
 
 ``RunReader`` keeps one read-only SWMR handle per file and, on every request, refreshes only
-the datasets it is about to read (the writer process is never contacted). It reads a layer's
-columns straight from HDF5 (``/layers/<i>/<column>``, the layout documented in
-``ndt_fast.storage.hdf5``) rather than through ``ndt_fast.load``, which reads every column of
-every layer: a display needs three or four columns of one layer, and at 10⁶ samples per layer
-that is the difference between tens of milliseconds and seconds.
+the datasets it is about to read (the writer process is never contacted). It reads only the
+columns it shows, of one layer (``ndt_fast.storage.run_format.RunTables``: each column is its own
+chain of chunks, in either format version) rather than through ``ndt_fast.load``, which reads every
+column of every layer: a display needs three or four columns of one layer, and at 10⁶ samples per
+layer that is the difference between tens of milliseconds and seconds.
 
 The handle is opened with HDF5 file locking off: a reader holding HDF5's shared lock would make
 the writer's ``resume=True`` believe another writer is live. When the file is replaced (the
@@ -30,12 +30,11 @@ import numpy as np
 
 from ndt_fast.dashboard.downsample import downsample
 from ndt_fast.dashboard.writer_state import writer_state
+from ndt_fast.storage.run_format import FORMAT, JUMP_TABLE_COLUMNS, RunFormatError, RunTables
 
-SUPPORTED_FORMAT = ("ndt_fast.run", 1)
 # Per rule, at most this many jump markers per view (the largest |z| first): ndt's rule fires
 # ~10 times per 1000 samples on noise, i.e. ~10⁴ markers on a 10⁶-sample layer.
 MAX_JUMP_MARKERS = 2000
-_JUMP_FIELDS = ("layer", "step", "metric", "rule", "z_score", "value_before", "value_after")
 _RATE_WINDOW_S = 30.0  # samples/s is measured over the reader's observations of the last 30 s
 
 
@@ -93,27 +92,33 @@ class RunReader:
         except OSError as error:
             raise RunFileError(f"{self.path}: cannot be opened ({_one_line(error)})") from None
         try:
-            fmt = (handle.attrs.get("format"), int(handle.attrs.get("format_version", -1)))
-            if fmt[0] != SUPPORTED_FORMAT[0]:
+            if handle.attrs.get("format") != FORMAT:
                 raise RunFileError(f"{self.path}: an HDF5 file, but not an ndt_fast run (no format attribute "
-                                   f"{SUPPORTED_FORMAT[0]!r})")
-            if fmt[1] != SUPPORTED_FORMAT[1]:
-                raise RunFileError(f"{self.path}: run file format version {fmt[1]}; this dashboard reads "
-                                   f"version {SUPPORTED_FORMAT[1]}")
-            layout = json.loads(handle.attrs["layout"])
+                                   f"{FORMAT!r})")
+            try:
+                tables = RunTables(handle)
+            except RunFormatError as error:
+                raise RunFileError(_one_line(error)) from None
             self.metadata: dict[str, Any] = json.loads(handle.attrs["metadata"])
         except BaseException:
             handle.close()
             raise
-        self.layer_names: list[str] = list(layout["layer_names"])
-        self.sample_columns: list[str] = list(layout["sample_columns"])
-        self.metric_names: list[str] = [m for m in layout["metric_names"] if m in self.sample_columns]
-        self.rule_names: list[str] = list(layout["rule_names"])
-        self._jump_metrics: list[str] = list(layout["metric_names"])  # what a jump's metric field indexes
+        layout = tables.layout
+        self.layer_names: list[str] = list(layout.layer_names)
+        self.sample_columns: list[str] = list(layout.sample_columns)
+        self.metric_names: list[str] = [m for m in layout.metric_names if m in self.sample_columns]
+        self.rule_names: list[str] = list(layout.rule_names)
+        self._jump_metrics: list[str] = list(layout.metric_names)  # what a jump's metric field indexes
         if self._file is not None:
             self._file.close()
         self._file = handle
+        self._tables = tables
         self._inode = os.stat(self.path).st_ino
+
+    def _read(self) -> RunTables:
+        """The tables of the open handle, reopened first if the path now names another file."""
+        self._handle()
+        return self._tables
 
     def _handle(self) -> h5py.File:
         """The open handle, reopened first if the path now names another file (a rewrite)."""
@@ -134,17 +139,6 @@ class RunReader:
 
     # ---- columns ------------------------------------------------------------------------------
 
-    def _columns(self, layer: int, names: list[str]) -> dict[str, np.ndarray]:
-        """The named columns of layer ``layer`` as float64, cut to the rows every one of them has
-        (a live file may be between the resizes of two columns)."""
-        group = self._handle()[f"layers/{layer}"]
-        datasets = {}
-        for name in names:
-            dataset = group[name]
-            dataset.refresh()
-            datasets[name] = dataset
-        n = min(len(d) for d in datasets.values())
-        return {name: d[:n].astype(np.float64) for name, d in datasets.items()}
 
     def _layer_index(self, layer: str) -> int:
         try:
@@ -153,14 +147,9 @@ class RunReader:
             raise RunFileError(f"{self.name}: no layer {layer!r} (layers: {self.layer_names})") from None
 
     def _jumps(self, layer: int, metric: int) -> dict[str, np.ndarray]:
-        group = self._handle()["jumps"]
-        datasets = [group[c] for c in _JUMP_FIELDS]
-        for d in datasets:
-            d.refresh()
-        n = min(len(d) for d in datasets)
-        table = {c: d[:n] for c, d in zip(_JUMP_FIELDS, datasets)}
-        keep = (table["layer"] == layer) & (table["metric"] == metric)
-        return {c: v[keep] for c, v in table.items()}
+        table = self._read().jumps()
+        keep = (table[:, 0] == layer) & (table[:, JUMP_TABLE_COLUMNS.index("metric")] == metric)
+        return {c: table[keep, j] for j, c in enumerate(JUMP_TABLE_COLUMNS)}
 
     # ---- what the page asks for ---------------------------------------------------------------
 
@@ -180,7 +169,7 @@ class RunReader:
                 raise RunFileError(f"{self.name}: no metric {metric!r} (metrics: {self.metric_names})")
             wanted = ["step", metric] + [c for c in ("loss", "grad_norm", f"weight_{metric}")
                                          if c in self.sample_columns]
-            columns = self._columns(index, wanted)
+            columns = self._read().columns(index, wanted)
             jumps = self._jumps(index, self._jump_metrics.index(metric))
         steps = columns["step"]
         if len(steps) > 1 and np.any(np.diff(steps) < 0):  # never written so, but a display must not break
@@ -234,15 +223,13 @@ class RunReader:
         """The status line: ``samples`` (per layer), ``last_step``, ``samples_per_s`` and how it was
         measured (``rate_basis``), ``writer`` (``ndt_fast.dashboard.writer_state``), ``modified_s_ago``."""
         with self._lock:
-            handle = self._handle()
+            tables = self._read()
             counts, last = [], None
             for i in range(len(self.layer_names)):
-                steps = handle[f"layers/{i}/step"]
-                steps.refresh()
-                counts.append(len(steps))
-                if len(steps):
-                    value = int(steps[len(steps) - 1])
-                    last = value if last is None else max(last, value)
+                counts.append(tables.sample_count(i))
+                step = tables.last_step(i)
+                if step is not None:
+                    last = step if last is None else max(last, step)
             now = time.monotonic()
             total = max(counts, default=0)  # samples per layer
             self._observations.append((now, total))

@@ -1,18 +1,7 @@
 """A run on disk: HDF5 written while training (SWMR), readable live and after a crash.
 
-File layout (``format = "ndt_fast.run"``, ``format_version = 1``)::
-
-    /                  attrs: layout (JSON: layer names, columns, metric and rule names),
-                              metadata (JSON: model summary, tracker configuration, versions,
-                              start time, resumes)
-    /layers/<i>/<col>  1-D resizable chunked datasets, one per sample column, for layer i
-                       (attr ``name``: the layer's name, which may contain '/' or '.')
-    /jumps/<col>       the jumps table: layer (index), step, metric, rule, z_score, value_before,
-                       value_after
-    /alerts/<col>      the monitoring alerts (``ndt_fast.monitor``): step (int64), rule, layers
-                       (JSON), message, evidence (JSON) as fixed-width UTF-8 bytes
-                       (``ndt_fast.monitor.alert``). Files written before alerts existed lack
-                       the group: ``load`` returns no alerts for them, and ``resume=True`` adds it.
+The layout (one 2-D table per layer, one for jumps, one for alerts; format version 2) and the
+reading of both format versions are in ``ndt_fast.storage.run_format``.
 
 Crash safety: the file is written in HDF5's single-writer/multiple-reader (SWMR) mode, in which
 the library orders its metadata writes so that the file is consistent on disk after every
@@ -35,73 +24,43 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import h5py
 import numpy as np
 import pandas as pd
 
-from ndt_fast.monitor.alert import ALERT_COLUMNS, ALERT_DTYPE, alerts_frame, alerts_from_rows
+from ndt_fast.monitor.alert import alerts_frame, alerts_from_rows
 from ndt_fast.storage.files import check_writable_file, replace_via_temporary
-from ndt_fast.storage.records import (
-    INTEGER_COLUMNS,
-    JUMP_COLUMNS,
-    RecordLayout,
-    jumps_frame,
-    samples_frame,
+from ndt_fast.storage.records import RecordLayout, jumps_frame, samples_frame
+from ndt_fast.storage.run_format import (
+    RunFormatError,
+    RunTables,
+    append_rows,
+    create_tables,
+    layout_json,
+    layout_of,
 )
-
-FORMAT = "ndt_fast.run"
-FORMAT_VERSION = 1
-_CHUNK = 1024  # rows per chunk: small enough that rewriting the last partial chunk each flush is cheap
-_JUMP_DTYPES = {"layer": np.int32, "step": np.int64, "metric": np.int16, "rule": np.int16}
-
-
-def _dtype(column: str) -> type:
-    return np.int64 if column in INTEGER_COLUMNS else np.float64
-
-
-def _create_column(group: h5py.Group, name: str, dtype: type, data: np.ndarray | None = None,
-                   compress: bool = False) -> None:
-    group.create_dataset(name, shape=(0,) if data is None else data.shape, maxshape=(None,), chunks=(_CHUNK,),
-                         dtype=dtype, data=data, **({"compression": "gzip", "compression_opts": 4, "shuffle": True}
-                                                    if compress else {}))
-
-
-def _layout_of(f: h5py.File) -> RecordLayout:
-    if f.attrs.get("format") != FORMAT:
-        raise ValueError(f"{f.filename} is not an ndt_fast run file (no format attribute {FORMAT!r})")
-    d = json.loads(f.attrs["layout"])
-    return RecordLayout(tuple(d["layer_names"]), tuple(d["sample_columns"]), tuple(d["metric_names"]),
-                        tuple(d["rule_names"]))
 
 
 def rewrite(path: str | os.PathLike[str], *, compress: bool) -> None:
-    """Rewrite a run file in place (a temporary copy, then an atomic rename), with or without
-    compression. Opens the source as a SWMR reader, so a file left by a killed writer works too,
-    and the copy no longer carries that writer's "open" flag. Raises OSError on I/O failure.
+    """Rewrite a run file in place (a temporary copy, then an atomic rename) in the current
+    format version, with or without compression. Opens the source as a SWMR reader, so a file
+    left by a killed writer works too, and the copy no longer carries that writer's "open"
+    flag; a version-1 file is converted. Raises OSError on I/O failure, RunFormatError for a
+    file that is not a readable run.
     """
     path = os.fspath(path)
 
     def copy(tmp: str) -> None:
         with h5py.File(path, "r", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
-            for key, value in src.attrs.items():
-                dst.attrs[key] = value
-            _copy_group(src, dst, compress)
+            tables = RunTables(src)
+            layers = range(len(tables.layout.layer_names))
+            create_tables(dst, tables.layout, dict(src.attrs), samples=[tables.samples(i) for i in layers],
+                          jumps=tables.jumps(), alerts=tables.alerts(), compress=compress)
 
     replace_via_temporary(path, copy, suffix=".h5")
-
-
-def _copy_group(src: h5py.Group, dst: h5py.Group, compress: bool) -> None:
-    for name, item in src.items():
-        if isinstance(item, h5py.Group):
-            group = dst.create_group(name)
-            for key, value in item.attrs.items():
-                group.attrs[key] = value
-            _copy_group(item, group, compress)
-        else:
-            _create_column(dst, name, item.dtype, item[...], compress)
 
 
 class RunFile:
@@ -137,30 +96,16 @@ class RunFile:
         self._layers = [self._file[f"layers/{i}"] for i in range(len(layout.layer_names))]
         self._jumps = self._file["jumps"]
         self._alerts = self._file["alerts"]
-        self.committed_samples = [len(g["step"]) for g in self._layers]
-        self.committed_jumps = len(self._jumps["step"])
-        self.committed_alerts = len(self._alerts["step"])
+        self.committed_samples = [len(d) for d in self._layers]
+        self.committed_jumps = len(self._jumps)
+        self.committed_alerts = len(self._alerts)
         self._staged_samples = list(self.committed_samples)
         self._staged_jumps = self.committed_jumps
         self._staged_alerts = self.committed_alerts
 
     def _create(self, metadata: Mapping[str, Any]) -> None:
-        f = self._file
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["layout"] = json.dumps({
-            "layer_names": list(self.layout.layer_names), "sample_columns": list(self.layout.sample_columns),
-            "metric_names": list(self.layout.metric_names), "rule_names": list(self.layout.rule_names)})
-        f.attrs["metadata"] = json.dumps(dict(metadata), default=str)
-        for i, name in enumerate(self.layout.layer_names):
-            group = f.create_group(f"layers/{i}")
-            group.attrs["name"] = name
-            for column in self.layout.sample_columns:
-                _create_column(group, column, _dtype(column))
-        jumps = f.create_group("jumps")
-        for column in ("layer", *JUMP_COLUMNS):
-            _create_column(jumps, column, _JUMP_DTYPES.get(column, np.float64))
-        _create_alerts(f)
+        create_tables(self._file, self.layout, {"layout": layout_json(self.layout),
+                                                "metadata": json.dumps(dict(metadata), default=str)})
 
     def _open_existing(self, metadata: Mapping[str, Any]) -> h5py.File:
         probe = os.open(self.path, os.O_RDONLY)
@@ -170,26 +115,28 @@ class RunFile:
             raise ValueError(f"output={self.path!r} is being written by another process") from None
         finally:
             os.close(probe)
-        # Uncompressed for appending (see the module doc); this also clears the flag a killed
-        # writer leaves.
-        rewrite(self.path, compress=False)
+        # Uncompressed for appending (see the module doc), in the current format version; this
+        # also clears the flag a killed writer leaves.
+        try:
+            rewrite(self.path, compress=False)
+        except RunFormatError as error:
+            raise ValueError(f"output={self.path!r} cannot be resumed: {error}") from None
         f = h5py.File(self.path, "a", libver="latest")
         try:
-            stored = _layout_of(f)
+            stored = layout_of(f)
             if stored != self.layout:
                 raise ValueError(f"output={self.path!r} holds a run with another layout (layers "
                                  f"{list(stored.layer_names)}, {len(stored.sample_columns)} columns); resume "
                                  f"needs the same layers and options (here {list(self.layout.layer_names)}, "
                                  f"{len(self.layout.sample_columns)} columns)")
-            if "alerts" not in f:  # a run written before alerts existed (no SWMR yet: may add objects)
-                _create_alerts(f)
             old = json.loads(f.attrs["metadata"])
             old.setdefault("resumes", []).append(dict(metadata))
             f.attrs["metadata"] = json.dumps(old, default=str)
+            tables = RunTables(f)
             for i, name in enumerate(self.layout.layer_names):
-                steps = f[f"layers/{i}/step"]
+                steps = tables.columns(i, ["step"])["step"]
                 if len(steps):
-                    self.resumed_from[name] = int(np.max(steps[...]))
+                    self.resumed_from[name] = int(np.max(steps))
         except BaseException:
             f.close()
             raise
@@ -201,17 +148,13 @@ class RunFile:
         """Stage sample values per layer index (k × len(sample_columns)), jumps (m × 7) and
         alerts (structured rows of ``ALERT_DTYPE``, or None)."""
         for layer, values in samples.items():
-            group, start = self._layers[layer], self._staged_samples[layer]
-            for j, column in enumerate(self.layout.sample_columns):
-                _append(group[column], start, values[:, j])
-            self._staged_samples[layer] = start + len(values)
+            append_rows(self._layers[layer], self._staged_samples[layer], values)
+            self._staged_samples[layer] += len(values)
         if len(jumps):
-            for j, column in enumerate(("layer", *JUMP_COLUMNS)):
-                _append(self._jumps[column], self._staged_jumps, jumps[:, j])
+            append_rows(self._jumps, self._staged_jumps, jumps)
             self._staged_jumps += len(jumps)
         if alerts is not None and len(alerts):
-            for column in ALERT_COLUMNS:
-                _append(self._alerts[column], self._staged_alerts, alerts[column])
+            append_rows(self._alerts, self._staged_alerts, alerts)
             self._staged_alerts += len(alerts)
 
     def flush(self) -> None:
@@ -246,58 +189,20 @@ class RunFile:
 
     def committed_alerts_rows(self) -> np.ndarray:
         """The committed alerts, structured rows of ``ALERT_DTYPE``."""
-        if self._file.id.valid:
-            return _read_alerts(self._file, self.committed_alerts)
-        with h5py.File(self.path, "r", swmr=True) as f:
-            return _read_alerts(f, self.committed_alerts)
+        return self._committed(lambda tables: tables.alerts(self.committed_alerts))
 
     def committed_frames(self) -> tuple[list[np.ndarray], np.ndarray]:
         """(per layer: committed sample values k × columns, committed jumps m × 7)."""
+        return self._committed(lambda tables: ([tables.samples(i, n) for i, n in enumerate(self.committed_samples)],
+                                               tables.jumps(self.committed_jumps)))
+
+    def _committed(self, read: Callable[[RunTables], Any]) -> Any:
+        """``read`` of the committed rows: through the open handle (which also works when the
+        file was unlinked), or the file at ``path`` after close."""
         if self._file.id.valid:
-            return _read(self._file, self.layout, self.committed_samples, self.committed_jumps)
+            return read(RunTables(self._file))
         with h5py.File(self.path, "r", swmr=True) as f:
-            return _read(f, self.layout, self.committed_samples, self.committed_jumps)
-
-
-def _create_alerts(f: h5py.File) -> None:
-    group = f.create_group("alerts")
-    for column in ALERT_COLUMNS:
-        _create_column(group, column, ALERT_DTYPE[column])
-
-
-def _read_alerts(f: h5py.File, count: int | None) -> np.ndarray:
-    """Alert rows of ``f`` (the first ``count``; None: every full row); none for a file
-    written before alerts existed."""
-    if "alerts" not in f:
-        return np.zeros(0, dtype=ALERT_DTYPE)
-    columns = {c: f[f"alerts/{c}"] for c in ALERT_COLUMNS}
-    n = min(len(c) for c in columns.values()) if count is None else count
-    rows = np.zeros(n, dtype=ALERT_DTYPE)
-    for name, column in columns.items():
-        rows[name] = column[:n]
-    return rows
-
-
-def _append(dataset: h5py.Dataset, start: int, values: np.ndarray) -> None:
-    dataset.resize((start + len(values),))
-    dataset[start:] = values.astype(dataset.dtype) if dataset.dtype.kind == "i" else values
-
-
-def _read(f: h5py.File, layout: RecordLayout, sample_counts: list[int] | None,
-          jump_count: int | None) -> tuple[list[np.ndarray], np.ndarray]:
-    samples = []
-    for i in range(len(layout.layer_names)):
-        group = f[f"layers/{i}"]
-        n = len(group["step"]) if sample_counts is None else sample_counts[i]
-        columns = [group[c] for c in layout.sample_columns]
-        n = min([n, *(len(c) for c in columns)])  # a live file may be mid-resize: only full rows
-        samples.append(np.stack([c[:n].astype(np.float64) for c in columns], axis=1)
-                       if n else np.empty((0, len(layout.sample_columns))))
-    jump_columns = [f[f"jumps/{c}"] for c in ("layer", *JUMP_COLUMNS)]
-    m = min(len(c) for c in jump_columns) if jump_count is None else jump_count
-    jumps = (np.stack([c[:m].astype(np.float64) for c in jump_columns], axis=1) if m
-             else np.empty((0, 1 + len(JUMP_COLUMNS))))
-    return samples, jumps
+            return read(RunTables(f))
 
 
 class LoadedRun(dict):
@@ -321,18 +226,12 @@ def load(path: str | os.PathLike[str]) -> LoadedRun:
     if not os.path.exists(path):
         raise FileNotFoundError(path)
     with h5py.File(path, "r", swmr=True) as f:
-        layout = _layout_of(f)
+        tables = RunTables(f)
+        layout = tables.layout
         metadata = json.loads(f.attrs["metadata"])
-        for c in ("layer", *JUMP_COLUMNS):
-            f[f"jumps/{c}"].refresh()
-        for i in range(len(layout.layer_names)):
-            for c in layout.sample_columns:
-                f[f"layers/{i}/{c}"].refresh()
-        if "alerts" in f:
-            for c in ALERT_COLUMNS:
-                f[f"alerts/{c}"].refresh()
-        samples, jumps = _read(f, layout, None, None)
-        alerts = _read_alerts(f, None)
+        samples = [tables.samples(i) for i in range(len(layout.layer_names))]
+        jumps = tables.jumps()
+        alerts = tables.alerts()
     run = LoadedRun((name, samples_frame(layout.sample_columns, values))
                     for name, values in zip(layout.layer_names, samples))
     run.jumps = jumps_frame(layout, jumps)
