@@ -13,6 +13,7 @@ import sys
 import threading
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -222,6 +223,41 @@ def test_tensorboard_reads_back_the_results_exactly(tmp_path):
     texts = events.Tensors("ndt/jumps/text_summary")  # (torch's add_text names its tag so)
     jump_texts = [tensor_util.make_ndarray(e.tensor_proto).item().decode() for e in texts]
     assert any(text.startswith("switch stable_rank jumped down at step 300") for text in jump_texts)
+    assert_scalars_plugin_shows(str(tmp_path), tracker.get_results())
+
+
+def assert_scalars_plugin_shows(path: str, results) -> None:
+    """TensorBoard's scalars dashboard lists every ``ndt/<layer>/<metric>`` tag of ``path``
+    (an event file or a directory) with every sample: its reader takes a tag's plugin from the
+    tag's first value, the only one that carries the metadata."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+
+    events = EventAccumulator(path, size_guidance={"tensors": 0})
+    events.Reload()
+    tags = {f"ndt/{layer}/{metric}" for layer in results for metric in DEFAULT_METRICS}
+    assert tags <= set(events.PluginTagToContent("scalars"))
+    for layer, df in results.items():
+        assert [e.step for e in events.Tensors(f"ndt/{layer}/stable_rank")] == df["step"].tolist()
+
+
+def test_a_reopened_tensorboard_writer_describes_the_tags_again_in_its_new_file(tmp_path):
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    from ndt_fast.sinks import TensorBoardSink
+
+    writer = SummaryWriter(str(tmp_path))
+    sink = TensorBoardSink(writer)
+    sample = Sample(5, 1.0, 2.0, {"a": dict.fromkeys(DEFAULT_METRICS, 0.5)})
+    sink.write([sample])
+    writer.close()  # torch's writer opens a new event file at its next write
+    sink.write([Sample(6, 1.0, 2.0, {"a": dict.fromkeys(DEFAULT_METRICS, 0.25)})])
+    sink.close()
+    writer.close()
+    files = sorted(tmp_path.glob("events.out.tfevents.*"), key=os.path.getmtime)
+    assert len(files) == 2
+    frame = pd.DataFrame({"step": [6], "stable_rank": [0.25]})
+    assert_scalars_plugin_shows(str(files[1]), {"a": frame})
 
 
 # wandb's own process prints through these on an offline run; they say nothing about the sink.

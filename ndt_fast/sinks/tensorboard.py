@@ -59,6 +59,8 @@ class TensorBoardSink(Sink):
             raise TypeError("TensorBoardSink needs a log directory or a SummaryWriter, got "
                             f"{type(log_dir_or_writer).__name__}")
         self._exact = _is_torch_writer(self.writer)
+        self._described_in: Any = None  # the event file writer the tags below were described in
+        self._described: set[str] = set()  # tags whose first value (with the metadata) it holds
 
     def write(self, samples: Sequence[Sample]) -> None:
         if self._exact:
@@ -69,12 +71,25 @@ class TensorBoardSink(Sink):
                 self.writer.add_scalar(tag, value, sample.step)
 
     def _write_events(self, samples: Sequence[Sample]) -> None:
-        """One event per sample holding all its scalars (torch's writer)."""
-        summary = _scalar_parts()[0]
+        """One event per sample holding all its scalars (torch's writer). The scalars plugin's
+        metadata goes with a tag's first value in each event file only, as TensorFlow's writers
+        do and TensorBoard's readers expect (they keep a tag's first metadata): 21 % fewer bytes
+        per event, whose CRC TensorBoard computes in Python (~0.15 µs per byte)."""
+        summary_type, double, metadata = _scalar_parts()
         file_writer = self.writer._get_file_writer()  # (torch's own add_scalar goes through it too)
+        if file_writer is not self._described_in:  # a new event file (the writer was reopened)
+            self._described_in, self._described = file_writer, set()
         for sample in samples:
-            values = [_scalar_value(tag, v) for tag, v in scalar_items(sample, self.metrics)]
-            file_writer.add_summary(summary(value=values), sample.step)
+            summary = summary_type()
+            add = summary.value.add
+            for tag, value in scalar_items(sample, self.metrics):
+                entry = add(tag=tag)  # (filled in place: a third of building each part and copying it)
+                entry.tensor.dtype = double
+                entry.tensor.double_val.append(float(value))
+                if tag not in self._described:
+                    entry.metadata.CopyFrom(metadata)
+                    self._described.add(tag)
+            file_writer.add_summary(summary, sample.step)
 
     def write_jumps(self, jumps: Sequence[JumpEvent]) -> None:
         if not callable(getattr(self.writer, "add_text", None)):
@@ -93,26 +108,16 @@ class TensorBoardSink(Sink):
 
 
 @functools.cache
-def _scalar_parts() -> tuple[Any, Any, Any, Any]:
-    """(Summary, Summary.Value, a 0-d DT_DOUBLE TensorProto maker, the scalars plugin's metadata),
-    imported once (tensorboard only when a sink writes)."""
+def _scalar_parts() -> tuple[Any, int, Any]:
+    """(Summary, the DT_DOUBLE enum value, the scalars plugin's metadata), imported once
+    (tensorboard only when a sink writes). A scalar is a ``Summary.Value`` holding a 0-d DT_DOUBLE
+    tensor — what torch's ``summary.scalar(tag, value, new_style=True, double_precision=True)``
+    makes, built directly."""
     from tensorboard.compat.proto import types_pb2
     from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
-    from tensorboard.compat.proto.tensor_pb2 import TensorProto
-
-    def double(value: float) -> Any:
-        return TensorProto(dtype=types_pb2.DT_DOUBLE, double_val=[value])
 
     metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="scalars"))
-    return Summary, Summary.Value, double, metadata
-
-
-def _scalar_value(tag: str, value: float) -> Any:
-    """A TensorBoard scalar ``Summary.Value``: a 0-d DT_DOUBLE tensor with the scalars plugin's
-    metadata — what torch's ``summary.scalar(tag, value, new_style=True,
-    double_precision=True)`` makes, built directly (half its time; 18 per sample here)."""
-    _, value_proto, double, metadata = _scalar_parts()
-    return value_proto(tag=tag, tensor=double(float(value)), metadata=metadata)
+    return Summary, types_pb2.DT_DOUBLE, metadata
 
 
 def _is_torch_writer(writer: Any) -> bool:
