@@ -8,7 +8,9 @@ CPU time (all threads: the tracker's writer and sinks threads count; less sensit
 time to other processes on the machine) — plus where the monitor's time goes (its hooks, timed
 inside the fit) and the load average before and after.
 
-    .venv/bin/python benchmarks/lightning_interleaved.py [pairs=8] [run_file=1] [steps=400]
+    .venv/bin/python benchmarks/lightning_interleaved.py [pairs=8] [run_file=1] [steps=400] [model=tiny]
+
+(``model``: a key of ``test_lightning_overhead.MODELS``.)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import lightning as L  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-from test_lightning_overhead import STEPS, SmallModule  # noqa: E402
+from test_lightning_overhead import MODELS, STEPS, SmallModule, loader_for  # noqa: E402
 
 from ndt_fast.integrations.lightning import DimensionalityMonitor  # noqa: E402
 
@@ -53,37 +55,37 @@ class TimedMonitor(DimensionalityMonitor):
         return run
 
 
-def fit(loader, tracked: bool, steps: int = STEPS, **options) -> tuple[float, float, dict[str, float]]:
+def fit(loader, tracked: bool, steps: int = STEPS, model: str = "tiny",
+        **options) -> tuple[float, float, dict[str, float]]:
     torch.manual_seed(0)
     monitor = TimedMonitor(sampling_frequency=10, **options) if tracked else None
     trainer = L.Trainer(max_steps=steps, logger=TensorBoardLogger(tempfile.mkdtemp()),
                         callbacks=[monitor] if monitor else [], enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
-    module = SmallModule()
+    module = SmallModule(model)
     start, cpu = time.perf_counter(), time.process_time()
     trainer.fit(module, loader)
     return time.perf_counter() - start, time.process_time() - cpu, (monitor.spent if monitor else {})
 
 
-def main(pairs: int = 8, run_file: bool = True, steps: int = STEPS) -> None:
+def main(pairs: int = 8, run_file: bool = True, steps: int = STEPS, model: str = "tiny") -> None:
     warnings.simplefilter("ignore")  # Lightning's advice on workers and GPUs: the same in both variants
     logging.getLogger("lightning").setLevel(logging.ERROR)
     torch.set_num_threads(1)
-    g = torch.Generator().manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(steps * 64, 64, generator=g),
-                                          torch.randint(0, 10, (steps * 64,), generator=g))
-    loader = torch.utils.data.DataLoader(data, batch_size=64)
+    loader = loader_for(model, steps)
     options = {} if run_file else {"output": False}
-    fit(loader, True, steps, **options), fit(loader, False, steps)  # warm-up: imports, first file, event writer
+    fit(loader, True, steps, model, **options), fit(loader, False, steps, model)  # warm-up: imports, first file, …
     load_before = os.getloadavg()
     plain, tracked, ratios, cpu_ratios, spent = [], [], [], [], []
     for i in range(pairs):
         order = (False, True) if i % 2 == 0 else (True, False)  # neither variant always runs first
-        runs = {variant: fit(loader, variant, steps, **options) for variant in order}
+        runs = {variant: fit(loader, variant, steps, model, **options) for variant in order}
         (a, a_cpu, _), (b, b_cpu, hooks) = runs[False], runs[True]
         plain.append(a), tracked.append(b), ratios.append(b / a), cpu_ratios.append(b_cpu / a_cpu)
         spent.append(hooks)
-    print(f"{pairs} interleaved pairs of {steps}-step fits (small MLP, TensorBoard logger, sampling 10, "
+    (widths, batch) = MODELS[model]
+    print(f"{pairs} interleaved pairs of {steps}-step fits ({model} MLP {'-'.join(map(str, widths))}, batch {batch}, "
+          f"TensorBoard logger, sampling 10, "
           f"{'run file' if run_file else 'output=False: no run file'}); load average before "
           f"{load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (2 cores)")
     print(f"untracked median {statistics.median(plain):.3f} s   tracked median {statistics.median(tracked):.3f} s")
@@ -97,4 +99,4 @@ def main(pairs: int = 8, run_file: bool = True, steps: int = STEPS) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:]))
+    main(*(int(a) if a.isdigit() else a for a in sys.argv[1:]))

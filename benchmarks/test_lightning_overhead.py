@@ -37,10 +37,16 @@ VARIANTS = {"untracked": ("Lightning fit, TensorBoard logger", "reference"),
             "ndt_fast-no-file": ("same + DimensionalityMonitor(sampling_frequency=10, output=False)", "subject")}
 
 
+# name: (layer widths, batch size). "tiny": ~2.5 ms per step on one thread, most of it Lightning's
+# own per-step work — the worst case for a per-sample cost; "mnist": an MNIST-shaped classifier.
+MODELS = {"tiny": ((64, 128, 128, 10), 64), "mnist": ((784, 256, 256, 10), 128)}
+
+
 class SmallModule(L.LightningModule):
-    def __init__(self) -> None:
+    def __init__(self, model: str = "tiny") -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+        (a, b, c, d), _ = MODELS[model]
+        self.net = nn.Sequential(nn.Linear(a, b), nn.ReLU(), nn.Linear(b, c), nn.ReLU(), nn.Linear(c, d))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = nn.functional.cross_entropy(self.net(batch[0]), batch[1])
@@ -49,6 +55,15 @@ class SmallModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def loader_for(model: str, steps: int) -> torch.utils.data.DataLoader:
+    """``steps`` batches of random inputs and labels for ``MODELS[model]``, made in advance."""
+    (inputs, *_, classes), batch = MODELS[model]
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(steps * batch, inputs, generator=g),
+                                          torch.randint(0, classes, (steps * batch,), generator=g))
+    return torch.utils.data.DataLoader(data, batch_size=batch)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -65,10 +80,7 @@ def _run(benchmark: Any, tmp_path: Any, variant: str) -> None:
     label, role = VARIANTS[variant]
     benchmark.group = f"Lightning fit overhead, small MLP, {STEPS} steps per call, TensorBoard on"
     benchmark.extra_info.update(label=label, role=role, steps=STEPS, sampling_frequency=10)
-    g = torch.Generator().manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(STEPS * 64, 64, generator=g),
-                                          torch.randint(0, 10, (STEPS * 64,), generator=g))
-    loader = torch.utils.data.DataLoader(data, batch_size=64)
+    loader = loader_for("tiny", STEPS)
     runs = itertools.count()
     monitors: list[DimensionalityMonitor] = []
 
