@@ -58,7 +58,7 @@ class TimedMonitor(DimensionalityMonitor):
 def fit(loader, tracked: bool, steps: int = STEPS, model: str = "tiny",
         **options) -> tuple[float, float, dict[str, float]]:
     torch.manual_seed(0)
-    monitor = TimedMonitor(sampling_frequency=10, **options) if tracked else None
+    monitor = TimedMonitor(**{"sampling_frequency": 10, **options}) if tracked else None
     trainer = L.Trainer(max_steps=steps, logger=TensorBoardLogger(tempfile.mkdtemp()),
                         callbacks=[monitor] if monitor else [], enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)

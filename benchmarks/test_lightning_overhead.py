@@ -1,7 +1,8 @@
 """The cost of ``DimensionalityMonitor`` in a real Lightning fit: the same fit with and without it.
 
-Each timed call is one ``Trainer.fit`` of ``STEPS`` optimizer steps of a small MLP (64-128-128-10,
-batch 64, Adam, random data prepared in advance) on the CPU, with a TensorBoard logger in both
+Each timed call is one ``Trainer.fit`` of ``STEPS`` optimizer steps of a small MLP (``MODELS``:
+"tiny" 64-128-128-10 with batch 64, ~2.5 ms per step, and "mnist" 784-256-256-10 with batch 128;
+Adam, random data prepared in advance) on the CPU, with a TensorBoard logger in both
 variants (Lightning's default ``log_every_n_steps=50``). The tracked variant adds
 ``DimensionalityMonitor(sampling_frequency=10)``: its three Linear layers, every metric, a run
 file in the log directory, and each sample's metrics sent to the TensorBoard logger; the third
@@ -66,21 +67,24 @@ def loader_for(model: str, steps: int) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(data, batch_size=batch)
 
 
+@pytest.mark.parametrize("model", list(MODELS))
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_lightning_fit_overhead(benchmark: Any, tmp_path: Any, variant: str) -> None:
+def test_lightning_fit_overhead(benchmark: Any, tmp_path: Any, variant: str, model: str) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _run(benchmark, tmp_path, variant)
+        _run(benchmark, tmp_path, variant, model)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(benchmark: Any, tmp_path: Any, variant: str) -> None:
+def _run(benchmark: Any, tmp_path: Any, variant: str, model: str) -> None:
     label, role = VARIANTS[variant]
-    benchmark.group = f"Lightning fit overhead, small MLP, {STEPS} steps per call, TensorBoard on"
-    benchmark.extra_info.update(label=label, role=role, steps=STEPS, sampling_frequency=10)
-    loader = loader_for("tiny", STEPS)
+    (widths, batch) = MODELS[model]
+    benchmark.group = (f"Lightning fit overhead, {model} MLP {'-'.join(map(str, widths))} batch {batch}, "
+                       f"{STEPS} steps per call, TensorBoard on")
+    benchmark.extra_info.update(label=label, role=role, steps=STEPS, sampling_frequency=10, model=model)
+    loader = loader_for(model, STEPS)
     runs = itertools.count()
     monitors: list[DimensionalityMonitor] = []
 
@@ -94,7 +98,7 @@ def _run(benchmark: Any, tmp_path: Any, variant: str) -> None:
         trainer = L.Trainer(max_steps=STEPS, logger=TensorBoardLogger(tmp_path / str(next(runs))),
                             callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, accelerator="cpu", devices=1)
-        return (trainer, SmallModule()), {}
+        return (trainer, SmallModule(model)), {}
 
     def fit(trainer: L.Trainer, module: L.LightningModule) -> None:
         with warnings.catch_warnings():

@@ -22,14 +22,11 @@ returns at its first test. Their trackers' record ring defaults to ``CALLBACK_RI
 records instead of FastTracker's 65536: a callback samples at most once per optimizer step, the
 ring is drained at least every ``flush_interval / 2`` seconds (or at each sample without a run
 file) and spills rather than drops when full, and allocating (zeroing) 12 MB took 11-13 ms of
-each fit's start. And their run file is flushed every ``CALLBACK_FLUSH_INTERVAL`` seconds instead
-of FastTracker's 1 s: each drain to the file costs 10-20 ms on the writer thread, almost
-whatever it holds (a resize and a write per column of every layer: 20 ms median for 4 samples of
-3 layers at load 6 on the 2-core machine; the SWMR flush itself 0.15 ms), and the writer drains
-every ``flush_interval / 2`` — 2-4 % of a core at 1 s, holding the GIL the training thread needs
-(benchmarks/NOTES.md: most of the Lightning benchmark's overhead with a run file). A crash
-then loses at most that many seconds of samples (a TensorBoard writer, flushed every 120 s by
-default, can lose more). ``flush_interval=`` and ``capacity=`` override both.
+each fit's start. ``capacity=`` overrides it. The run file is flushed at FastTracker's default
+interval (1 s: a crash loses at most the last second of samples); with the run file's format
+version 2 a drain costs ~1 ms (it was 10-20 ms, which is why the callbacks flushed every 10 s
+until then; the same A/B in a Lightning fit now shows no difference between 1 s and 10 s,
+``benchmarks/NOTES.md``).
 """
 
 from __future__ import annotations
@@ -52,7 +49,6 @@ from ndt_fast.tracker import FastTracker
 logger = logging.getLogger(__name__)
 
 CALLBACK_RING_CAPACITY = 8192  # records (see the module docstring); ``capacity=`` overrides it
-CALLBACK_FLUSH_INTERVAL = 10.0  # seconds (see the module docstring); ``flush_interval=`` overrides it
 
 
 class LoggerRelay(Sink):
@@ -152,7 +148,7 @@ class TrackingCallback:
                sinks: Sequence[Sink]) -> None:
         """Attach a fresh tracker to ``model`` (FastTracker's errors for bad layers/options)."""
         options = {"keep_last_output": False, "capacity": CALLBACK_RING_CAPACITY,  # (see the module doc)
-                   "flush_interval": CALLBACK_FLUSH_INTERVAL, **self.tracker_options}
+                   **self.tracker_options}
         self.tracker = FastTracker(model, layers, self.layer_names, self.sampling_frequency, output=output,
                                    resume=resume, sinks=[*sinks, *self.sinks], on_sample=self.on_sample,
                                    on_jump=self.on_jump, **options)
