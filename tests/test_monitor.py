@@ -22,6 +22,7 @@ from ndt_fast.monitor import (Alert, AlertMonitor, AlertRule, BottleneckRule, In
 from ndt_fast.monitor.alert import TEXT_WIDTHS, alert_rows, alerts_from_rows
 from ndt_fast.monitor.fixtures import FIXTURE_KINDS, NULL_KINDS, PLANTED_KINDS, make_fixture
 from ndt_fast.monitor.real_runs import teacher_run
+from ndt_fast.sinks import Sink
 from ndt_fast.monitor.validation import (MAX_FALSE_ALARMS_PER_1000, MIN_RECALL, run_fixture, validate_rules,
                                          validation_table)
 
@@ -160,6 +161,59 @@ def test_a_planted_instability_is_raised_online_and_reaches_on_alert_and_the_run
         assert table["layer"].tolist() == [a.layer for a in alerts]
         assert table["message"].tolist() == [a.message for a in alerts]
         assert table["evidence"].iloc[0] == pytest.approx(dict(alerts[0].evidence))
+
+
+class RecordingSink(Sink):
+    """Keeps what the dispatcher hands it, in order: ("sample", step) and ("alert", Alert)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, object]] = []
+
+    def write(self, samples) -> None:
+        self.seen.extend(("sample", sample.step) for sample in samples)
+
+    def write_alerts(self, alerts) -> None:
+        self.seen.extend(("alert", alert) for alert in alerts)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # (wandb's own process, offline)
+def test_alerts_reach_the_sinks_after_their_sample_tensorboard_as_text_and_wandb_at_their_step(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+    from wandb_records import history
+
+    from ndt_fast.sinks import TensorBoardSink, WandbSink
+    from ndt_fast.sinks.base import alert_text
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    run = wandb.init(project="ndt-fast-test", dir=str(tmp_path), mode="offline")
+    recording = RecordingSink()
+    try:
+        tracker = train(output=tmp_path / "run.h5", alerts=True,
+                        sinks=[recording, TensorBoardSink(tmp_path / "tb"), WandbSink(run)])
+        tracker.close()
+    finally:
+        run.finish()
+        wandb.teardown()  # (waits for wandb's service to finish writing the run)
+    alerts = tracker.alerts
+    assert any(a.rule == "instability" for a in alerts), alerts
+    # every alert once, in order, each after the sample of its step (the drain that raised it)
+    assert [item for kind, item in recording.seen if kind == "alert"] == alerts
+    for alert in alerts:
+        position = recording.seen.index(("alert", alert))
+        assert ("sample", alert.step) in recording.seen[:position]
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"tensors": 0})
+    events.Reload()
+    texts = [(e.step, tensor_util.make_ndarray(e.tensor_proto).item().decode())
+             for e in events.Tensors("ndt/alerts/text_summary")]
+    assert texts == [(a.step, alert_text(a)) for a in alerts]
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    logged = sorted((row[key], key) for row in history(run_dir).values() for key in row if "/alert/" in key)
+    assert logged == sorted((a.step, f"ndt/{a.layer}/alert/{a.rule}") for a in alerts)
 
 
 def test_alerts_without_a_run_file_and_with_a_list_of_rules():

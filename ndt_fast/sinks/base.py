@@ -12,7 +12,8 @@ Writing another sink is a few lines::
                 for tag, value in scalar_items(sample):
                     print(sample.step, tag, value)
 
-Only ``write`` is required; ``write_jumps``, ``flush`` and ``close`` default to doing nothing.
+Only ``write`` is required; ``write_jumps``, ``write_alerts``, ``flush`` and ``close`` default to
+doing nothing.
 A sink that raises is reported once and disabled; the tracker's own records are unaffected.
 """
 
@@ -21,7 +22,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ndt_fast.monitor.alert import Alert
 
 # The metric columns a sink writes by default (the tracker's six; `trace`, `lambda_max`, `flags`,
 # `rows` and the `weight_*` columns are in `Sample.values` too, for a sink that asks for them).
@@ -88,6 +92,12 @@ def jump_text(event: JumpEvent) -> str:
             f"{event.value_before:.4g} -> {event.value_after:.4g} (z = {z}; confirmed at step {event.confirmed_at})")
 
 
+def alert_text(alert: Alert) -> str:
+    """One line describing a monitoring alert, for sinks that show text."""
+    others = f" (with {', '.join(alert.layers[1:])})" if len(alert.layers) > 1 else ""
+    return f"{alert.rule} alert for {alert.layer}{others} at step {alert.step}: {alert.message}"
+
+
 class Sink:
     """Receives finished samples in batches, on the dispatcher's thread (see the module docstring)."""
 
@@ -97,6 +107,10 @@ class Sink:
 
     def write_jumps(self, jumps: Sequence[JumpEvent]) -> None:
         """Write confirmed jumps (optional; default: ignored)."""
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Write alerts of the tracker's monitor (``alerts=``; ``ndt_fast.monitor.Alert``, each
+        after the sample that raised it; optional; default: ignored)."""
 
     def flush(self) -> None:
         """Make what was written visible (called when the tracker flushes or closes)."""

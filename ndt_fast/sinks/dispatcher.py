@@ -99,6 +99,12 @@ class SampleDispatcher:
         if events:
             self._put(("jumps", list(events)))
 
+    def submit_alerts(self, alerts: Sequence[Any]) -> None:
+        """Queue monitoring alerts (``ndt_fast.monitor.Alert``; written after everything
+        submitted before them). Safe from any thread."""
+        if alerts:
+            self._put(("alerts", list(alerts)))
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is written and every sink flushed (at most
         ``timeout`` seconds; False when that ran out)."""
@@ -179,7 +185,7 @@ class SampleDispatcher:
                 continue
             self._write_samples(run)
             run = []
-            self._each_sink("write_jumps", item[1])
+            self._each_sink("write_jumps" if item[0] == "jumps" else "write_alerts", item[1])
         self._write_samples(run)
 
     def _write_samples(self, samples: list[Sample]) -> None:

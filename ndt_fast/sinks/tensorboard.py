@@ -8,7 +8,8 @@ a value per tag, as TensorFlow writes them): one write per sample instead of one
 each write is a hand-off to the writer's thread through a queue of 10 events, which costs more
 than building the scalar. Another writer (tensorboardX) gets plain ``add_scalar`` calls
 (float32). Jumps go to the
-``ndt/jumps`` text tag at the step of the change.
+``ndt/jumps`` text tag at the step of the change, monitoring alerts (``alerts=``) to the
+``ndt/alerts`` text tag at their step.
 
 Imports ``torch.utils.tensorboard`` (which needs the ``tensorboard`` package: ``pip install
 "ndt-fast[tensorboard]"``) only when a sink is created from a directory.
@@ -19,11 +20,15 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ndt_fast.sinks.base import DEFAULT_METRICS, JumpEvent, Sample, Sink, jump_text, scalar_items
+from ndt_fast.sinks.base import DEFAULT_METRICS, JumpEvent, Sample, Sink, alert_text, jump_text, scalar_items
+
+if TYPE_CHECKING:
+    from ndt_fast.monitor.alert import Alert
 
 JUMPS_TAG = "ndt/jumps"
+ALERTS_TAG = "ndt/alerts"
 
 
 class TensorBoardSink(Sink):
@@ -96,6 +101,12 @@ class TensorBoardSink(Sink):
             return
         for event in jumps:
             self.writer.add_text(JUMPS_TAG, jump_text(event), event.step)
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        if not callable(getattr(self.writer, "add_text", None)):
+            return
+        for alert in alerts:
+            self.writer.add_text(ALERTS_TAG, alert_text(alert), alert.step)
 
     def flush(self) -> None:
         self.writer.flush()

@@ -4,7 +4,9 @@
 batch of a dispatcher interval at a time (W&B itself warns that calling ``log`` at every step
 slows training; here it never runs on the training thread). A confirmed jump is logged at the
 step that confirmed it (W&B steps only go forward) as ``ndt/<layer>/<metric>/jump_step``: the
-step of the change.
+step of the change. A monitoring alert (``alerts=``) is logged at its step as
+``ndt/<layer>/alert/<rule>``: the alert's step (a W&B notification through ``run.alert`` is left
+to ``on_alert``, which runs on the training thread).
 
 Sharing a run with a logger that counts its own steps (the Hugging Face ``WandbCallback`` logs
 without ``step=`` and plots against ``train/global_step``): pass ``step_metric=
@@ -16,9 +18,12 @@ Imports ``wandb`` only when a sink is created (``pip install "ndt-fast[wandb]"``
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ndt_fast.sinks.base import DEFAULT_METRICS, JumpEvent, Sample, Sink, metric_tag, scalar_items
+
+if TYPE_CHECKING:
+    from ndt_fast.monitor.alert import Alert
 
 
 class WandbSink(Sink):
@@ -59,6 +64,13 @@ class WandbSink(Sink):
         for event in jumps:
             by_step.setdefault(event.confirmed_at, {})[f"{metric_tag(event.layer, event.metric)}/jump_step"] = \
                 event.step
+        for step, data in sorted(by_step.items()):
+            self._log(data, max(step, self._last_step))
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        by_step: dict[int, dict[str, float]] = {}
+        for alert in alerts:
+            by_step.setdefault(alert.step, {})[metric_tag(alert.layer, f"alert/{alert.rule}")] = alert.step
         for step, data in sorted(by_step.items()):
             self._log(data, max(step, self._last_step))
 

@@ -17,8 +17,9 @@ Two feeds, both from places the tracker already has:
 - alerts (``alerts=``, ``ndt_fast.monitor``): a ``RecordStream`` listener feeds each drained
   block of records to an ``AlertMonitor`` (on the thread that drains: the writer thread with
   ``output=``, else the training thread in :meth:`after_log`); its alerts are stored with that
-  drain's records (``RecordStream.add_alerts``) and handed to ``on_alert`` on the training thread
-  at the next ``log()`` (or in ``close()``).
+  drain's records (``RecordStream.add_alerts``), queued for the sinks right after that drain's
+  samples (``Sink.write_alerts``), and handed to ``on_alert`` on the training thread at the next
+  ``log()`` (or in ``close()``).
 
 A user function or sink that raises never reaches training: reported once, counted.
 """
@@ -93,6 +94,8 @@ class TrackerCallbacks:
     def _raised(self, alerts: list[Alert]) -> None:
         """The monitor's new alerts (on the draining thread): stored with this drain, announced later."""
         self._sink.stream.add_alerts(alert_rows(alerts))
+        if self.dispatcher is not None:  # to the sinks now, after the samples of this drain
+            self.dispatcher.submit_alerts(alerts)
         with self._alerts_lock:
             self._alerts_due.extend(alerts)
 
