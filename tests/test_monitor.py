@@ -11,6 +11,7 @@ import threading
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -214,6 +215,54 @@ def test_alerts_reach_the_sinks_after_their_sample_tensorboard_as_text_and_wandb
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     logged = sorted((row[key], key) for row in history(run_dir).values() for key in row if "/alert/" in key)
     assert logged == sorted((a.step, f"ndt/{a.layer}/alert/{a.rule}") for a in alerts)
+
+
+def test_a_resumed_run_continues_the_rules_where_they_were(tmp_path):
+    """The planted-instability loop of ``train`` in one tracker, and again (same seed) in two: the
+    first closed at step 290, just before the plant, the second resuming its run file. The
+    resumed monitor replays the file's samples, so both runs' files hold the same alerts. Without
+    the replay the second tracker's rules would still be gathering their 100-sample baseline
+    when the instability begins, and would miss it (with the replay switched off, this split run
+    has no alert at all)."""
+
+    def run(path, split_at=None):
+        torch.manual_seed(0)
+        teacher = torch.randn(32, 4)
+        model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+
+        def gains(module, inputs, output):
+            if step < ONSET:
+                return output
+            g = torch.ones(output.shape[1])
+            g[torch.randperm(output.shape[1])[:4]] = torch.rand(4) * 20
+            return output * g
+
+        model[1].register_forward_hook(gains)
+
+        def tracker(resume):
+            return FastTracker(model, layers=[model[0], model[2], model[4]], layer_names=["fc1", "fc2", "out"],
+                               output=path, resume=resume, alerts=True)
+
+        current = tracker(False)
+        optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+        for step in range(480):
+            if step == split_at:
+                current.close()
+                current = tracker(True)
+            x = torch.randn(64, 32)
+            loss = nn.functional.cross_entropy(model(x), (x @ teacher).argmax(1))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            current.log(step, loss)
+        current.close()
+        return current, ndt_fast.load(path).alerts
+
+    whole, whole_alerts = run(tmp_path / "whole.h5")
+    resumed, resumed_alerts = run(tmp_path / "split.h5", split_at=290)
+    assert (whole_alerts["rule"] == "instability").any()
+    assert [a.step for a in resumed.alerts] == [s for s in whole_alerts["step"] if s >= 290]
+    pd.testing.assert_frame_equal(resumed_alerts, whole_alerts)
 
 
 def test_alerts_without_a_run_file_and_with_a_list_of_rules():

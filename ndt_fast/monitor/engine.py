@@ -96,6 +96,21 @@ class AlertMonitor:
                 self._on_alerts(new)
         return new
 
+    def replay(self, records: np.ndarray, sample_columns: Sequence[str], *, kind_sample: float,
+               offset: int) -> None:
+        """Feed the records of a resumed run (as :meth:`feed_records`) without announcing: the
+        rules' histories and cool-downs continue as if the run had never stopped, and the alerts
+        these samples confirm are dropped (the run file already holds them)."""
+        with self._lock:
+            on_alerts, self._on_alerts = self._on_alerts, None
+            kept = len(self.alerts)
+        try:
+            self.feed_records(records, sample_columns, kind_sample=kind_sample, offset=offset)
+        finally:
+            with self._lock:
+                self._on_alerts = on_alerts
+                del self.alerts[kept:]
+
     def feed_records(self, records: np.ndarray, sample_columns: Sequence[str], *, kind_sample: float,
                      offset: int) -> None:
         """Native records (n × width, ``ndt_fast.storage.records`` layout), samples in step order:

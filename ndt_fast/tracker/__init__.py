@@ -273,7 +273,9 @@ class FastTracker:
             run_file = RunFile(c.output, self._layout, run_metadata(self.model, c, self.layer_names, ranks),
                                resume=c.resume)
             if c.resume:
-                sink.replay(run_file.resumed_from, run_file.committed_frames()[0])
+                samples = run_file.committed_frames()[0]
+                sink.replay(run_file.resumed_from, samples)
+                self._callbacks.replay(samples)
         return RecordStream(self._layout, capacity=c.capacity, output=run_file, flush_interval=c.flush_interval)
 
     # ---- the training-loop API ------------------------------------------------------------------

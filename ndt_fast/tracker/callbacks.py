@@ -91,6 +91,17 @@ class TrackerCallbacks:
     def _monitor_samples(self, rows: np.ndarray) -> None:
         self.monitor.feed_records(rows, self._layout.sample_columns, kind_sample=KIND_SAMPLE, offset=SAMPLE_OFFSET)
 
+    def replay(self, samples: Sequence[np.ndarray]) -> None:
+        """On resume: the run file's samples (per layer, k × sample columns) to the alert monitor,
+        in step order, so its rules continue where the earlier run left them."""
+        if self.monitor is None or not any(len(values) for values in samples):
+            return
+        layers = np.concatenate([np.full(len(values), i) for i, values in enumerate(samples)])
+        records = self._layout.sample_rows(layers, np.concatenate(samples))
+        step = SAMPLE_OFFSET + self._layout.sample_columns.index("step")
+        records = records[np.lexsort((records[:, 1], records[:, step]))]  # by step, then layer
+        self.monitor.replay(records, self._layout.sample_columns, kind_sample=KIND_SAMPLE, offset=SAMPLE_OFFSET)
+
     def _raised(self, alerts: list[Alert]) -> None:
         """The monitor's new alerts (on the draining thread): stored with this drain, announced later."""
         self._sink.stream.add_alerts(alert_rows(alerts))
