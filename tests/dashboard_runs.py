@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ndt_fast.monitor.alert import Alert, alert_rows
 from ndt_fast.storage.hdf5 import RunFile
 from ndt_fast.storage.records import RecordLayout
 
@@ -22,9 +23,10 @@ RULES = ("ndt", "default")
 
 
 def write_synthetic_run(path: Path, rng: np.random.Generator, samples: int, layers: tuple[str, ...] = ("a", "b"),
-                        jumps: int = 0, metadata: dict | None = None) -> np.ndarray:
-    """A run of ``samples`` samples per layer at steps 0, 5, 10, … with noisy metrics, and
-    ``jumps`` ndt-rule jumps of layer 0's stable rank (z drawn at random), closed as FastTracker
+                        jumps: int = 0, metadata: dict | None = None, alerts: int = 0) -> np.ndarray:
+    """A run of ``samples`` samples per layer at steps 0, 5, 10, … with noisy metrics,
+    ``jumps`` ndt-rule jumps of layer 0's stable rank (z drawn at random) and ``alerts``
+    instability alerts for layer 0 at sampled steps (drawn at random), closed as FastTracker
     closes it (compressed). Returns layer 0's stable rank (float64, ``samples``)."""
     layout = RecordLayout(layers, COLUMNS, METRICS, RULES)
     writer = RunFile(path, layout, metadata or {"model": {"class": "Synthetic"}, "host": {"pid": -1}})
@@ -43,6 +45,11 @@ def write_synthetic_run(path: Path, rng: np.random.Generator, samples: int, laye
         table = np.column_stack([np.zeros(jumps), steps[at], np.zeros(jumps), np.zeros(jumps),
                                  rng.uniform(3, 10, jumps) * rng.choice([-1, 1], jumps), first[at] - 1, first[at]])
         writer.append({}, table)
+    if alerts:
+        at = np.sort(rng.choice(samples, alerts, replace=False))
+        writer.append({}, np.empty((0, 7)), alert_rows(
+            [Alert("instability", (layers[0],), int(steps[i]), f"{layers[0]} erratic ({k})", {"ratio": 4.0})
+             for k, i in enumerate(at)]))
     writer.flush()
     writer.close()
     return first

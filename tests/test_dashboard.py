@@ -24,6 +24,7 @@ pytest.importorskip("pandas")
 import h5py  # noqa: E402
 
 from dashboard_runs import start_training, wait_for, wait_ready, write_synthetic_run  # noqa: E402
+import ndt_fast  # noqa: E402
 from ndt_fast import cli  # noqa: E402
 from ndt_fast.dashboard.downsample import downsample, minmax_indices  # noqa: E402
 from ndt_fast.dashboard.report import write_report  # noqa: E402
@@ -135,6 +136,26 @@ def test_a_million_sample_run_is_served_bounded_with_its_extremes(tmp_path, rng,
     zoomed = get_json(server, "/api/runs/0/view?layer=a&metric=stable_rank&buckets=200&x0=1000&x1=2000")
     assert zoomed["rows"] == 201 + 2  # steps 1000..2000 every 5, plus one neighbour either side
     assert zoomed["metric_trace"]["y"] == stable_rank[199:402].tolist()  # few enough: every sample, exact
+
+
+def test_alerts_are_marked_on_their_layers_curve_within_the_view(tmp_path, rng):
+    path = tmp_path / "alerts.h5"
+    stable_rank = write_synthetic_run(path, rng, 2000, alerts=6)
+    reader = RunReader(path)
+    try:
+        expected = ndt_fast.load(path).alerts
+        assert len(expected) == 6 and set(expected["layer"]) == {"a"}
+        view = reader.view("a", "stable_rank")
+        marks = view["alerts"]
+        assert marks["total"] == 6 and marks["x"] == expected["step"].astype(float).tolist()
+        assert marks["text"] == [f"instability: {m}" for m in expected["message"]]
+        assert marks["y"] == [float(stable_rank[int(step) // 5]) for step in expected["step"]]  # on the curve
+        assert reader.view("b", "stable_rank")["alerts"]["total"] == 0  # an alert shows on the layer it is for
+        x0, x1 = float(expected["step"].iloc[1]), float(expected["step"].iloc[3])
+        assert reader.view("a", "stable_rank", x0=x0, x1=x1)["alerts"]["x"] == expected["step"].iloc[1:4].astype(
+            float).tolist()
+    finally:
+        reader.close()
 
 
 # ---- the writer's state, live and after kill -9 ------------------------------------------------------------

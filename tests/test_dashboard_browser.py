@@ -147,7 +147,7 @@ def test_the_dashboard_follows_a_run_being_trained(browser, tmp_path, rng):
 
 def test_the_report_opens_from_a_file_with_the_network_off(browser, tmp_path, rng):
     path = tmp_path / "run.h5"
-    write_synthetic_run(path, rng, 50_000, jumps=40)
+    write_synthetic_run(path, rng, 50_000, jumps=40, alerts=3)
     report = write_report([str(path)], tmp_path / "report.html")
     context = browser.new_context(offline=True, viewport={"width": 1200, "height": 1000})
     requested: list[str] = []
@@ -159,7 +159,8 @@ def test_the_report_opens_from_a_file_with_the_network_off(browser, tmp_path, rn
         page.goto(f"file://{report}")
         wait_until(page, "() => { const gd = document.getElementById('plot-0'); return gd && gd.data && gd.data.length > 0; }")
         assert plotted(page)["lastStep"] == 5 * (50_000 - 1)
-        assert "jumps (ndt rule)" in plotted(page)["names"]
+        assert "jumps (ndt rule)" in plotted(page)["names"] and "alerts" in plotted(page)["names"]
+        assert "alerts in view: 3" in page.inner_text("#jumps-0")
         assert "snapshot of" in page.inner_text("#status-0")
         page.select_option("#layer-0", "b")
         wait_until(page, "() => document.getElementById('plot-0').layout.uirevision === 'b|stable_rank'")

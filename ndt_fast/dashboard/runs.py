@@ -7,8 +7,9 @@ chain of chunks, in either format version) rather than through ``ndt_fast.load``
 column of every layer: a display needs three or four columns of one layer, and at 10⁶ samples per
 layer that is the difference between tens of milliseconds and seconds.
 
-The handle is opened with HDF5 file locking off: a reader holding HDF5's shared lock would make
-the writer's ``resume=True`` believe another writer is live. When the file is replaced (the
+The handle is opened with HDF5 file locking off, as every ndt_fast handle
+(``ndt_fast.storage.run_format.open_h5``): a reader holding HDF5's shared lock would make the
+writer's ``resume=True`` believe another writer is live, and mixed flags in one process fail. When the file is replaced (the
 writer's ``close()`` rewrites it compressed, ``resume`` rewrites it uncompressed), the next
 request sees a new inode and reopens it.
 
@@ -30,11 +31,13 @@ import numpy as np
 
 from ndt_fast.dashboard.downsample import downsample
 from ndt_fast.dashboard.writer_state import writer_state
-from ndt_fast.storage.run_format import FORMAT, JUMP_TABLE_COLUMNS, RunFormatError, RunTables
+from ndt_fast.monitor.alert import alerts_from_rows
+from ndt_fast.storage.run_format import FORMAT, JUMP_TABLE_COLUMNS, RunFormatError, RunTables, open_h5
 
 # Per rule, at most this many jump markers per view (the largest |z| first): ndt's rule fires
 # ~10 times per 1000 samples on noise, i.e. ~10⁴ markers on a 10⁶-sample layer.
 MAX_JUMP_MARKERS = 2000
+MAX_ALERT_MARKERS = 500  # per view, the latest in range (a rule raises one alert per episode)
 _RATE_WINDOW_S = 30.0  # samples/s is measured over the reader's observations of the last 30 s
 
 
@@ -44,6 +47,30 @@ class RunFileError(ValueError):
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _on_curve(at_steps: np.ndarray, fallback: np.ndarray, steps: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Marker heights at ``at_steps``: the curve's value where it has one at that step, else ``fallback``."""
+    y = np.asarray(fallback, dtype=np.float64).copy()
+    if len(steps) and len(at_steps):
+        at = np.clip(np.searchsorted(steps, at_steps), 0, len(steps) - 1)
+        on_curve = (steps[at] == at_steps) & np.isfinite(values[at])
+        y[on_curve] = values[at][on_curve]
+    return y
+
+
+def _alert_markers(alerts: list, layer: str, steps: np.ndarray, values: np.ndarray, x0: float | None,
+                   x1: float | None) -> dict[str, Any]:
+    """Markers for the alerts *for* ``layer`` (their first layer) in steps [x0, x1]: at most
+    ``MAX_ALERT_MARKERS`` (the latest), on the curve (at its mean where the curve has no value)."""
+    mine = [a for a in alerts if a.layer == layer and (x0 is None or a.step >= x0) and (x1 is None or a.step <= x1)]
+    total = len(mine)
+    mine = mine[-MAX_ALERT_MARKERS:]
+    at = np.array([a.step for a in mine], dtype=np.float64)
+    level = float(np.nanmean(values)) if np.isfinite(values).any() else 0.0
+    y = _on_curve(at, np.full(len(at), level), steps, values)
+    return {"x": json_floats(at), "y": json_floats(y), "text": [f"{a.rule}: {a.message}" for a in mine],
+            "total": total}
 
 
 def json_floats(values: np.ndarray) -> list[float | None]:
@@ -88,7 +115,7 @@ class RunReader:
             raise RunFileError(f"{self.path}: not an HDF5 file (an ndt_fast run file is written by "
                                "FastTracker(output=...))")
         try:
-            handle = h5py.File(self.path, "r", swmr=True, locking=False)
+            handle = open_h5(self.path, "r", swmr=True)
         except OSError as error:
             raise RunFileError(f"{self.path}: cannot be opened ({_one_line(error)})") from None
         try:
@@ -160,7 +187,8 @@ class RunReader:
 
         Returns ``{"layer", "metric", "rows" (samples in range), "metric_trace", "loss",
         "grad_norm", "weight" (None unless ``weight_<metric>`` holds a finite value), "jumps":
-        {rule: {"x", "y", "z", "total"}}}``; each trace is ``{"x": [...], "y": [...]}``.
+        {rule: {"x", "y", "z", "total"}}, "alerts": {"x", "y", "text", "total"}}`` (the monitoring
+        alerts for this layer: ``alerts=``); each trace is ``{"x": [...], "y": [...]}``.
         ``RunFileError`` for an unknown layer or metric.
         """
         with self._lock:
@@ -171,6 +199,7 @@ class RunReader:
                                          if c in self.sample_columns]
             columns = self._read().columns(index, wanted)
             jumps = self._jumps(index, self._jump_metrics.index(metric))
+            alerts = self._read().alerts()
         steps = columns["step"]
         if len(steps) > 1 and np.any(np.diff(steps) < 0):  # never written so, but a display must not break
             order = np.argsort(steps, kind="stable")
@@ -192,7 +221,8 @@ class RunReader:
 
         return {"layer": layer, "metric": metric, "rows": hi - lo, "metric_trace": trace(metric),
                 "loss": trace("loss"), "grad_norm": trace("grad_norm"), "weight": trace(f"weight_{metric}"),
-                "jumps": self._jump_markers(jumps, steps, columns[metric], x0, x1)}
+                "jumps": self._jump_markers(jumps, steps, columns[metric], x0, x1),
+                "alerts": _alert_markers(alerts_from_rows(alerts), layer, steps, columns[metric], x0, x1)}
 
     def _jump_markers(self, jumps: dict[str, np.ndarray], steps: np.ndarray, values: np.ndarray,
                       x0: float | None, x1: float | None) -> dict[str, dict[str, Any]]:
@@ -211,11 +241,7 @@ class RunReader:
             if total > MAX_JUMP_MARKERS:
                 top = np.sort(np.argsort(-np.abs(z), kind="stable")[:MAX_JUMP_MARKERS])
                 step, z, after = step[top], z[top], after[top]
-            y = after.astype(np.float64)
-            if len(steps):
-                at = np.clip(np.searchsorted(steps, step), 0, len(steps) - 1)
-                on_curve = (steps[at] == step) & np.isfinite(values[at])
-                y[on_curve] = values[at][on_curve]
+            y = _on_curve(step, after, steps, values)
             out[rule] = {"x": json_floats(step), "y": json_floats(y), "z": json_floats(z), "total": total}
         return out
 

@@ -41,6 +41,7 @@ from ndt_fast.storage.run_format import (
     create_tables,
     layout_json,
     layout_of,
+    open_h5,
 )
 
 
@@ -54,7 +55,7 @@ def rewrite(path: str | os.PathLike[str], *, compress: bool) -> None:
     path = os.fspath(path)
 
     def copy(tmp: str) -> None:
-        with h5py.File(path, "r", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
+        with open_h5(path, "r", swmr=True) as src, open_h5(tmp, "w", libver="latest") as dst:
             tables = RunTables(src)
             layers = range(len(tables.layout.layer_names))
             create_tables(dst, tables.layout, dict(src.attrs), samples=[tables.samples(i) for i in layers],
@@ -85,7 +86,7 @@ class RunFile:
             if exists:
                 self._file = self._open_existing(metadata)
             else:
-                self._file = h5py.File(self.path, "w", libver="latest")
+                self._file = open_h5(self.path, "w", libver="latest")
                 self._create(metadata)
             self._file.swmr_mode = True  # from here on: no new objects or attributes
         except OSError as error:
@@ -121,7 +122,7 @@ class RunFile:
             rewrite(self.path, compress=False)
         except RunFormatError as error:
             raise ValueError(f"output={self.path!r} cannot be resumed: {error}") from None
-        f = h5py.File(self.path, "a", libver="latest")
+        f = open_h5(self.path, "a", libver="latest")
         try:
             stored = layout_of(f)
             if stored != self.layout:
@@ -201,7 +202,7 @@ class RunFile:
         file was unlinked), or the file at ``path`` after close."""
         if self._file.id.valid:
             return read(RunTables(self._file))
-        with h5py.File(self.path, "r", swmr=True) as f:
+        with open_h5(self.path, "r", swmr=True) as f:
             return read(RunTables(f))
 
 
@@ -225,7 +226,7 @@ def load(path: str | os.PathLike[str]) -> LoadedRun:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(path)
-    with h5py.File(path, "r", swmr=True) as f:
+    with open_h5(path, "r", swmr=True) as f:
         tables = RunTables(f)
         layout = tables.layout
         metadata = json.loads(f.attrs["metadata"])

@@ -45,6 +45,18 @@ PACKED_CHUNK_ROWS = 4096  # in the compressed file written at close
 _ALERT_CHUNK_ROWS = 16  # ~29 KB per chunk (an alert row is ~1.8 KB); alerts are rare
 
 
+def open_h5(path: str, mode: str, **kwargs: Any) -> h5py.File:
+    """``h5py.File`` as ndt_fast opens every run file: with HDF5's own file locking off.
+
+    One policy for every handle, because HDF5 refuses to open a file a second time in the same
+    process with other locking flags ("file locking flag values don't match"): the dashboard
+    reading a run its own process trains, or ``load`` while a dashboard reader is open, failed
+    that way. HDF5's lock is not needed: a live writer holds its own ``flock`` (``RunFile``),
+    which a second writer's probe is refused by, and SWMR readers need no lock; and a reader
+    holding HDF5's shared lock would make a ``resume=True`` believe another writer is live."""
+    return h5py.File(path, mode, locking=False, **kwargs)
+
+
 class RunFormatError(ValueError):
     """An HDF5 file that is not an ndt_fast run file, or one of a format version this release
     cannot read (the message names which)."""

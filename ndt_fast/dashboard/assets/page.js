@@ -95,6 +95,21 @@ function jumpTraces(view) {
   return { traces, note: `jumps in view — ${notes.join(", ")}` };
 }
 
+function alertTraces(view) {
+  // Monitoring alerts (alerts=) for this layer: red crosses on the curve, the message on hover.
+  const alerts = view.alerts;
+  if (!alerts || alerts.total === 0) return { traces: [], note: "" };
+  const shown = alerts.x.length < alerts.total ? ` (latest ${alerts.x.length} shown)` : "";
+  return {
+    traces: [{
+      x: alerts.x, y: alerts.y, text: alerts.text, type: "scatter", mode: "markers", name: "alerts",
+      marker: { color: "crimson", symbol: "x-thin-open", size: 14, line: { width: 3, color: "crimson" } },
+      hovertemplate: "step %{x}<br>%{text}<extra>alert</extra>",
+    }],
+    note: `; alerts in view: ${alerts.total}${shown}`,
+  };
+}
+
 function renderView(panel, view) {
   const metric = view.metric;
   const traces = [{
@@ -121,8 +136,9 @@ function renderView(panel, view) {
                       showgrid: false };
   }
   const jumps = jumpTraces(view);
-  traces.push(...jumps.traces);
-  panel.nodes.jumps.textContent = `${view.rows.toLocaleString()} samples in view; ${jumps.note}`;
+  const alerts = alertTraces(view);
+  traces.push(...jumps.traces, ...alerts.traces);
+  panel.nodes.jumps.textContent = `${view.rows.toLocaleString()} samples in view; ${jumps.note}${alerts.note}`;
   panel.rendering = true;
   Plotly.react(panel.nodes.plot, traces, layout, { responsive: true, displaylogo: false })
     .finally(() => { panel.rendering = false; });
