@@ -188,3 +188,17 @@ def test_one_process_can_write_display_and_load_the_same_run(tmp_path):
         reader.close()
     with h5py.File(path, "r") as f:
         assert f["layers/0"].compression == "gzip"
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_refused_resume_leaves_the_file_as_it_was(runs, version):
+    """A resume refused for another layout must not rewrite the run: a version-1 file stays
+    version 1 (readable by the release that wrote it), a finished file stays compressed."""
+    path = {2: runs[0], 1: runs[1]}[version]
+    before = path.read_bytes()
+    model = mlp()
+    with pytest.raises(ValueError, match="another layout"):
+        FastTracker(model, layers=[model[0], model[2]], layer_names=["l0", "l1"], output=path, resume=True)
+    assert path.read_bytes() == before
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == version

@@ -116,6 +116,18 @@ class RunFile:
             raise ValueError(f"output={self.path!r} is being written by another process") from None
         finally:
             os.close(probe)
+        # Checked before the rewrite below, so that a refused resume leaves the file as it was
+        # (a version-1 run stays readable by the release that wrote it).
+        try:
+            with open_h5(self.path, "r", swmr=True) as f:
+                stored = layout_of(f)
+        except RunFormatError as error:
+            raise ValueError(f"output={self.path!r} cannot be resumed: {error}") from None
+        if stored != self.layout:
+            raise ValueError(f"output={self.path!r} holds a run with another layout (layers "
+                             f"{list(stored.layer_names)}, {len(stored.sample_columns)} columns); resume "
+                             f"needs the same layers and options (here {list(self.layout.layer_names)}, "
+                             f"{len(self.layout.sample_columns)} columns)")
         # Uncompressed for appending (see the module doc), in the current format version; this
         # also clears the flag a killed writer leaves.
         try:
@@ -124,12 +136,6 @@ class RunFile:
             raise ValueError(f"output={self.path!r} cannot be resumed: {error}") from None
         f = open_h5(self.path, "a", libver="latest")
         try:
-            stored = layout_of(f)
-            if stored != self.layout:
-                raise ValueError(f"output={self.path!r} holds a run with another layout (layers "
-                                 f"{list(stored.layer_names)}, {len(stored.sample_columns)} columns); resume "
-                                 f"needs the same layers and options (here {list(self.layout.layer_names)}, "
-                                 f"{len(self.layout.sample_columns)} columns)")
             old = json.loads(f.attrs["metadata"])
             old.setdefault("resumes", []).append(dict(metadata))
             f.attrs["metadata"] = json.dumps(old, default=str)
