@@ -427,6 +427,18 @@ def test_hdf5_export_loads_back(tmp_path, finished_results):
     assert back.metadata["dataset"] == "noise"
 
 
+def test_hdf5_export_of_missing_integer_values_loads_back(tmp_path):
+    """Results with a missing value in an integer column (``rows``, ``flags``: e.g. frames
+    joined from runs with other columns) export, and the file loads back with NaN there; the
+    run file keeps integer columns in float64 (format version 2), so load must not cast NaN."""
+    results = {"a": pd.DataFrame({"step": [0, 1, 2], "stable_rank": [1.5, 2.0, 3.0], "flags": [0.0, np.nan, 0.0],
+                                  "rows": [8.0, np.nan, 8.0]})}
+    export_to_hdf5(results, str(tmp_path / "r.h5"))
+    back = load(tmp_path / "r.h5")
+    pd.testing.assert_frame_equal(back["a"], results["a"], check_dtype=False)
+    assert back["a"]["step"].dtype == np.int64 and np.isnan(back["a"]["rows"][1])
+
+
 def test_a_streamed_run_file_is_several_times_smaller_than_its_csv(tmp_path):
     """3000 samples × 3 layers (a file's fixed overhead — metadata, chunk index — is amortised
     from a few thousand rows; a 400-row run is ~1.9× smaller)."""

@@ -114,11 +114,13 @@ class MemoryRecords:
 
 
 def samples_frame(columns: tuple[str, ...], values: np.ndarray) -> pd.DataFrame:
-    """One layer's DataFrame from its sample values (k × len(columns)); integer columns as int64.
+    """One layer's DataFrame from its sample values (k × len(columns)); integer columns as int64
+    (float64 if they hold NaN or inf: only results exported with missing values do).
     No samples (a run killed before its first flush): an empty frame that still has the columns."""
     df = pd.DataFrame(np.asarray(values, dtype=np.float64).reshape(-1, len(columns)), columns=list(columns))
     for name in df.columns:
-        if name in INTEGER_COLUMNS or (name in INTEGER_IF_COMPLETE and len(df) and not df[name].isna().any()):
+        if ((name in INTEGER_COLUMNS and np.isfinite(df[name]).all())
+                or (name in INTEGER_IF_COMPLETE and len(df) and not df[name].isna().any())):
             df[name] = df[name].astype(np.int64)
     return df
 
