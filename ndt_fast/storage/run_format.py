@@ -20,8 +20,8 @@ Version 1 (the first release) kept a 1-D dataset per column (``/layers/<i>/<colu
 ``/jumps/<column>``, ``/alerts/<column>``): 13-30 datasets per layer. Creating, growing and
 flushing that many datasets was most of the file's cost (measured for 3 layers × 13 columns: 9.6
 ms to create, 13 ms per drain of 10 samples, 31 ms for the compressing rewrite at close; version
-2: 3.1, 0.8 and 8.3 ms; ``benchmarks/results/run-file-costs-cpu-2cores.txt``). Version 1 files are still read (``RunTables``); resuming one
-rewrites it as version 2.
+2: 3.1, 0.8 and 8.3 ms; ``benchmarks/results/run-file-costs-cpu-2cores.txt``). Version 1 files
+are still read (``RunTables``); resuming one rewrites it as version 2.
 """
 
 from __future__ import annotations
