@@ -72,7 +72,7 @@ def assert_same_run(a, b) -> None:
     pd.testing.assert_frame_equal(a.alerts, b.alerts, check_exact=True)
 
 
-def test_each_table_is_one_dataset_chunked_by_column_while_writing_and_after_close(tmp_path):
+def test_each_table_is_one_dataset_chunked_by_rows_while_written_and_by_column_once_closed(tmp_path):
     path = tmp_path / "run.h5"
     model = mlp()
     tracker = FastTracker(model, layers=[model[0], model[2]], output=path)
@@ -84,7 +84,7 @@ def test_each_table_is_one_dataset_chunked_by_column_while_writing_and_after_clo
         assert sorted(f) == ["alerts", "jumps", "layers"] and sorted(f["layers"]) == ["0", "1"]
         table = f["layers/0"]
         assert table.shape == (1, len(tracker.get_results()["Linear_0"].columns))
-        assert table.chunks[1] == 1 and table.compression is None and f["jumps"].shape[1] == 7
+        assert table.chunks[1] == table.shape[1] and table.compression is None and f["jumps"].shape[1] == 7
     tracker.close()
     with h5py.File(path, "r") as f:
         assert [f[f"layers/{i}"].attrs["name"] for i in range(2)] == ["Linear_0", "Linear_1"]

@@ -12,9 +12,11 @@ Version 2 (written since 2026-12; ``format = "ndt_fast.run"``, ``format_version 
                  z_score, value_before, value_after); attr ``columns``
     /alerts      one structured row per alert (``ndt_fast.monitor.alert.ALERT_DTYPE``)
 
-Each table is chunked one column at a time (``(rows, 1)`` chunks): a display that reads three
-columns of one layer reads only those columns' chunks, and compression (byte shuffling within
-one column's values) works as well as it did on separate columns.
+Chunks: while a run is written, whole rows (``GROWING_CHUNK_ROWS`` × columns, uncompressed), so
+an append touches one or two chunks; column chunks there made the writer's resident memory grow
+by ~20 MB on a 200k-sample stream (``benchmarks/NOTES.md``). The compressed file ``close()``
+writes has one column per chunk (``(PACKED_CHUNK_ROWS, 1)``): a display that reads three columns
+of one layer decompresses only those, and byte shuffling works within one column's values.
 
 Version 1 (the first release) kept a 1-D dataset per column (``/layers/<i>/<column>``,
 ``/jumps/<column>``, ``/alerts/<column>``): 13-30 datasets per layer. Creating, growing and
@@ -40,7 +42,7 @@ FORMAT = "ndt_fast.run"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 JUMP_TABLE_COLUMNS = ("layer", *JUMP_COLUMNS)
-GROWING_CHUNK_ROWS = 1024  # while writing: rewriting the last partial chunk at every flush stays cheap
+GROWING_CHUNK_ROWS = 1024  # while writing: the last partial chunk rewritten at each flush stays small
 PACKED_CHUNK_ROWS = 4096  # in the compressed file written at close
 _ALERT_CHUNK_ROWS = 16  # ~29 KB per chunk (an alert row is ~1.8 KB); alerts are rare
 
@@ -115,9 +117,11 @@ _GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
 
 def _create_table(parent: h5py.Group, name: str, values: np.ndarray, compress: bool) -> h5py.Dataset:
-    rows = PACKED_CHUNK_ROWS if compress else GROWING_CHUNK_ROWS
-    chunk_rows = max(1, min(len(values), rows)) if compress else rows
-    return parent.create_dataset(name, data=values, maxshape=(None, values.shape[1]), chunks=(chunk_rows, 1),
+    if compress:  # a finished run: one column per chunk (column reads; shuffle compresses one column's bytes)
+        chunks = (max(1, min(len(values), PACKED_CHUNK_ROWS)), 1)
+    else:  # a growing run: whole rows per chunk (each append touches one or two chunks)
+        chunks = (GROWING_CHUNK_ROWS, values.shape[1])
+    return parent.create_dataset(name, data=values, maxshape=(None, values.shape[1]), chunks=chunks,
                                  **(_GZIP if compress else {}))
 
 
