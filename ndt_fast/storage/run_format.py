@@ -45,6 +45,7 @@ JUMP_TABLE_COLUMNS = ("layer", *JUMP_COLUMNS)
 GROWING_CHUNK_ROWS = 1024  # while writing: the last partial chunk rewritten at each flush stays small
 PACKED_CHUNK_ROWS = 4096  # in the compressed file written at close
 _ALERT_CHUNK_ROWS = 16  # ~29 KB per chunk (an alert row is ~1.8 KB); alerts are rare
+_GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
 
 def open_h5(path: str, mode: str, **kwargs: Any) -> h5py.File:
@@ -111,9 +112,6 @@ def create_tables(f: h5py.File, layout: RecordLayout, attrs: Mapping[str, Any], 
     rows = np.zeros(0, dtype=ALERT_DTYPE) if alerts is None else alerts
     f.create_dataset("alerts", data=rows, maxshape=(None,), chunks=(_ALERT_CHUNK_ROWS,),
                      **(_GZIP if compress else {}))
-
-
-_GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
 
 def _create_table(parent: h5py.Group, name: str, values: np.ndarray, compress: bool) -> h5py.Dataset:
