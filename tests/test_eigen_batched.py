@@ -6,8 +6,10 @@ to |Δλ| ≤ 1e-12·max|λ| for every eigenvalue, under both kernels (AVX2+FMA 
 and the portable C++ one). Why relative to max|λ| and not to each λ: both solvers are backward
 stable, so each computes every eigenvalue to ~n·eps·max|λ| *absolute*; two different rounding
 orders (FMA or not, lanes or not) then disagree by that much on the small eigenvalues of a graded
-matrix — measured ~1e-15·max|λ|, i.e. up to 1e-4 relative to a λ of 1e-12·max|λ|. A per-λ relative
-bound of 1e-12 is met only for λ ≳ 1e-3·max|λ| (also checked below).
+matrix — measured ~1e-15·max|λ| (up to 1.3e-15 on a random 100 × 100, seed 3630704544), i.e. up
+to 1e-4 relative to a λ of 1e-12·max|λ|. A per-λ relative bound of 1e-12 is therefore met only
+for λ ≳ 1e-3·max|λ|; it is checked below for λ ≥ 1e-2·max|λ|, a 10× margin (at 1e-3 that seed's
+λ = 1.2e-3·max|λ| came out 1.09e-12 relative).
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def assert_matches_single(got: np.ndarray, a: np.ndarray, context: str) -> None:
     err = float(np.max(np.abs(got - want)))
     assert err <= RTOL * scale, f"{context}: max |Δλ| = {err:.3g} > {RTOL:g}·{scale:.3g}"
     assert np.all(np.diff(got) <= 0), f"{context}: not descending"
-    big = np.abs(want) >= 1e-3 * scale  # the per-λ relative bound where it is attainable
+    big = np.abs(want) >= 1e-2 * scale  # the per-λ relative bound where it is attainable (module docstring)
     assert np.all(np.abs(got - want)[big] <= RTOL * np.abs(want)[big]), context
 
 
