@@ -16,6 +16,19 @@ def mlp(*sizes: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def sgd_steps(model: nn.Module, tracker, steps: range, grad_norm: bool = False) -> None:
+    """Train ``model`` (12 inputs) on random batches of 8 with SGD (lr 0.05) on the mean squared
+    output, calling ``tracker.log(step, loss)`` after each step of ``steps``
+    (with ``grad_norm=True`` a grad_norm of 1 + step)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    for step in steps:
+        loss = model(torch.randn(8, 12)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        tracker.log(step, loss, grad_norm=torch.tensor(1.0 + step) if grad_norm else None)
+
+
 class Switch(nn.Module):
     """Projects its input onto the first `rank` coordinates; `rank` changes when told to."""
 

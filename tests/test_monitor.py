@@ -227,36 +227,9 @@ def test_a_resumed_run_continues_the_rules_where_they_were(tmp_path):
 
     def run(path, split_at=None):
         torch.manual_seed(0)
-        teacher = torch.randn(32, 4)
-        model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
-
-        def gains(module, inputs, output):
-            if step < ONSET:
-                return output
-            g = torch.ones(output.shape[1])
-            g[torch.randperm(output.shape[1])[:4]] = torch.rand(4) * 20
-            return output * g
-
-        model[1].register_forward_hook(gains)
-
-        def tracker(resume):
-            return FastTracker(model, layers=[model[0], model[2], model[4]], layer_names=["fc1", "fc2", "out"],
-                               output=path, resume=resume, alerts=True)
-
-        current = tracker(False)
-        optimizer = torch.optim.Adam(model.parameters(), 1e-3)
-        for step in range(480):
-            if step == split_at:
-                current.close()
-                current = tracker(True)
-            x = torch.randn(64, 32)
-            loss = nn.functional.cross_entropy(model(x), (x @ teacher).argmax(1))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            current.log(step, loss)
-        current.close()
-        return current, ndt_fast.load(path).alerts
+        tracker = train(output=path, alerts=True, resume_at=split_at)
+        tracker.close()
+        return tracker, ndt_fast.load(path).alerts
 
     whole, whole_alerts = run(tmp_path / "whole.h5")
     resumed, resumed_alerts = run(tmp_path / "split.h5", split_at=290)

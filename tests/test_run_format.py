@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 h5py = pytest.importorskip("h5py")
+import models  # noqa: E402
 from run_file_v1 import write_v1_copy  # noqa: E402
 
 from ndt_fast import FastTracker  # noqa: E402
@@ -25,19 +26,13 @@ pytestmark = pytest.mark.usefixtures("torch_env")
 
 
 def mlp() -> nn.Sequential:
-    return nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 6), nn.ReLU(), nn.Linear(6, 3))
+    return models.mlp(12, 10, 6, 3)
 
 
 def tracked_run(path: Path, model: nn.Sequential, steps: range, **kwargs) -> FastTracker:
     tracker = FastTracker(model, layers=[model[0], model[2], model[4]], layer_names=["l0", "l1", "l2"],
                           sampling_frequency=2, output=path, **kwargs)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    for step in steps:
-        loss = model(torch.randn(8, 12)).pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tracker.log(step, loss)
+    models.sgd_steps(model, tracker, steps)
     tracker.close()
     return tracker
 

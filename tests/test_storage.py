@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 import ndt_fast
+from models import sgd_steps
 from ndt_fast import FastTracker
 from ndt_fast._native import core
 from ndt_fast._schema import SAMPLE_COLUMNS
@@ -42,14 +43,7 @@ def mlp() -> nn.Sequential:
     return nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 6), nn.ReLU(), nn.Linear(6, 3))
 
 
-def train(model: nn.Module, tracker: FastTracker, steps: range, grad_norm: bool = False) -> None:
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    for step in steps:
-        loss = model(torch.randn(8, 12)).pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tracker.log(step, loss, grad_norm=torch.tensor(1.0 + step) if grad_norm else None)
+train = sgd_steps  # (the loop of tests/models.py)
 
 
 def tracker_for(model: nn.Sequential, **kwargs) -> FastTracker:

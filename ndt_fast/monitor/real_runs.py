@@ -72,12 +72,14 @@ def run(condition: str, steps: int, seed: int) -> list:
     return tracker.alerts
 
 
-def teacher_run(steps: int, *, forward_hook=None, before_step=None, **tracker_kwargs):  # noqa: ANN001, ANN201
+def teacher_run(steps: int, *, forward_hook=None, before_step=None, resume_at=None,  # noqa: ANN001, ANN201
+                **tracker_kwargs):
     """The toy run (also the loop of ``tests/test_monitor.py``): an MLP 32-64-32-4 learning a random
     linear teacher (Adam 1e-3, batches of 64, torch's global generator), its three Linear layers
     tracked as ``fc1, fc2, out`` with ``FastTracker(**tracker_kwargs)``; ``forward_hook`` goes on the
-    first ReLU (a plant), ``before_step(step)`` runs before each step. Returns the tracker, not
-    closed."""
+    first ReLU (a plant), ``before_step(step)`` runs before each step. ``resume_at``: before that
+    step the tracker is closed and a new one continues its run file (``resume=True``; needs
+    ``output=``), as a restarted job would. Returns the (last) tracker, not closed."""
     import torch
     from torch import nn
 
@@ -87,10 +89,16 @@ def teacher_run(steps: int, *, forward_hook=None, before_step=None, **tracker_kw
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
     if forward_hook is not None:
         model[1].register_forward_hook(forward_hook)
-    tracker = FastTracker(model, layers=[model[0], model[2], model[4]], layer_names=["fc1", "fc2", "out"],
-                          **tracker_kwargs)
+    def track(**extra):  # noqa: ANN003, ANN202
+        return FastTracker(model, layers=[model[0], model[2], model[4]], layer_names=["fc1", "fc2", "out"],
+                           **tracker_kwargs, **extra)
+
+    tracker = track()
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     for step in range(steps):
+        if step == resume_at:
+            tracker.close()
+            tracker = track(resume=True)
         if before_step is not None:
             before_step(step)
         x = torch.randn(64, 32)
