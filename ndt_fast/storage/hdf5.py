@@ -45,9 +45,9 @@ from ndt_fast.storage.run_format import (
 )
 
 # The writer's handle keeps no chunk cache: it only appends to uncompressed chunks, which HDF5
-# then writes straight to the file. With HDF5's default (1 MB per dataset) the cache filled with
-# the 2-D tables' column chunks and a 200k-sample stream's resident memory grew by 25-40 MB
-# instead of ~14 MB (benchmarks/test_storage_stream.py's budget is 20 MB).
+# then writes straight to the file. With HDF5's default cache (1 MB per dataset) and column
+# chunks, a 200k-sample stream's resident memory grew 25-40 MB (benchmarks/test_storage_stream.py's
+# budget is 20 MB); without the cache and with whole-row chunks (run_format), 0.3-10 MB.
 _WRITER_CACHE = {"rdcc_nbytes": 0}
 
 
