@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
+
+from ndt_fast import FastTracker
 
 
 def mlp(*sizes: int) -> nn.Sequential:
@@ -40,6 +46,70 @@ class Switch(nn.Module):
         out = x.clone()
         out[:, self.rank:] = 0
         return out
+
+
+# ---- a small MLP run whose layers' records are compared across tracker options ------------------
+
+class Poison(nn.Module):
+    """Identity, except that its output holds a NaN at the steps in ``at`` (set by the loop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.on:
+            x = x.clone()
+            x[0, 0] = math.nan
+        return x
+
+
+def train(seed: int, steps: int, *, nan_at: int | None = None, stop: object = None, **options) -> FastTracker:
+    """A small MLP (20-16-12-4, a Poison after the last layer) trained ``steps`` steps on data drawn
+    from ``seed``, tracked with ``options``; the tracker is returned open."""
+    torch.manual_seed(seed)
+    net, poison = mlp(20, 16, 12, 4), Poison()
+    model = nn.Sequential(net, poison)
+    data = torch.randn(steps, 24, 20)
+    tracker = FastTracker(model, layers=[net[0], net[2], poison], layer_names=["l0", "l1", "out"], **options)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(steps):
+        poison.on = step == nan_at
+        loss = model(data[step]).nan_to_num().pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        tracker.log(step, loss, grad_norm=float(step))
+    return tracker
+
+
+def assert_same(batched: dict[str, pd.DataFrame], reference: dict[str, pd.DataFrame]) -> None:
+    """Same layers, steps and columns; every value within 1e-12 relative (NaN where NaN)."""
+    assert list(batched) == list(reference)
+    for name, df in reference.items():
+        got = batched[name]
+        assert list(got.columns) == list(df.columns)
+        assert got["step"].tolist() == df["step"].tolist(), name
+        np.testing.assert_allclose(got.to_numpy(float), df.to_numpy(float), rtol=1e-12, atol=0, equal_nan=True,
+                                   err_msg=name)
+
+
+def fail_finish_at(tracker: FastTracker, monkeypatch, call: int) -> None:
+    """Make the ``call``-th native finish of ``tracker`` (from now on) raise RuntimeError("injected");
+    every other call, and everything else of the finisher, is the real one."""
+    real, calls = tracker._sink._finisher, [0]
+
+    class FailingFinisher:
+        def finish(self, *args):
+            calls[0] += 1
+            if calls[0] == call:
+                raise RuntimeError("injected")
+            return real.finish(*args)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(tracker._sink, "_finisher", FailingFinisher())
 
 
 # ---- a tiny causal language model and its data (Hugging Face tests and their subprocess children)

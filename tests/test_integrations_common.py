@@ -68,3 +68,11 @@ def test_no_forward_outside_a_window_is_measured(monkeypatch):
     measured.clear()
     _, logged = run(1000, 1, gated=True)  # never sampled in 40 steps: only step 1's forward
     assert logged == [1] and len(measured) == 2
+
+
+@pytest.mark.parametrize("options", [{}, {"background_finish": False}])
+def test_the_callbacks_finish_samples_in_the_background_unless_told_not_to(options):
+    gate = TrackingCallback("test", None, 5, None, False, (), None, None, options)
+    gate._start(nn.Linear(4, 3), None, None, False, ())
+    assert gate.tracker.background_finish is options.get("background_finish", True)
+    gate.tracker.close()

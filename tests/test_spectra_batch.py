@@ -9,8 +9,6 @@ records / jumps at most k − 1 samples late.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,57 +16,13 @@ import torch
 from torch import nn
 
 import ndt_fast
-from models import Switch, mlp
+from models import Switch, assert_same, mlp, train
 from ndt_fast import FastTracker
 from ndt_fast.storage import load
 
 pytestmark = pytest.mark.usefixtures("torch_env")
 
 BATCHES = [1, 2, 3, 8]
-
-
-class Poison(nn.Module):
-    """Identity, except that its output holds a NaN at the steps in ``at`` (set by the loop)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.on = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.on:
-            x = x.clone()
-            x[0, 0] = math.nan
-        return x
-
-
-def train(seed: int, steps: int, *, nan_at: int | None = None, stop: object = None, **options) -> FastTracker:
-    """A small MLP (20-16-12-4, a Poison after the last layer) trained ``steps`` steps on data drawn
-    from ``seed``, tracked with ``options``; the tracker is returned open."""
-    torch.manual_seed(seed)
-    net, poison = mlp(20, 16, 12, 4), Poison()
-    model = nn.Sequential(net, poison)
-    data = torch.randn(steps, 24, 20)
-    tracker = FastTracker(model, layers=[net[0], net[2], poison], layer_names=["l0", "l1", "out"], **options)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(steps):
-        poison.on = step == nan_at
-        loss = model(data[step]).nan_to_num().pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tracker.log(step, loss, grad_norm=float(step))
-    return tracker
-
-
-def assert_same(batched: dict[str, pd.DataFrame], reference: dict[str, pd.DataFrame]) -> None:
-    """Same layers, steps and columns; every value within 1e-12 relative (NaN where NaN)."""
-    assert list(batched) == list(reference)
-    for name, df in reference.items():
-        got = batched[name]
-        assert list(got.columns) == list(df.columns)
-        assert got["step"].tolist() == df["step"].tolist(), name
-        np.testing.assert_allclose(got.to_numpy(float), df.to_numpy(float), rtol=1e-12, atol=0, equal_nan=True,
-                                   err_msg=name)
 
 
 @pytest.mark.parametrize("frequency", [1, 5])
@@ -237,35 +191,6 @@ def test_sinks_receive_every_sample_in_step_order(seed):
     tracker = train(seed, 17, spectra_batch=4, on_sample=lambda sample: got.append(sample.step))
     assert tracker.flush_sinks()
     assert got == list(range(17))
-    tracker.close()
-
-
-def test_a_failing_finish_records_its_flagged_rows_after_the_waiting_samples(seed, monkeypatch):
-    """The error path (a sample recorded through record() with flagged rows) must not overtake
-    the two samples waiting for their batched spectra."""
-    tracker = train(seed, 0, spectra_batch=3)
-    real = tracker._sink._finisher
-
-    class FailingThird:
-        calls = 0
-
-        def finish(self, *args):
-            FailingThird.calls += 1
-            if FailingThird.calls == 3:
-                raise RuntimeError("injected")
-            return real.finish(*args)
-
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-    monkeypatch.setattr(tracker._sink, "_finisher", FailingThird())
-    torch.manual_seed(seed)
-    for step in range(5):
-        tracker.model(torch.randn(24, 20))
-        tracker.log(step, 0.0)
-    df = tracker.get_results("l0")
-    assert df["step"].tolist() == [0, 1, 2, 3, 4]
-    assert df["flags"].tolist() == [0, 0, ndt_fast.FLAG_TRACKER_ERROR, 0, 0]
     tracker.close()
 
 

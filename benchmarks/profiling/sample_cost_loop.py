@@ -43,6 +43,15 @@ def run(variant: str, steps: int = 300) -> tuple[float, float]:
             options["sinks"] = [TensorBoardSink(SummaryWriter(tempfile.mkdtemp()))]
         tracker = FastTracker(model, **options)
     cpu, wall = time.process_time(), time.perf_counter()
+    train_loop(model, optimizer, x, y, tracker, steps)
+    if tracker is not None:
+        tracker.close()
+    return (time.process_time() - cpu) / steps * 1e6, (time.perf_counter() - wall) / steps * 1e6
+
+
+def train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               tracker: FastTracker | None, steps: int) -> None:
+    """``steps`` training steps on the same batch (cross-entropy), each logged to ``tracker``."""
     for step in range(steps):
         loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()
@@ -50,9 +59,6 @@ def run(variant: str, steps: int = 300) -> tuple[float, float]:
         optimizer.step()
         if tracker is not None:
             tracker.log(step, loss.detach())
-    if tracker is not None:
-        tracker.close()
-    return (time.process_time() - cpu) / steps * 1e6, (time.perf_counter() - wall) / steps * 1e6
 
 
 def main(variants: list[str]) -> None:

@@ -27,6 +27,12 @@ interval (1 s: a crash loses at most the last second of samples); with the run f
 version 2 a drain costs ~1 ms (it was 10-20 ms, which is why the callbacks flushed every 10 s
 until then; the same A/B in a Lightning fit now shows no difference between 1 s and 10 s,
 ``benchmarks/NOTES.md``).
+
+Each sample is finished on a background thread (``background_finish=True``, which
+``background_finish=False`` turns off): the spectra of a sampled step are computed while training
+goes on. So a sample's records, its loggers' values and ``on_jump`` come at the callback's next
+``log()`` — with ``sampling_frequency=10`` and ``window=1`` the one that arms the next sample,
+nine steps later — instead of at the sampled step's own.
 """
 
 from __future__ import annotations
@@ -148,7 +154,7 @@ class TrackingCallback:
                sinks: Sequence[Sink]) -> None:
         """Attach a fresh tracker to ``model`` (FastTracker's errors for bad layers/options)."""
         options = {"keep_last_output": False, "capacity": CALLBACK_RING_CAPACITY,  # (see the module doc)
-                   **self.tracker_options}
+                   "background_finish": True, **self.tracker_options}
         self.tracker = FastTracker(model, layers, self.layer_names, self.sampling_frequency, output=output,
                                    resume=resume, sinks=[*sinks, *self.sinks], on_sample=self.on_sample,
                                    on_jump=self.on_jump, **options)

@@ -15,8 +15,9 @@ One sample, one way (each part is a module of this package)::
     capture    armed hook: output → 2-D matrix → its layer's accumulator, on the backend routing
                chose once for that layer (host, or a CUDA device with device_path="auto")
     log(step)  queue.submit: host only and nothing in flight → sink.finish, one native call
-               (spectra + metrics of every layer → records → ring → jump banks); otherwise each
-               backend's share is submitted and the sample waits in step order
+               (spectra + metrics of every layer → records → ring → jump banks; with
+               background_finish on a background thread); otherwise each backend's share is
+               submitted and the sample waits in step order
     sink       records → native ring → writer thread → memory or HDF5 run file; jumps
     config     every argument check; metadata: what a run file says about its run
 
@@ -142,6 +143,17 @@ class FastTracker:
             ``close()`` record whatever waits first; a run file receives waiting samples at the
             next batch or at those calls. Memory: one copy of each small Gram per waiting sample.
             Measured in benchmarks/NOTES.md (issue 14).
+        background_finish: finish each host sample (spectra, metrics, records, jump banks: the
+            native call a sampled ``log()`` otherwise waits for) on one background thread, so the
+            training step goes on meanwhile (default False; the Lightning and Hugging Face
+            callbacks turn it on). Same numbers, same order; a sample's records, ``tracker.jumps``
+            and ``on_jump`` (still on the training thread) come at the first ``log()`` that finds
+            its finish done — at the latest the next sample's — and ``get_results()``,
+            ``get_jumps()``, ``flush_sinks()`` and ``close()`` wait for it. Costs a spare Gram per
+            layer and, with ``track_weights``, a copy of each weight per sample (the optimizer
+            changes it in place). One sample at a time: a sample whose predecessor's finish is
+            still running waits for it. If no thread can be started, samples are finished on
+            the training thread (reported once). ``ndt_fast.tracker.background``.
         alerts: monitoring alerts (``ndt_fast.monitor``): True = the article's three rules with
             their validated defaults (bottleneck, instability, information flow), or a list of
             ``AlertRule`` objects; computed from finished samples off the training thread (with
@@ -182,7 +194,7 @@ class FastTracker:
                  on_jump: Callable[[str, Jump], Any] | None = None, distributed: str | None = None,
                  process_group: Any = None, distributed_timeout: float = 300.0,
                  alerts: bool | Sequence[Any] = False, on_alert: Callable[[Any], Any] | None = None,
-                 spectra_batch: int = 1) -> None:
+                 spectra_batch: int = 1, background_finish: bool = False) -> None:
         modules, names = tracked_layers(model, layers, layer_names)
         config = TrackerConfig.check(
             sampling_frequency=sampling_frequency, window=window, metrics=metrics, center=center,
@@ -193,7 +205,7 @@ class FastTracker:
             threads=threads, max_rows=max_rows, device_path=device_path, device=device,
             keep_last_output=keep_last_output, sinks=sinks, on_sample=on_sample, on_jump=on_jump,
             distributed=distributed, distributed_timeout=distributed_timeout, alerts=alerts, on_alert=on_alert,
-            spectra_batch=spectra_batch)
+            spectra_batch=spectra_batch, background_finish=background_finish)
         # ndt's attributes (device: ndt's default, the model's; CPU for a model without parameters)
         self.model, self.layer_names = model, names
         self.device = device if device is not None else next((p.device for p in model.parameters()),
@@ -204,7 +216,7 @@ class FastTracker:
         self.eps, self.energy_threshold, self.threads = config.eps, config.energy_threshold, threads
         self.max_rows, self.device_path, self.jump_rule = max_rows, device_path, jump_rule
         self.enable_jump_detection = config.enable_jump_detection
-        self.spectra_batch = config.spectra_batch
+        self.spectra_batch, self.background_finish = config.spectra_batch, config.background_finish
         self.jump_detector = (JumpDetector(window_size=jump_window_size, z_threshold=jump_z_threshold)
                               if config.enable_jump_detection else None)
         self.step_counter = 0
@@ -231,7 +243,7 @@ class FastTracker:
         self._config = config
         # (before a run file is opened; alerts read a layer's width from its Gram once it has one)
         self._callbacks = TrackerCallbacks(config, self._layout, widths=self._feature_widths)
-        self._sink = RecordSink(config, self._layout, self._slots, self._open_records)
+        self._sink = RecordSink(config, self._layout, self._slots, self._open_records, host.accumulator)
         self._callbacks.attach(self._sink)
         self._queue = SampleQueue(self._capture, self._sink, host, router, settings=settings,
                                   track_weights=config.track_weights, max_pending=backends.MAX_PENDING_SAMPLES)
@@ -293,8 +305,12 @@ class FastTracker:
         due = step % self.sampling_frequency == 0
         if force and not due and self.keep_last_output:
             self._capture.take_kept()
-        recorded = force or due
-        if recorded:
+        # New records may be in the ring: a sample recorded here, or (background_finish) the
+        # result of the last one taken — with its jumps — if it is done by now.
+        new_records = force or due
+        if self._sink.in_flight:
+            new_records = self._sink.collect() or new_records
+        if force or due:
             self._record(step, loss, grad_norm)
         elif not self._schedule.in_window(step):
             for slot in self._slots:  # captured for a step that turned out not to be sampled
@@ -307,7 +323,7 @@ class FastTracker:
         if self.keep_last_output:
             self._capture.drop_kept()  # held from a forward to this log() only
         if self._callbacks.active:
-            self._callbacks.after_log(step, recorded)
+            self._callbacks.after_log(step, new_records)
         self._capture.armed = self._schedule.in_window(step + 1)
 
     def arm(self) -> None:
@@ -506,6 +522,7 @@ class FastTracker:
             if hasattr(self, "_capture"):
                 self._capture.remove()
             if hasattr(self, "_sink"):
+                self._sink.close()  # (the background thread, if any)
                 self._sink.stream.close()
             if hasattr(self, "_callbacks"):
                 self._callbacks.close(self.step_counter)

@@ -152,9 +152,9 @@ class TrackerCallbacks:
 
     def after_log(self, step: int, recorded: bool = True) -> None:
         """Feed the sinks (and the alert monitor) what this ``log(step)`` finished, then announce
-        its confirmed jumps. ``recorded``: this log() submitted a sample (else, without a run file,
-        there is nothing new to drain unless device results came in, which the next sample's
-        drain takes)."""
+        its confirmed jumps. ``recorded``: this log() submitted a sample or took a background
+        finish's result (else, without a run file, there is nothing new to drain unless device
+        results came in, which the next sample's drain takes)."""
         if ((self.dispatcher is not None and self._unannounced) or
                 ((self.dispatcher is not None or self.monitor is not None) and recorded
                  and self._sink.stream.path is None)):

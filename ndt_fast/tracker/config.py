@@ -70,6 +70,7 @@ class TrackerConfig:
     alerts: tuple[Any, ...] = ()  # ndt_fast.monitor.AlertRule objects (empty: no monitoring)
     on_alert: Callable[[Any], Any] | None = None
     spectra_batch: int = 1  # host samples whose spectra are solved in one native call
+    background_finish: bool = False  # host samples finished on a background thread
 
     @classmethod
     def check(cls, *, sampling_frequency: Any, window: Any, metrics: Iterable[str] | None, center: Any,
@@ -79,7 +80,8 @@ class TrackerConfig:
               threads: Any, max_rows: Any, device_path: Any, device: Any,
               keep_last_output: Any = True, sinks: Any = (), on_sample: Any = None,
               on_jump: Any = None, distributed: Any = None, distributed_timeout: Any = 300.0,
-              alerts: Any = False, on_alert: Any = None, spectra_batch: Any = 1) -> TrackerConfig:
+              alerts: Any = False, on_alert: Any = None, spectra_batch: Any = 1,
+              background_finish: Any = False) -> TrackerConfig:
         """The configuration of these arguments, or ValueError/TypeError naming the bad one."""
         if not _is_int(sampling_frequency, 1):
             raise ValueError(f"sampling_frequency must be an integer >= 1, got {sampling_frequency!r}")
@@ -119,6 +121,8 @@ class TrackerConfig:
                             f"{spectra_batch!r}")
         if spectra_batch < 1:
             raise ValueError(f"spectra_batch must be an integer >= 1, got {spectra_batch!r}")
+        if not isinstance(background_finish, (bool, np.bool_)):
+            raise TypeError(f"background_finish must be True or False, got {background_finish!r}")
         sinks = tuple(check_sinks(sinks, on_sample))  # (ndt_fast.sinks.base imports no logger package)
         if on_jump is not None and not callable(on_jump):
             raise TypeError(f"on_jump must be callable, got {type(on_jump).__name__}")
@@ -149,7 +153,7 @@ class TrackerConfig:
                    threads=threads, max_rows=max_rows, device_path=device_path, device=device,
                    keep_last_output=bool(keep_last_output), sinks=sinks, on_sample=on_sample, on_jump=on_jump,
                    distributed=mode, distributed_timeout=float(distributed_timeout), alerts=rules,
-                   on_alert=on_alert, spectra_batch=int(spectra_batch))
+                   on_alert=on_alert, spectra_batch=int(spectra_batch), background_finish=bool(background_finish))
 
 
 def resolve_distributed(distributed: Any) -> str | None:

@@ -15,6 +15,11 @@ records them in step order: records and jumps appear up to k − 1 samples late.
 records whatever waits (the sample queue's ``drain`` calls it: results, jumps, sinks, close), and
 :meth:`record` cannot overtake a waiting sample (the native ``record`` flushes first).
 
+With ``background_finish`` :meth:`RecordSink.finish` hands the sample to a background thread
+(``ndt_fast.tracker.background``): the slots get spare accumulators, the thread runs the native
+finish, and :meth:`RecordSink.collect` takes its result on the training thread (at the next
+sample, a ``log()`` that finds it done, or anything that records or flushes, which waits).
+
 The ring is drained by ``ndt_fast.storage.stream.RecordStream`` (a writer thread with
 ``output=``); consumers of finished records off the training thread attach there
 (``RecordStream.listeners``). What the banks confirm comes back here, becomes ``tracker.jumps``
@@ -41,14 +46,15 @@ from ndt_fast.jumps import Jump
 from ndt_fast.storage.records import RecordLayout
 from ndt_fast.storage.stream import RecordStream
 from ndt_fast.tracker import backends
+from ndt_fast.tracker.background import BackgroundFinish
 from ndt_fast.tracker.capture import LayerSlot, report_error
 from ndt_fast.tracker.config import TrackerConfig
 
 logger = logging.getLogger("ndt_fast.tracker")
 
 
-# Sinks with spectra_batch > 1, whose waiting samples a script that never calls close() would
-# otherwise lose at exit. atexit runs its functions in reverse order of registration, and
+# Sinks with spectra_batch > 1 or background_finish, whose waiting samples a script that never
+# calls close() would otherwise lose at exit. atexit runs its functions in reverse order of registration, and
 # ndt_fast.storage.stream (imported above) registered its closing of the run files first: so the
 # waiting samples reach the ring before the streams write it out and close.
 _batching_sinks: weakref.WeakSet[RecordSink] = weakref.WeakSet()
@@ -72,7 +78,10 @@ def flagged_records(count: int) -> np.ndarray:
 
 class RecordSink:
     def __init__(self, config: TrackerConfig, layout: RecordLayout, slots: Sequence[LayerSlot],
-                 stream_factory: Callable[[RecordSink], RecordStream]) -> None:
+                 stream_factory: Callable[[RecordSink], RecordStream],
+                 new_accumulator: Callable[[str, int], Any] | None = None) -> None:
+        """``new_accumulator(side, dim)``: an empty host accumulator (the host backend's), for the
+        slots' spares with ``background_finish``."""
         self._slots = slots
         self._layout = layout
         self._threads = config.threads
@@ -89,7 +98,13 @@ class RecordSink:
         self.resumed_from: list[int] = [-1] * len(slots)  # per layer: the last step already in the file
         self._resumed_max = -1
         self.stream = stream_factory(self)  # may replay a resumed run into the banks first
-        if config.spectra_batch > 1:
+        # background_finish: the thread, the sample in its hands (what collect() needs), the slots'
+        # spare accumulators by layer index.
+        self._background = BackgroundFinish() if config.background_finish and new_accumulator is not None else None
+        self._handed: tuple[Any, ...] | None = None
+        self._spares: dict[int, Any] = {}
+        self._new_accumulator = new_accumulator
+        if config.spectra_batch > 1 or self._background is not None:
             _batching_sinks.add(self)
 
     # ---- resume -------------------------------------------------------------------------------
@@ -109,33 +124,86 @@ class RecordSink:
     def finish(self, step: int, loss: float, grad_norm: float, ready: list[LayerSlot], failed: list[LayerSlot],
                weights: list[Any] | None) -> None:
         """Compute and record a host sample: ``ready`` slots' accumulators (reset afterwards),
-        ``failed`` slots as flagged rows, ``weights`` (per ready slot: a 2-D weight or None)."""
+        ``failed`` slots as flagged rows, ``weights`` (per ready slot: a 2-D weight or None).
+        With ``background_finish`` the computing and recording happen on the background thread
+        (``ndt_fast.tracker.background``) and the slots get fresh accumulators at once."""
         if step <= self._resumed_max:
             ready, failed, weights = self._fresh(step, ready, failed, weights)
-        views = [None] * len(ready)
+        background = self._background is not None
+        if background:
+            self.collect(wait=True)  # one in flight: the previous sample is older
+        views, owners = [None] * len(ready), None
         if weights is not None:
             try:
-                owners = [backends.weight_view(w) if w is not None else None for w in weights]
+                # Handed to the background thread, a weight is copied: the optimizer changes it in place.
+                owners = [backends.weight_view(w.clone() if background else w) if w is not None else None
+                          for w in weights]
                 views = [o[1] if o is not None else None for o in owners]
             except Exception as error:  # the activation rows stand; their weight columns stay NaN
                 for slot in ready:
                     report_error(slot, error)
+        accumulators = [s.accumulator for s in ready]
+        args = (step, loss, grad_norm, [s.index for s in ready], accumulators, views, [s.index for s in failed])
+        if background:
+            ring = self.stream.ring_for_push()  # (decided now: nothing else pushes until the result is taken)
+            rows_seen = [a.rows_seen for a in accumulators] + [0] * len(failed)
+            if self._background.submit(lambda: (self._finisher.finish(ring, *args, self._threads), owners)):
+                self._handed = (step, loss, grad_norm, ready, failed, rows_seen, accumulators)
+                for slot in ready:  # the hooks fill fresh accumulators while the thread reads these
+                    slot.accumulator = self._spare_for(slot)
+                return
         try:
-            outcome = self._finisher.finish(
-                self.stream.ring_for_push(), step, loss, grad_norm, [s.index for s in ready],
-                [s.accumulator for s in ready], views,
-                [s.index for s in failed], self._threads)
+            outcome = self._finisher.finish(self.stream.ring_for_push(), *args, self._threads)
         except Exception as error:  # a bug of ours must not end the user's run: flagged rows
-            for slot in ready:
-                report_error(slot, error)
-            everyone = ready + failed
-            rows_seen = [s.accumulator.rows_seen for s in ready] + [0] * len(failed)
-            for slot in ready:
-                slot.accumulator.reset()
-            self.record(step, loss, grad_norm, everyone, flagged_records(len(everyone)), None, rows_seen)
+            self._flag_finish(error, *args[:3], ready, failed, [a.rows_seen for a in accumulators] + [0] * len(failed))
+            for accumulator in accumulators:
+                accumulator.reset()
             return
         if outcome is not None:
             self._outcome(outcome, ready)
+
+    def _flag_finish(self, error: BaseException, step: int, loss: float, grad_norm: float, ready: list[LayerSlot],
+                     failed: list[LayerSlot], rows_seen: list[int]) -> None:
+        """A finish that raised: its layers' rows are recorded flagged (never lost), the error counted."""
+        for slot in ready:
+            report_error(slot, error)
+        everyone = ready + failed
+        self.record(step, loss, grad_norm, everyone, flagged_records(len(everyone)), None, rows_seen)
+
+    # ---- background_finish ----------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> bool:
+        """A sample is being finished on the background thread."""
+        return self._background is not None and self._background.in_flight
+
+    def collect(self, wait: bool = False) -> bool:
+        """Take the background finish's result if it is done (``wait``: block until it is):
+        overflow, detections and errors handled here, on the calling (training) thread; its
+        accumulators become the slots' spares. Returns whether a result was taken."""
+        taken = self._background.result(wait) if self._background is not None else None
+        if taken is None:
+            return False
+        (value, error), (step, loss, grad_norm, ready, failed, rows_seen, accumulators) = taken, self._handed
+        self._handed = None
+        if error is not None:  # as in finish(): flagged rows (its Grams were left as they were)
+            self._flag_finish(error, step, loss, grad_norm, ready, failed, rows_seen)
+            for accumulator in accumulators:
+                accumulator.reset()
+        elif value[0] is not None:
+            self._outcome(value[0], ready)
+        for slot, accumulator in zip(ready, accumulators):
+            self._spares[slot.index] = accumulator
+        return True
+
+    def _spare_for(self, slot: LayerSlot) -> Any:
+        """An empty host accumulator for ``slot``'s Gram shape: the one its previous background
+        finish gave back, or a new one (the first time, or the shape changed)."""
+        spare = self._spares.pop(slot.index, None)
+        side, dim = slot.key[0], slot.key[1]
+        if spare is not None and spare.dim == dim and spare.side == side:
+            return spare
+        return self._new_accumulator(side, dim)
 
     def record(self, step: int, loss: float, grad_norm: float, slots: list[LayerSlot], records: np.ndarray,
                weight_records: np.ndarray | None, rows_seen: list[int]) -> None:
@@ -147,6 +215,7 @@ class RecordSink:
             weight_records = weight_records[fresh] if weight_records is not None else None
         if not slots:
             return
+        self.collect(wait=True)  # the sample in the background is older (and the finisher is not thread-safe)
         outcome = self._finisher.record(
             self.stream.ring_for_push(), step, loss, grad_norm, np.array([s.index for s in slots], dtype=np.int64),
             records, weight_records if self._track_weights else None, np.asarray(rows_seen, dtype=np.int64),
@@ -156,12 +225,16 @@ class RecordSink:
 
     @property
     def pending(self) -> int:
-        """Host samples finished but not recorded yet (``spectra_batch`` > 1; always < it)."""
+        """Host samples finished but not recorded yet (``spectra_batch`` > 1; always < it). Takes
+        a background finish's result first (waiting for it: the finisher is not thread-safe)."""
+        self.collect(wait=True)
         return self._finisher.pending
 
     def flush(self) -> None:
-        """Record every sample still waiting for its batched spectra, in step order (nothing
-        waiting: nothing to do). Never raises: a failure flags those rows, as in :meth:`finish`."""
+        """Record every sample still waiting — in the background, for its batched spectra — in
+        step order (nothing waiting: nothing to do). Never raises: a failure flags those rows, as
+        in :meth:`finish`."""
+        self.collect(wait=True)
         if not self._finisher.pending:
             return
         try:
@@ -172,6 +245,12 @@ class RecordSink:
             return
         if outcome is not None:
             self._outcome(outcome, [])
+
+    def close(self) -> None:
+        """Record what waits (:meth:`flush`) and stop the background thread (none: nothing to stop)."""
+        self.flush()
+        if self._background is not None:
+            self._background.close()
 
     def _fresh(self, step: int, ready: list[LayerSlot], failed: list[LayerSlot],
                weights: list[Any] | None) -> tuple[list[LayerSlot], list[LayerSlot], list[Any] | None]:

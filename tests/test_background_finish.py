@@ -1,0 +1,192 @@
+"""FastTracker(background_finish=True): each host sample finished on a background thread.
+
+The promises under test: the same records and jumps as finishing on the training thread, in the
+same order (with windows, batched spectra, weights, a NaN layer, a run file); a finish still
+running while training goes on reads the Grams and weights of its own step, not the next
+forward's or the optimizer's; a finish that raises gives flagged rows in their place; with no
+thread to run on, samples are finished on the training thread; results, jumps and sinks wait for
+the sample in flight; ``close()`` stops the thread; ``on_jump`` runs on the training thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+
+import pandas as pd
+import pytest
+import torch
+
+import ndt_fast
+from models import Switch, assert_same, fail_finish_at, mlp, train
+from ndt_fast import FastTracker
+from ndt_fast.storage import load
+from ndt_fast.tracker import background
+
+pytestmark = pytest.mark.usefixtures("torch_env")
+
+OPTIONS = [
+    {"sampling_frequency": 1},
+    {"sampling_frequency": 5},
+    {"sampling_frequency": 5, "window": 3},
+    {"sampling_frequency": 1, "spectra_batch": 3},
+    {"sampling_frequency": 2, "track_weights": True},
+    {"sampling_frequency": 1, "nan_at": 7},
+]
+
+
+def finish_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("ndt_fast-finish")]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_same_records_and_jumps_as_the_training_thread(seed, options):
+    reference = train(seed, 41, **options)
+    tracker = train(seed, 41, background_finish=True, **options)
+    assert tracker.background_finish and not reference.background_finish
+    assert_same(tracker.get_results(), reference.get_results())
+    pd.testing.assert_frame_equal(tracker.get_jumps(), reference.get_jumps())
+    assert tracker.jumps == reference.jumps
+    assert tracker.errors == reference.errors
+    reference.close(), tracker.close()
+
+
+def test_a_run_file_holds_the_same_samples(seed, tmp_path):
+    reference = train(seed, 23, output=tmp_path / "sync.h5")
+    tracker = train(seed, 23, background_finish=True, output=tmp_path / "background.h5")
+    reference.close(), tracker.close()
+    got, want = load(tmp_path / "background.h5"), load(tmp_path / "sync.h5")
+    assert_same(dict(got), dict(want))
+    pd.testing.assert_frame_equal(got.jumps, want.jumps)
+
+
+class HeldJobs:
+    """Makes every background job wait until ``release()``: what the training thread does in the
+    meantime happens, deterministically, while a finish is running."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.gate = threading.Event()
+        submit = background.BackgroundFinish.submit
+
+        def held_submit(finisher, job):
+            def held():
+                assert self.gate.wait(30), "the test never released the job"
+                return job()
+
+            return submit(finisher, held)
+
+        monkeypatch.setattr(background.BackgroundFinish, "submit", held_submit)
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+def test_a_running_finish_reads_its_own_grams_and_weights(seed, monkeypatch):
+    """While step 0's finish is held, the next forward fills the layer's Gram again and the weight
+    changes in place (as an optimizer step would): step 0's record must not see either. Without
+    the spare accumulators or the weight copy it would."""
+    torch.manual_seed(seed)
+    x0, x1 = torch.randn(16, 8), torch.randn(16, 8) * 5
+    records = {}
+    for mode in (False, True):
+        torch.manual_seed(seed)
+        model = mlp(8, 6)
+        torch.nn.init.normal_(model[0].weight)
+        held = HeldJobs(monkeypatch) if mode else None
+        tracker = FastTracker(model, sampling_frequency=1, track_weights=True, background_finish=mode)
+        model(x0)
+        tracker.log(0, 1.0)
+        model(x1)  # the step-1 forward, into the layer's (spare) accumulator
+        with torch.no_grad():
+            model[0].weight.add_(torch.randn_like(model[0].weight))
+        if held is not None:
+            assert tracker._sink.in_flight
+            held.release()
+        tracker.log(1, 1.0)
+        records[mode] = tracker.get_results("Linear_0")
+        tracker.close()
+        monkeypatch.undo()
+    assert_same({"l": records[True]}, {"l": records[False]})
+
+
+@pytest.mark.parametrize("options", [{"background_finish": True}, {"spectra_batch": 3},
+                                     {"background_finish": True, "spectra_batch": 3}])
+def test_a_failing_finish_gives_flagged_rows_in_order(seed, monkeypatch, caplog, options):
+    """The error path (a sample recorded through record() with flagged rows) overtakes neither
+    the sample in the background nor the samples waiting for their batched spectra."""
+    tracker = train(seed, 0, **options)
+    fail_finish_at(tracker, monkeypatch, 3)
+    torch.manual_seed(seed)
+    with caplog.at_level(logging.ERROR, logger="ndt_fast"):
+        for step in range(5):
+            tracker.model(torch.randn(24, 20))
+            tracker.log(step, 0.0)
+        df = tracker.get_results("l0")
+    assert df["step"].tolist() == [0, 1, 2, 3, 4]
+    assert df["flags"].tolist() == [0, 0, ndt_fast.FLAG_TRACKER_ERROR, 0, 0]
+    assert tracker.errors["l0"] == 1 and "injected" in caplog.text
+    tracker.close()
+
+
+def test_without_a_thread_samples_are_finished_on_the_training_thread(seed, monkeypatch, caplog):
+    class NoThreads(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(background.concurrent.futures, "ThreadPoolExecutor", NoThreads)
+    reference = train(seed, 12)
+    with caplog.at_level(logging.WARNING, logger="ndt_fast"):
+        tracker = train(seed, 12, background_finish=True)
+    assert_same(tracker.get_results(), reference.get_results())
+    assert caplog.text.count("no thread to finish samples on") == 1
+    reference.close(), tracker.close()
+
+
+def test_results_wait_for_the_sample_in_flight_and_close_stops_the_thread(seed, monkeypatch):
+    held = HeldJobs(monkeypatch)
+    got = []
+    tracker = train(seed, 0, background_finish=True, on_sample=lambda sample: got.append(sample.step))
+    torch.manual_seed(seed)
+    for step in range(3):
+        tracker.model(torch.randn(24, 20))
+        tracker.log(step, 0.0)
+        if step == 0:
+            held.release()
+    assert tracker._sink.in_flight
+    assert tracker.get_results("l0")["step"].tolist() == [0, 1, 2]
+    assert tracker.flush_sinks(timeout=30) and got == [0, 1, 2]
+    assert finish_threads()
+    tracker.close()
+    assert not finish_threads()
+
+
+def test_on_jump_comes_on_the_training_thread_at_most_one_log_later(seed):
+    """A planted collapse (rank 16 → 1 at step 300): the same jumps as without the background
+    thread, announced on the training thread, at the same log() or the next one."""
+    seen = {}
+    for mode in (False, True):
+        torch.manual_seed(seed)
+        lin, switch = torch.nn.Linear(16, 16), Switch(16)
+        model = torch.nn.Sequential(lin, switch)
+        calls, now = [], [0]
+        tracker = FastTracker(model, layers=[lin, switch], layer_names=["lin", "switch"], background_finish=mode,
+                              on_jump=lambda layer, jump: calls.append((layer, jump, threading.current_thread(),
+                                                                        now[0])))
+        for step in range(400):
+            switch.rank = 1 if step >= 300 else 16
+            model(torch.randn(32, 16))
+            now[0] = step
+            tracker.log(step, 0.0)
+        tracker.close()
+        assert all(thread is threading.main_thread() for _, _, thread, _ in calls)
+        seen[mode] = calls
+    assert [c[:2] for c in seen[True]] == [c[:2] for c in seen[False]]
+    assert any(jump.step >= 300 for _, jump, _, _ in seen[False])
+    assert all(0 <= late[3] - early[3] <= 1 for late, early in zip(seen[True], seen[False]))
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_background_finish_must_be_a_bool(value):
+    with pytest.raises(TypeError, match="background_finish"):
+        FastTracker(mlp(4, 3), background_finish=value)
