@@ -33,6 +33,7 @@ OPTIONS = [
     {"sampling_frequency": 1, "spectra_batch": 3},
     {"sampling_frequency": 2, "track_weights": True},
     {"sampling_frequency": 1, "nan_at": 7},
+    {"sampling_frequency": 1, "max_rows": 10},
 ]
 
 
@@ -108,6 +109,23 @@ def test_a_running_finish_reads_its_own_grams_and_weights(seed, monkeypatch):
         tracker.close()
         monkeypatch.undo()
     assert_same({"l": records[True]}, {"l": records[False]})
+
+
+def test_a_deferred_gram_measures_the_output_before_an_in_place_op(seed):
+    """The Gram is computed on the background thread from a copy taken in the hook: a ReLU(inplace)
+    after the tracked Linear does not change what is measured."""
+    results = {}
+    for mode in (False, True):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(12, 10), torch.nn.ReLU(inplace=True), torch.nn.Linear(10, 4))
+        tracker = FastTracker(model, layers=[model[0]], layer_names=["l0"], background_finish=mode)
+        assert tracker._capture.defer_grams is mode
+        for step in range(6):
+            model(torch.randn(16, 12))
+            tracker.log(step, 0.0)
+        results[mode] = tracker.get_results()
+        tracker.close()
+    assert_same(results[True], results[False])
 
 
 @pytest.mark.parametrize("options", [{"background_finish": True}, {"spectra_batch": 3},

@@ -616,3 +616,27 @@ def test_a_failing_weight_metric_keeps_the_activation_rows(path, emulate, monkey
         assert tracker.errors[name] == 3, tracker.errors
     reference.close()
     tracker.close()
+
+
+def test_background_finish_with_layers_on_both_paths(emulate, seed):
+    """A host layer's Gram deferred to the background thread (``background_finish``) is computed
+    before its sample takes the queue's path (another layer is on the device): same rows."""
+    emulate(delay=2, takes=lambda x, dim: dim > 10)  # layer 0's 16 × 16 Gram on the device, layer 2's 8 × 8 on the host
+    torch.manual_seed(seed)
+    model = mlp(48, 32, 8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    host = FastTracker(model, device_path="host")
+    device = FastTracker(model, device_path="auto", background_finish=True)
+    gen = torch.Generator().manual_seed(seed)
+    for step in range(9):
+        optimizer.zero_grad()
+        loss = model(torch.randn(16, 48, generator=gen)).square().mean()
+        loss.backward()
+        optimizer.step()
+        host.log(step, loss)
+        device.log(step, loss)
+    assert on_device(device) == [True, False]
+    assert_same_results(device, host)
+    assert sum(device.errors.values()) == 0
+    host.close()
+    device.close()

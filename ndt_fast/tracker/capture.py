@@ -40,7 +40,7 @@ class LayerSlot:
     """Everything kept per tracked module."""
 
     __slots__ = ("name", "index", "module", "handle", "accumulator", "key", "on_host", "captured", "failed",
-                 "errors", "spatial_rows", "row_subset", "kept", "rows")
+                 "errors", "spatial_rows", "row_subset", "kept", "rows", "deferred")
 
     def __init__(self, name: str, index: int, module: nn.Module, spatial_rows: bool) -> None:
         self.name = name
@@ -57,6 +57,9 @@ class LayerSlot:
         self.row_subset: dict[tuple[int, torch.device], torch.Tensor] = {}  # max_rows: (rows, device) → indices
         self.kept: Any = None  # keep_last_output: the last unarmed training forward's output since log()
         self.rows: torch.Tensor | None = None  # distributed="global", a row-gathered layer: this rank's rows
+        # background_finish: a host copy of the sampled activation (rows, features), whose Gram the
+        # background thread computes before the finish (Capture.fold_deferred)
+        self.deferred: torch.Tensor | None = None
 
 
 def report_error(slot: LayerSlot, error: BaseException) -> None:
@@ -83,6 +86,10 @@ class Capture:
         # Grams that will be summed — over a window's batches, or over ranks (distributed="global")
         # — must be feature-side ones; otherwise the smaller side is taken.
         self._summed = config.window > 1 or config.distributed == "global"
+        # background_finish: a sample's Grams are computed on the background thread too, from a copy
+        # of each activation — unless they are summed (over a window's forwards, or across ranks
+        # at log(), which needs them on this thread).
+        self.defer_grams = config.background_finish and not self._summed
         # distributed="global": layers whose rows are gathered across ranks at log() (the hook keeps
         # a copy of its rows instead of a Gram); ndt_fast.tracker.distributed decides.
         self.gathered: set[int] = set()
@@ -107,6 +114,7 @@ class Capture:
             slot.captured = False
             slot.kept = None
             slot.rows = None
+            slot.deferred = None
         self.armed = False
 
     def _hook(self, slot: LayerSlot) -> Any:
@@ -174,14 +182,20 @@ class Capture:
             if slot.key != key:
                 self._new_accumulator(slot, x, key)
             if slot.on_host:
+                # (a new tensor already: max_rows' index_select, a copy by activation_matrix)
+                copied = x is not tensor and x.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr()
                 if not on_cpu:
                     self.warn_host_copy(slot, x, dim)
-                    x = x.detach().to("cpu")  # a sync with the device (see device_path)
+                    x, copied = x.detach().to("cpu"), True  # a sync with the device (see device_path)
                 view = torch_matrix_view(x)
                 if view is None:  # float8, integer, … outputs: measured in float32
-                    x = x.detach().float()
+                    x, copied = x.detach().float(), True
                     view = torch_matrix_view(x)
-                if fresh:
+                if fresh and self.defer_grams:
+                    # A copy (the output may still change in place in this forward); its Gram is
+                    # computed with the sample's finish, on the background thread.
+                    slot.deferred = x.detach() if copied else x.detach().clone()
+                elif fresh:
                     slot.accumulator.refill(view, self._threads)  # reset + add in one native call
                 else:
                     slot.accumulator.add(view, threads=self._threads)
@@ -225,11 +239,19 @@ class Capture:
             slot.accumulator = self.host.accumulator("feature", dim)
             slot.key, slot.on_host = ("feature", dim, None), True
 
+    def fold_deferred(self, slot: LayerSlot) -> None:
+        """Compute ``slot``'s Gram from its deferred activation now, on this thread (a sample that
+        takes the queue's path, or no background thread to do it)."""
+        if slot.deferred is not None:
+            rows, slot.deferred = slot.deferred, None
+            slot.accumulator.refill(torch_matrix_view(rows), self._threads)
+
     def discard(self, slot: LayerSlot) -> None:
         """Forget what the slot captured (its Gram too: with window > 1 the next add accumulates)."""
         slot.captured = False
         slot.failed = False
         slot.rows = None
+        slot.deferred = None
         if slot.accumulator is not None:
             slot.accumulator.reset()
 

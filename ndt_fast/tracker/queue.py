@@ -109,6 +109,8 @@ class SampleQueue:
             self._sink.finish(step, self.read(loss, "loss"), self.read(grad_norm, "grad_norm"), ready, failed,
                               weights)
             return
+        for slot in ready:  # background_finish's deferred Grams: the backends' submit needs them now
+            self._capture.fold_deferred(slot)
         if len(self._queue) >= self._max_pending:
             self.poll()
             if len(self._queue) >= self._max_pending:

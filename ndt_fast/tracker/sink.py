@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ndt_fast._buffer import torch_matrix_view
 from ndt_fast._native import core
 from ndt_fast._schema import FLAG_TRACKER_ERROR, FLAGS_AT, JUMP_RULES, METRIC_WIDTH
 from ndt_fast.jumps import Jump
@@ -143,19 +144,31 @@ class RecordSink:
                 for slot in ready:
                     report_error(slot, error)
         accumulators = [s.accumulator for s in ready]
+        # Activations whose Gram is computed here first (background_finish; capture's deferred copies).
+        deferred = [s.deferred for s in ready]
+        for slot in ready:
+            slot.deferred = None
+        rows_seen = [a.rows_seen if d is None else int(d.shape[0]) for a, d in zip(accumulators, deferred)]
+        rows_seen += [0] * len(failed)
         args = (step, loss, grad_norm, [s.index for s in ready], accumulators, views, [s.index for s in failed])
+
+        def compute(ring: Any) -> Any:
+            for accumulator, rows in zip(accumulators, deferred):
+                if rows is not None:
+                    accumulator.refill(torch_matrix_view(rows), self._threads)
+            return self._finisher.finish(ring, *args, self._threads)
+
         if background:
             ring = self.stream.ring_for_push()  # (decided now: nothing else pushes until the result is taken)
-            rows_seen = [a.rows_seen for a in accumulators] + [0] * len(failed)
-            if self._background.submit(lambda: (self._finisher.finish(ring, *args, self._threads), owners)):
+            if self._background.submit(lambda: (compute(ring), owners)):
                 self._handed = (step, loss, grad_norm, ready, failed, rows_seen, accumulators)
                 for slot in ready:  # the hooks fill fresh accumulators while the thread reads these
                     slot.accumulator = self._spare_for(slot)
                 return
         try:
-            outcome = self._finisher.finish(self.stream.ring_for_push(), *args, self._threads)
+            outcome = compute(self.stream.ring_for_push())
         except Exception as error:  # a bug of ours must not end the user's run: flagged rows
-            self._flag_finish(error, *args[:3], ready, failed, [a.rows_seen for a in accumulators] + [0] * len(failed))
+            self._flag_finish(error, step, loss, grad_norm, ready, failed, rows_seen)
             for accumulator in accumulators:
                 accumulator.reset()
             return
@@ -259,6 +272,7 @@ class RecordSink:
         for i, slot in enumerate(ready):
             if i not in keep:
                 slot.accumulator.reset()
+                slot.deferred = None
         return ([ready[i] for i in keep], [s for s in failed if step > self.resumed_from[s.index]],
                 [weights[i] for i in keep] if weights is not None else None)
 
