@@ -208,3 +208,32 @@ def test_on_jump_comes_on_the_training_thread_at_most_one_log_later(seed):
 def test_background_finish_must_be_a_bool(value):
     with pytest.raises(TypeError, match="background_finish"):
         FastTracker(mlp(4, 3), background_finish=value)
+
+
+def test_a_script_that_never_closes_still_writes_the_sample_in_flight(tmp_path):
+    """No close(), no get_results(): at exit the sample on the background thread (held there
+    until the script's last line) is recorded before the run file is closed."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.h5"
+    script = (
+        "import threading\nimport torch\nfrom torch import nn\nfrom ndt_fast import FastTracker\n"
+        "from ndt_fast.tracker import background\n"
+        "hold, submit = threading.Event(), background.BackgroundFinish.submit\n"
+        "hold.set()\n"
+        "background.BackgroundFinish.submit = lambda self, job: submit(self, lambda: (hold.wait(30), job())[1])\n"
+        "model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4))\n"
+        f"tracker = FastTracker(model, output={str(path)!r}, background_finish=True)\n"
+        "for step in range(7):\n    model(torch.randn(8, 20))\n"
+        "    if step == 6:\n        hold.clear()\n"
+        "    tracker.log(step, 1.0)\n"
+        "print(tracker._sink.in_flight)\n"
+        "threading.Timer(0.3, hold.set).start()  # the last finish runs while the interpreter exits\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"  # step 6 was on the background thread at the end
+    assert "Exception ignored" not in done.stderr and "Error" not in done.stderr, done.stderr
+    loaded = load(path)
+    assert [loaded[name]["step"].tolist() for name in ("Linear_0", "Linear_1")] == [list(range(7))] * 2

@@ -143,17 +143,20 @@ class FastTracker:
             ``close()`` record whatever waits first; a run file receives waiting samples at the
             next batch or at those calls. Memory: one copy of each small Gram per waiting sample.
             Measured in benchmarks/NOTES.md (issue 14).
-        background_finish: finish each host sample (spectra, metrics, records, jump banks: the
-            native call a sampled ``log()`` otherwise waits for) on one background thread, so the
-            training step goes on meanwhile (default False; the Lightning and Hugging Face
-            callbacks turn it on). Same numbers, same order; a sample's records, ``tracker.jumps``
-            and ``on_jump`` (still on the training thread) come at the first ``log()`` that finds
-            its finish done — at the latest the next sample's — and ``get_results()``,
-            ``get_jumps()``, ``flush_sinks()`` and ``close()`` wait for it. Costs a spare Gram per
-            layer and, with ``track_weights``, a copy of each weight per sample (the optimizer
-            changes it in place). One sample at a time: a sample whose predecessor's finish is
-            still running waits for it. If no thread can be started, samples are finished on
-            the training thread (reported once). ``ndt_fast.tracker.background``.
+        background_finish: compute each host sample on one background thread — its Grams (with
+            ``window=1``, not distributed: the hooks keep a copy of each activation instead) and
+            its finish (spectra, metrics, records, jump banks: the native call a sampled ``log()``
+            otherwise waits for) — while training goes on (default False; the Lightning and
+            Hugging Face callbacks turn it on). Same numbers, same order; a sample's records,
+            ``tracker.jumps`` and ``on_jump`` (still on the training thread) come at the first
+            ``log()`` that finds it done — at the latest the next sample's — and
+            ``get_results()``, ``get_jumps()``, ``flush_sinks()`` and ``close()`` wait for it.
+            Memory: a spare Gram per layer, the sampled activations' copies until the thread has
+            folded them, with ``track_weights`` a copy of each weight (the optimizer changes it in
+            place). One sample at a time: a sample whose predecessor is still running waits for
+            it. It saves wall time where a core is free (a GPU run, one torch thread) and costs
+            some CPU (the hand-over); if no thread can be started, samples are computed on the
+            training thread (reported once). ``ndt_fast.tracker.background``.
         alerts: monitoring alerts (``ndt_fast.monitor``): True = the article's three rules with
             their validated defaults (bottleneck, instability, information flow), or a list of
             ``AlertRule`` objects; computed from finished samples off the training thread (with

@@ -8,6 +8,11 @@ with ``keep_last_output`` (the default): an unarmed hook then keeps a reference 
 last training-forward output (no copy, no computation), which ``log()`` drops, so a forced
 ``log()`` on an unscheduled step measures it (``take_kept``) as ndt does, without ``arm()``.
 
+With ``background_finish`` (window 1, not distributed) an armed hook keeps a copy of the 2-D
+matrix instead (``LayerSlot.deferred``): its Gram is computed on the background thread, just
+before the sample's finish (``ndt_fast.tracker.sink``), or by :meth:`Capture.fold_deferred`
+where the sample cannot wait for it.
+
 Routing is decided here, once per accumulator: when a layer's Gram changes shape or device, its
 new accumulator comes from the device router (a CUDA activation a device kind takes) or else
 from the host backend (``ndt_fast.tracker.backends``). Gram side: ``ndt_fast._schema.gram_side``.

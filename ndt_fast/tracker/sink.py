@@ -55,9 +55,10 @@ logger = logging.getLogger("ndt_fast.tracker")
 
 
 # Sinks with spectra_batch > 1 or background_finish, whose waiting samples a script that never
-# calls close() would otherwise lose at exit. atexit runs its functions in reverse order of registration, and
-# ndt_fast.storage.stream (imported above) registered its closing of the run files first: so the
-# waiting samples reach the ring before the streams write it out and close.
+# calls close() would otherwise lose at exit. atexit runs its functions in reverse order of
+# registration, and ndt_fast.storage.stream (imported above) registered its closing of the run
+# files first: so the waiting samples reach the ring before the streams write it out and close.
+# (A background thread's last job has run by then: Python joins such threads before atexit.)
 _batching_sinks: weakref.WeakSet[RecordSink] = weakref.WeakSet()
 
 
