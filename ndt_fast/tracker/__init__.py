@@ -20,6 +20,8 @@ One sample, one way (each part is a module of this package)::
                submitted and the sample waits in step order
     sink       records → native ring → writer thread → memory or HDF5 run file; jumps
     config     every argument check; metadata: what a run file says about its run
+    background background_finish: a sample's Grams and finish on one background thread
+    health     what the tracker counted and caught (errors, missed, ...), as properties
 
 CUDA models: by default (``device_path="host"``) a CUDA activation is copied to the host in the
 hook (a sync per layer and sample). ``device_path="auto"`` opts into the device backends
@@ -67,6 +69,7 @@ from ndt_fast.tracker.callbacks import TrackerCallbacks
 from ndt_fast.tracker.capture import Capture
 from ndt_fast.tracker.config import DEVICE_PATHS, TrackerConfig, tracked_layers
 from ndt_fast.tracker.distributed import RankReduce, agreement_settings, rank_output
+from ndt_fast.tracker.health import TrackerHealth
 from ndt_fast.tracker.metadata import run_metadata
 from ndt_fast.tracker.queue import SampleQueue
 from ndt_fast.tracker.schedule import Schedule
@@ -78,7 +81,7 @@ __all__ = ["DEVICE_PATHS", "EXTRA_COLUMNS", "FLAG_TRACKER_ERROR", "JUMP_RULES", 
 logger = logging.getLogger(__name__)
 
 
-class FastTracker:
+class FastTracker(TrackerHealth):
     """Tracks the dimensionality of a model's layers during training (ndt-compatible surface).
 
     Args (ndt's, same defaults): ``model``; ``layers`` (None: auto-selected, ``ndt_fast.layers``);
@@ -448,16 +451,6 @@ class FastTracker:
         return self._sink.stream.path
 
     @property
-    def write_error(self) -> BaseException | None:
-        """The error that stopped writing ``output`` (records are then kept in memory), or None."""
-        return self._sink.stream.write_error
-
-    @property
-    def errors(self) -> dict[str, int]:
-        """Exceptions caught inside hooks, per layer name."""
-        return {slot.name: slot.errors for slot in self._slots}
-
-    @property
     def activation_capture(self) -> TrackerHooks:
         """ndt's ``tracker.activation_capture``, read-only: ``hooks`` (the live hook handles; empty
         after ``close()``) and ``activations`` (the outputs kept for ``force=True`` since the last
@@ -465,47 +458,6 @@ class FastTracker:
         return TrackerHooks(hooks=[slot.handle for slot in self._slots if slot.handle is not None],
                             activations={slot.name: tensor.detach() for slot in self._slots
                                          if (tensor := first_tensor(slot.kept)) is not None})
-
-    @property
-    def distributed(self) -> str | None:
-        """The distributed mode in effect: "global", "local", or None (one process)."""
-        return self._config.distributed
-
-    @property
-    def collectives(self) -> int:
-        """Collectives the tracker has called since construction (``"global"``: one or two per sample)."""
-        return self._ranks.collectives if self._ranks is not None else 0
-
-    @property
-    def collective_seconds(self) -> float:
-        """Seconds spent summing Grams over the ranks (packing and waiting included)."""
-        return self._ranks.seconds if self._ranks is not None else 0.0
-
-    @property
-    def partial_samples(self) -> dict[str, int]:
-        """``"global"``, rank 0: per layer, samples it was captured on some ranks only (recorded:
-        those ranks' rows; a warning the first time)."""
-        return dict(self._ranks.partial) if self._ranks is not None else {}
-
-    @property
-    def distributed_error(self) -> BaseException | None:
-        """The error that stopped the ranks' reduction (later samples are flagged rows), or None."""
-        return self._ranks.error if self._ranks is not None else None
-
-    @property
-    def missed(self) -> dict[str, int]:
-        """Sampled steps at which a layer had no captured forward (no row recorded)."""
-        return dict(self._missed)
-
-    @property
-    def callback_errors(self) -> dict[str, int]:
-        """Exceptions raised by the user's ``on_jump`` / ``on_sample`` / ``on_alert`` (caught, reported once)."""
-        return self._callbacks.errors
-
-    @property
-    def sink_failures(self) -> dict[str, BaseException]:
-        """Sinks disabled after an error: name → the error."""
-        return self._callbacks.failures
 
     def flush_sinks(self, timeout: float = 30.0) -> bool:
         """Wait until every sample recorded so far is written by the sinks (False: ``timeout``
