@@ -586,7 +586,8 @@ PYBIND11_MODULE(_core, m) {
           "finish",
           [](ndt::SampleFinisher& self, ndt::RecordRing* ring, int64_t step, double loss, double grad_norm,
              const std::vector<int64_t>& layers, const std::vector<ndt::GramAccumulator*>& accs,
-             const std::vector<std::optional<ViewTuple>>& weights, const std::vector<int64_t>& failed, int threads) {
+             const std::vector<std::optional<ViewTuple>>& weights, const std::vector<int64_t>& failed, int threads,
+             const std::vector<std::optional<ViewTuple>>& refills) {
             std::vector<ndt::MatrixView> views(weights.size());
             std::vector<const ndt::MatrixView*> pointers(weights.size(), nullptr);
             for (size_t i = 0; i < weights.size(); ++i) {
@@ -596,19 +597,34 @@ PYBIND11_MODULE(_core, m) {
                 pointers[i] = &views[i];
               }
             }
+            NDT_CHECK_ARG(refills.empty() || refills.size() == accs.size(),
+                          "refills: one entry (a view or None) per accumulator, or none");
+            std::vector<ndt::MatrixView> rows(refills.size());
+            for (size_t i = 0; i < refills.size(); ++i) {
+              if (refills[i]) rows[i] = to_view(*refills[i]);
+            }
             ndt::SampleOutcome out;
             {
               py::gil_scoped_release release;
               const ndt::ThreadBudgetScope budget(threads);
+              for (size_t i = 0; i < refills.size(); ++i) {  // (one GIL release for the Grams and the finish)
+                if (refills[i] && accs[i] != nullptr) {
+                  accs[i]->reset();
+                  accs[i]->add(rows[i]);
+                }
+              }
               self.finish({step, loss, grad_norm}, layers, accs, pointers, failed, ring, out);
             }
             return outcome_to_python(out, self.width());
           },
           py::arg("ring").none(true), py::arg("step"), py::arg("loss"), py::arg("grad_norm"), py::arg("layers"),
           py::arg("accumulators"), py::arg("weights"), py::arg("failed"), py::arg("threads"),
+          py::arg("refills") = std::vector<std::optional<ViewTuple>>{},
           "One sample, computed and recorded: metrics of every accumulator (reset afterwards) and weight "
           "view (None: no weight), NaN rows flagged FLAG_TRACKER_ERROR for `failed` layers, records into "
-          "`ring` (None: all returned), jump banks fed. With spectra_batch = k > 1 the sample waits "
+          "`ring` (None: all returned), jump banks fed. `refills` (one per accumulator, or empty): a "
+          "view's Gram replaces its accumulator's first (the tracker's deferred Grams), in the same "
+          "GIL-free call. With spectra_batch = k > 1 the sample waits "
           "until k samples do, then all are emitted in order. Returns None, or (overflow records, "
           "detections (k, 8) of FINISH_JUMP_COLUMNS, weight error, (spectra error, layers)) with None "
           "for each part that is empty.")

@@ -145,23 +145,23 @@ class RecordSink:
                 for slot in ready:
                     report_error(slot, error)
         accumulators = [s.accumulator for s in ready]
-        # Activations whose Gram is computed here first (background_finish; capture's deferred copies).
+        # Activations whose Gram the native finish computes first (background_finish: capture's
+        # deferred copies; the copies stay referenced here until the finish is done).
         deferred = [s.deferred for s in ready]
         for slot in ready:
             slot.deferred = None
+        refills = [torch_matrix_view(d) if d is not None else None for d in deferred] if any(
+            d is not None for d in deferred) else []
         rows_seen = [a.rows_seen if d is None else int(d.shape[0]) for a, d in zip(accumulators, deferred)]
         rows_seen += [0] * len(failed)
         args = (step, loss, grad_norm, [s.index for s in ready], accumulators, views, [s.index for s in failed])
 
-        def compute(ring: Any) -> Any:
-            for accumulator, rows in zip(accumulators, deferred):
-                if rows is not None:
-                    accumulator.refill(torch_matrix_view(rows), self._threads)
-            return self._finisher.finish(ring, *args, self._threads)
+        def compute(ring: Any) -> Any:  # (one native call, the GIL released once: it may run on another thread)
+            return self._finisher.finish(ring, *args, self._threads, refills)
 
         if background:
             ring = self.stream.ring_for_push()  # (decided now: nothing else pushes until the result is taken)
-            if self._background.submit(lambda: (compute(ring), owners)):
+            if self._background.submit(lambda: (compute(ring), owners, deferred)):
                 self._handed = (step, loss, grad_norm, ready, failed, rows_seen, accumulators)
                 for slot in ready:  # the hooks fill fresh accumulators while the thread reads these
                     slot.accumulator = self._spare_for(slot)
