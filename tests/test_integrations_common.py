@@ -76,3 +76,22 @@ def test_the_callbacks_finish_samples_in_the_background_unless_told_not_to(optio
     gate._start(nn.Linear(4, 3), None, None, False, ())
     assert gate.tracker.background_finish is options.get("background_finish", True)
     gate.tracker.close()
+
+
+def test_the_logger_relay_hands_over_samples_and_alerts_in_the_order_written():
+    """Written from another thread (the sinks'), drained on this one: a sample's metrics and an
+    alert's ``ndt/<layer>/alert/<rule>`` entry at their steps, in order; nothing twice."""
+    import threading
+
+    from ndt_fast.integrations._common import LoggerRelay
+    from ndt_fast.monitor.alert import Alert
+    from ndt_fast.sinks.base import Sample
+
+    relay = LoggerRelay(metrics=("stable_rank",))
+    sample = Sample(step=10, loss=0.5, grad_norm=1.0, values={"fc": {"stable_rank": 3.0}})
+    alert = Alert(rule="bottleneck", layers=("fc",), step=10, message="collapsed")
+    writer = threading.Thread(target=lambda: (relay.write([sample]), relay.write_alerts([alert])))
+    writer.start()
+    writer.join()
+    assert relay.drain() == [(10, {"ndt/fc/stable_rank": 3.0}), (10, {"ndt/fc/alert/bottleneck": 10.0})]
+    assert relay.drain() == []

@@ -49,7 +49,8 @@ import torch
 from torch import nn
 
 from ndt_fast.jumps import Jump
-from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink, scalar_items
+from ndt_fast.monitor.alert import Alert
+from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink, metric_tag, scalar_items
 from ndt_fast.tracker import FastTracker
 
 logger = logging.getLogger(__name__)
@@ -58,26 +59,33 @@ CALLBACK_RING_CAPACITY = 8192  # records (see the module docstring); ``capacity=
 
 
 class LoggerRelay(Sink):
-    """A sink that keeps finished samples until the training thread hands them to a framework's
-    loggers (``drain``): loggers such as Lightning's CSVLogger are not safe to call from another
-    thread, and their own writers are cheap (TensorBoard queues, CSV appends)."""
+    """A sink that keeps finished samples (and monitoring alerts) until the training thread hands
+    them to a framework's loggers (``drain``): loggers such as Lightning's CSVLogger are not safe
+    to call from another thread, and their own writers are cheap (TensorBoard queues, CSV appends).
+    An alert becomes ``{"ndt/<layer>/alert/<rule>": step}`` at its step, as ``WandbSink`` logs it."""
 
     def __init__(self, metrics: Sequence[str] = DEFAULT_METRICS) -> None:
         self.metrics = tuple(metrics)
-        self._ready: collections.deque[Sample] = collections.deque()
+        self._ready: collections.deque[Sample | Alert] = collections.deque()
         self._lock = threading.Lock()
 
     def write(self, samples: Sequence[Sample]) -> None:
         with self._lock:
             self._ready.extend(samples)
 
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        with self._lock:
+            self._ready.extend(alerts)
+
     def drain(self) -> list[tuple[int, dict[str, float]]]:
-        """``[(step, {tag: value})]`` of every sample written since the last drain, in order."""
+        """``[(step, {tag: value})]`` of every sample and alert written since the last drain, in
+        the order written."""
         if not self._ready:  # the common case, without the lock
             return []
         with self._lock:
-            samples, self._ready = list(self._ready), collections.deque()
-        return [(s.step, dict(scalar_items(s, self.metrics))) for s in samples]
+            items, self._ready = list(self._ready), collections.deque()
+        return [(item.step, dict(scalar_items(item, self.metrics))) if isinstance(item, Sample)
+                else (item.step, {metric_tag(item.layer, f"alert/{item.rule}"): float(item.step)}) for item in items]
 
 
 class StepLoss:
