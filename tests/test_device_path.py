@@ -29,6 +29,7 @@ from ndt_fast import FastTracker
 from ndt_fast.cuda.backend import MAX_DEVICE_GRAM, NativeCudaBackend, NativeCudaKind, split_by_tag
 from ndt_fast.tracker import backends
 from ndt_fast.tracker.backends import DeviceAccumulator
+from ndt_fast.tracker.capture import Capture
 
 pytestmark = pytest.mark.usefixtures("torch_env")
 
@@ -639,4 +640,30 @@ def test_background_finish_with_layers_on_both_paths(emulate, seed):
     assert_same_results(device, host)
     assert sum(device.errors.values()) == 0
     host.close()
+    device.close()
+
+
+def test_a_deferred_gram_that_fails_on_the_queue_path_flags_its_row(emulate, monkeypatch, seed):
+    emulate(takes=lambda x, dim: dim > 10)  # layer 0 on the device, layer 2's deferred Gram on the host
+    torch.manual_seed(seed)
+    model = mlp(48, 32, 8)
+    device = FastTracker(model, device_path="auto", background_finish=True)
+    fold = Capture.fold_deferred
+
+    def failing_at_step_2(self, slot):
+        if device.step_counter == 2 and slot.deferred is not None:
+            raise RuntimeError("injected")
+        fold(self, slot)
+
+    monkeypatch.setattr(Capture, "fold_deferred", failing_at_step_2)
+    for step in range(4):
+        model(torch.randn(16, 48))
+        device.log(step, 0.0)
+    results = device.get_results()
+    assert [len(df) for df in results.values()] == [4, 4]
+    flags = results["Linear_1"]["flags"].astype(int).tolist()
+    error = ndt_fast.FLAG_TRACKER_ERROR
+    assert flags[2] & error and not any(f & error for f in flags[:2] + flags[3:])
+    assert not any(int(f) & error for f in results["Linear_0"]["flags"])
+    assert device.errors["Linear_1"] == 1
     device.close()

@@ -2,9 +2,11 @@
 
 A host sample's finish (spectra, metrics, records into the ring, jump banks) is native code that
 releases the GIL; on the training thread it is time the step waits for (~0.2 ms for the TDS MLP's
-three layers, ~1 ms for two 128 × 128 Grams). With ``background_finish`` the training thread only
-hands the sample over — its layers' accumulators change hands, the slots get spare ones for the
-next forwards — and one background thread runs the finish while training goes on.
+three layers, ~1 ms for two 128 × 128 Grams), and so are the Grams its hooks compute. With
+``background_finish`` the hooks keep copies of the activations (``ndt_fast.tracker.capture``),
+the training thread only hands the sample over — its layers' accumulators change hands, the slots
+get spare ones for the next forwards — and one background thread computes the Grams and the
+finish in one native call (the GIL released once) while training goes on.
 
 One sample at a time: handing over a sample first takes the previous one's result (waiting for
 it if it is still running, which at one sample per step means the finish took longer than a

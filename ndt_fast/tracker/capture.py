@@ -187,8 +187,10 @@ class Capture:
             if slot.key != key:
                 self._new_accumulator(slot, x, key)
             if slot.on_host:
-                # (a new tensor already: max_rows' index_select, a copy by activation_matrix)
-                copied = x is not tensor and x.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr()
+                # Whether x is a new tensor already (max_rows' index_select, a copy by activation_matrix):
+                # asked only where the Gram is deferred.
+                copied = self.defer_grams and x is not tensor and (
+                    x.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr())
                 if not on_cpu:
                     self.warn_host_copy(slot, x, dim)
                     x, copied = x.detach().to("cpu"), True  # a sync with the device (see device_path)
@@ -246,7 +248,8 @@ class Capture:
 
     def fold_deferred(self, slot: LayerSlot) -> None:
         """Compute ``slot``'s Gram from its deferred activation now, on this thread (a sample that
-        takes the queue's path, or no background thread to do it)."""
+        takes the queue's path: its backends need the Grams at submit). Raises what the Gram's
+        computation raises (the caller flags the layer)."""
         if slot.deferred is not None:
             rows, slot.deferred = slot.deferred, None
             slot.accumulator.refill(torch_matrix_view(rows), self._threads)

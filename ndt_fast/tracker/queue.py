@@ -109,8 +109,13 @@ class SampleQueue:
             self._sink.finish(step, self.read(loss, "loss"), self.read(grad_norm, "grad_norm"), ready, failed,
                               weights)
             return
-        for slot in ready:  # background_finish's deferred Grams: the backends' submit needs them now
-            self._capture.fold_deferred(slot)
+        for slot in list(ready):  # background_finish's deferred Grams: the backends' submit needs them now
+            try:
+                self._capture.fold_deferred(slot)
+            except Exception as error:  # that layer's row is flagged; the sample goes on
+                report_error(slot, error)
+                ready.remove(slot)
+                failed.append(slot)
         if len(self._queue) >= self._max_pending:
             self.poll()
             if len(self._queue) >= self._max_pending:
