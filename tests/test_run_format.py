@@ -197,3 +197,34 @@ def test_a_refused_resume_leaves_the_file_as_it_was(runs, version):
     assert path.read_bytes() == before
     with h5py.File(path, "r") as f:
         assert f.attrs["format_version"] == version
+
+
+def test_a_write_that_fails_leaves_no_row_of_zeros_behind(tmp_path, monkeypatch):
+    """A drain whose data write fails after its table grew (disk full, say): the writer stops
+    writing (``write_error``), and the closed file holds only the samples written before, not a
+    row of zeros at step 0 for the failed ones."""
+    from ndt_fast.storage import run_format
+
+    path = tmp_path / "run.h5"
+    torch.manual_seed(0)
+    model = mlp()
+    tracker = FastTracker(model, layers=[model[0]], layer_names=["l0"], sampling_frequency=1, output=path)
+    models.sgd_steps(model, tracker, range(5))
+    assert tracker.flush_sinks()  # (drains the ring into the file and flushes it)
+    tracker._sink.stream.sync()
+    real_write = h5py.Dataset.__setitem__
+
+    def failing_write(self, key, value):
+        if self.name == "/layers/0":
+            raise OSError("injected: no space left on device")
+        real_write(self, key, value)
+
+    monkeypatch.setattr(run_format.h5py.Dataset, "__setitem__", failing_write)
+    models.sgd_steps(model, tracker, range(5, 8))
+    tracker._sink.stream.sync()
+    monkeypatch.undo()
+    tracker.close()
+    assert isinstance(tracker.write_error, OSError)
+    assert tracker.get_results("l0")["step"].tolist() == list(range(8))  # all kept in memory
+    on_disk = load(path)["l0"]["step"].tolist()
+    assert on_disk == list(range(len(on_disk))) and 0 < len(on_disk) < 8

@@ -124,9 +124,19 @@ def _create_table(parent: h5py.Group, name: str, values: np.ndarray, compress: b
 
 
 def append_rows(dataset: h5py.Dataset, start: int, values: np.ndarray) -> None:
-    """Write ``values`` at row ``start`` of ``dataset``, growing it to ``start + len(values)`` rows."""
+    """Write ``values`` at row ``start`` of ``dataset``, growing it to ``start + len(values)`` rows.
+    If the write fails the dataset is shrunk back to ``start`` rows before the error is raised: a
+    grown extent left behind would reach the file at the next flush or close as rows of zeros
+    (a sample at step 0)."""
     dataset.resize(start + len(values), axis=0)
-    dataset[start:] = values
+    try:
+        dataset[start:] = values
+    except BaseException:
+        try:
+            dataset.resize(start, axis=0)
+        except Exception:  # the file is failing as a whole: the first error is the one to report
+            pass
+        raise
 
 
 class RunTables:
