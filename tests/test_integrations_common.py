@@ -70,11 +70,21 @@ def test_no_forward_outside_a_window_is_measured(monkeypatch):
     assert logged == [1] and len(measured) == 2
 
 
-@pytest.mark.parametrize("options", [{}, {"background_finish": False}])
-def test_the_callbacks_finish_samples_in_the_background_unless_told_not_to(options):
+@pytest.mark.parametrize(("threads", "cores", "options", "expected"), [
+    (1, 2, {}, True),  # a free core
+    (2, 2, {}, False),  # torch holds every core
+    (2, 2, {"background_finish": True}, True),  # the user's choice wins
+    (1, 2, {"background_finish": False}, False),
+])
+def test_the_callbacks_compute_samples_in_the_background_where_a_core_is_free(monkeypatch, threads, cores,
+                                                                              options, expected):
+    import os
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     gate = TrackingCallback("test", None, 5, None, False, (), None, None, options)
     gate._start(nn.Linear(4, 3), None, None, False, ())
-    assert gate.tracker.background_finish is options.get("background_finish", True)
+    assert gate.tracker.background_finish is expected
     gate.tracker.close()
 
 
@@ -95,3 +105,15 @@ def test_the_logger_relay_hands_over_samples_and_alerts_in_the_order_written():
     writer.join()
     assert relay.drain() == [(10, {"ndt/fc/stable_rank": 3.0}), (10, {"ndt/fc/alert/bottleneck": 10.0})]
     assert relay.drain() == []
+
+
+def test_a_model_off_the_cpu_leaves_the_cores_free(monkeypatch):
+    """(A GPU model's host cores mostly wait on the device; a meta-device model stands in for it.)"""
+    import os
+
+    from ndt_fast.integrations._common import core_is_free
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert core_is_free(nn.Linear(4, 3, device="meta"))
+    assert not core_is_free(nn.Linear(4, 3))

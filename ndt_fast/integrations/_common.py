@@ -28,11 +28,12 @@ version 2 a drain costs ~1 ms (it was 10-20 ms, which is why the callbacks flush
 until then; the same A/B in a Lightning fit now shows no difference between 1 s and 10 s,
 ``benchmarks/NOTES.md``).
 
-Each sample is finished on a background thread (``background_finish=True``, which
-``background_finish=False`` turns off): the spectra of a sampled step are computed while training
-goes on. So a sample's records, its loggers' values and ``on_jump`` come at the callback's next
-``log()`` — with ``sampling_frequency=10`` and ``window=1`` the one that arms the next sample,
-nine steps later — instead of at the sampled step's own.
+Where a core is free for it (``core_is_free``: a GPU model, or PyTorch's CPU threads fewer than
+the process's cores) each sample is computed on a background thread (``background_finish=True``;
+``background_finish=`` either way overrides the choice): the Grams and spectra of a sampled step
+while training goes on. A sample's records, its loggers' values and ``on_jump`` then come at the
+callback's next ``log()`` — with ``sampling_frequency=10`` and ``window=1`` the one that arms the
+next sample, nine steps later — instead of at the sampled step's own.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ class TrackingCallback:
                sinks: Sequence[Sink]) -> None:
         """Attach a fresh tracker to ``model`` (FastTracker's errors for bad layers/options)."""
         options = {"keep_last_output": False, "capacity": CALLBACK_RING_CAPACITY,  # (see the module doc)
-                   "background_finish": True, **self.tracker_options}
+                   "background_finish": core_is_free(model), **self.tracker_options}
         self.tracker = FastTracker(model, layers, self.layer_names, self.sampling_frequency, output=output,
                                    resume=resume, sinks=[*sinks, *self.sinks], on_sample=self.on_sample,
                                    on_jump=self.on_jump, **options)
@@ -182,6 +183,21 @@ class TrackingCallback:
         self.tracker.log(step, self._loss.take(), self._grad_norm)
         self._grad_norm = None
         return True
+
+
+def core_is_free(model: nn.Module) -> bool:
+    """Whether a CPU core is likely free for the tracker's background thread (the callbacks'
+    ``background_finish`` default): the model trains on a GPU (the host's cores mostly wait on
+    it), or PyTorch's CPU threads leave a core of this process unused. Where they hold every core
+    a background thread would compete with them (``benchmarks/NOTES.md``, issue 15)."""
+    first = next(model.parameters(), None)
+    if first is not None and first.device.type != "cpu":
+        return True
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # (not on Linux)
+        cores = os.cpu_count() or 1
+    return torch.get_num_threads() < cores
 
 
 def grad_norm(model: nn.Module) -> torch.Tensor | None:

@@ -73,11 +73,12 @@ class DimensionalityMonitor(TrackingCallback, Callback):
         logger_metrics: which columns go to the loggers (default the six metrics).
         log_grad_norm: record the gradient norm of sampled steps (before clipping).
         sinks, on_sample, on_jump: as in ``FastTracker`` (``on_jump(layer, jump)`` on the
-            training thread at the callback's first ``log()`` after a jump is confirmed: samples
-            are finished on a background thread, see ``ndt_fast.integrations._common``).
+            training thread at the callback's first ``log()`` after a jump is confirmed; where a
+            core is free, samples are computed on a background thread, see
+            ``ndt_fast.integrations._common``).
         **tracker_options: any other ``FastTracker`` keyword (``metrics``, ``window``,
             ``track_weights``, ``jump_rule``, ``max_rows``, ``device_path``,
-            ``background_finish=False``, ...).
+            ``background_finish`` to override the callback's choice, ...).
 
     Raises ValueError at construction for a bad ``sampling_frequency`` or tracker options that
     the callback sets itself (``output``/``resume``/``sinks`` go through its own arguments);

@@ -90,11 +90,11 @@ class DimensionalityCallback(TrackingCallback, TrainerCallback):
             Trainer's ``args.report_to``; ``()`` → none.
         sink_metrics: which columns the sinks write (default the six metrics).
         log_grad_norm: record the gradient norm of sampled steps.
-        sinks, on_sample, on_jump: as in ``FastTracker`` (samples are finished on a background
-            thread: ``on_jump`` comes at the callback's first ``log()`` after a jump is
-            confirmed, see ``ndt_fast.integrations._common``).
+        sinks, on_sample, on_jump: as in ``FastTracker`` (where a core is free, samples are
+            computed on a background thread: ``on_jump`` comes at the callback's first ``log()``
+            after a jump is confirmed, see ``ndt_fast.integrations._common``).
         **tracker_options: any other ``FastTracker`` keyword (``metrics``, ``max_rows``,
-            ``background_finish=False``, ...).
+            ``background_finish`` to override the callback's choice, ...).
 
     Raises ValueError at construction for a bad ``sampling_frequency`` or ``model``/``resume``
     among the tracker options; at train begin, ``FastTracker``'s errors for bad layers/options.

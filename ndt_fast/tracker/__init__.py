@@ -150,10 +150,11 @@ class FastTracker(TrackerHealth):
             ``window=1``, not distributed: the hooks keep a copy of each activation instead) and
             its finish (spectra, metrics, records, jump banks: the native call a sampled ``log()``
             otherwise waits for) — while training goes on (default False; the Lightning and
-            Hugging Face callbacks turn it on). Same numbers, same order; a sample's records,
-            ``tracker.jumps`` and ``on_jump`` (still on the training thread) come at the first
-            ``log()`` that finds it done — at the latest the next sample's — and
-            ``get_results()``, ``get_jumps()``, ``flush_sinks()`` and ``close()`` wait for it.
+            Hugging Face callbacks turn it on where a core is free for it). Same numbers, same
+            order; a sample's records, ``tracker.jumps`` and ``on_jump`` (still on the training
+            thread) come at the first ``log()`` that finds it done — at the latest the next
+            sample's — and ``get_results()``, ``get_jumps()``, ``flush_sinks()`` and ``close()``
+            wait for it.
             Memory: a spare Gram per layer, the sampled activations' copies until the thread has
             folded them, with ``track_weights`` a copy of each weight (the optimizer changes it in
             place). One sample at a time: a sample whose predecessor is still running waits for
