@@ -237,3 +237,16 @@ def test_a_script_that_never_closes_still_writes_the_sample_in_flight(tmp_path):
     assert "Exception ignored" not in done.stderr and "Error" not in done.stderr, done.stderr
     loaded = load(path)
     assert [loaded[name]["step"].tolist() for name in ("Linear_0", "Linear_1")] == [list(range(7))] * 2
+
+
+def test_the_native_finish_refuses_refills_that_do_not_match_its_accumulators():
+    """The binding's ``refills`` (the deferred Grams): one per accumulator or none, else a
+    ValueError naming it, before anything is computed or recorded."""
+    from ndt_fast._native import core
+
+    finisher = core.SampleFinisher(2, eps=1e-10, energy_threshold=0.9, center=False, metrics=0b111111,
+                                   weight_metrics=0b111111, track_weights=False, detect_jumps=False)
+    accumulators = [core.GramAccumulator(4, "feature"), core.GramAccumulator(4, "feature")]
+    with pytest.raises(ValueError, match="refills"):
+        finisher.finish(None, 0, 0.0, 0.0, [0, 1], accumulators, [None, None], [], 1, [None])
+    assert finisher.pending == 0

@@ -9,9 +9,9 @@ layer that is the difference between tens of milliseconds and seconds.
 
 The handle is opened with HDF5 file locking off, as every ndt_fast handle
 (``ndt_fast.storage.run_format.open_h5``): a reader holding HDF5's shared lock would make the
-writer's ``resume=True`` believe another writer is live, and mixed flags in one process fail. When the file is replaced (the
-writer's ``close()`` rewrites it compressed, ``resume`` rewrites it uncompressed), the next
-request sees a new inode and reopens it.
+writer's ``resume=True`` believe another writer is live, and mixed flags in one process fail.
+When the file is replaced (the writer's ``close()`` rewrites it compressed, ``resume`` rewrites
+it uncompressed), the next request sees a new inode and reopens it.
 
 Bad input gets ``RunFileError`` (a ValueError) with a one-line message: a missing file, one that
 is not HDF5, one that is HDF5 but not an ndt_fast run.

@@ -51,7 +51,7 @@ from torch import nn
 
 from ndt_fast.jumps import Jump
 from ndt_fast.monitor.alert import Alert
-from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink, metric_tag, scalar_items
+from ndt_fast.sinks.base import DEFAULT_METRICS, Sample, Sink, alert_tag, scalar_items
 from ndt_fast.tracker import FastTracker
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class LoggerRelay(Sink):
         with self._lock:
             items, self._ready = list(self._ready), collections.deque()
         return [(item.step, dict(scalar_items(item, self.metrics))) if isinstance(item, Sample)
-                else (item.step, {metric_tag(item.layer, f"alert/{item.rule}"): float(item.step)}) for item in items]
+                else (item.step, {alert_tag(item): float(item.step)}) for item in items]
 
 
 class StepLoss:

@@ -92,6 +92,11 @@ def jump_text(event: JumpEvent) -> str:
             f"{event.value_before:.4g} -> {event.value_after:.4g} (z = {z}; confirmed at step {event.confirmed_at})")
 
 
+def alert_tag(alert: Alert) -> str:
+    """The scalar tag of a monitoring alert, ``ndt/<layer>/alert/<rule>`` (its value: the alert's step)."""
+    return metric_tag(alert.layer, f"alert/{alert.rule}")
+
+
 def alert_text(alert: Alert) -> str:
     """One line describing a monitoring alert, for sinks that show text."""
     others = f" (with {', '.join(alert.layers[1:])})" if len(alert.layers) > 1 else ""

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ndt_fast.sinks.base import DEFAULT_METRICS, JumpEvent, Sample, Sink, metric_tag, scalar_items
+from ndt_fast.sinks.base import DEFAULT_METRICS, JumpEvent, Sample, Sink, alert_tag, metric_tag, scalar_items
 
 if TYPE_CHECKING:
     from ndt_fast.monitor.alert import Alert
@@ -70,7 +70,7 @@ class WandbSink(Sink):
     def write_alerts(self, alerts: Sequence[Alert]) -> None:
         by_step: dict[int, dict[str, float]] = {}
         for alert in alerts:
-            by_step.setdefault(alert.step, {})[metric_tag(alert.layer, f"alert/{alert.rule}")] = alert.step
+            by_step.setdefault(alert.step, {})[alert_tag(alert)] = alert.step
         for step, data in sorted(by_step.items()):
             self._log(data, max(step, self._last_step))
 

@@ -109,13 +109,8 @@ class SampleQueue:
             self._sink.finish(step, self.read(loss, "loss"), self.read(grad_norm, "grad_norm"), ready, failed,
                               weights)
             return
-        for slot in list(ready):  # background_finish's deferred Grams: the backends' submit needs them now
-            try:
-                self._capture.fold_deferred(slot)
-            except Exception as error:  # that layer's row is flagged; the sample goes on
-                report_error(slot, error)
-                ready.remove(slot)
-                failed.append(slot)
+        if self._capture.defer_grams:  # background_finish: the backends' submit needs the Grams now
+            self._fold_deferred(ready, failed)
         if len(self._queue) >= self._max_pending:
             self.poll()
             if len(self._queue) >= self._max_pending:
@@ -126,6 +121,17 @@ class SampleQueue:
                 self.drain()
         self._enqueue(step, ready, failed, loss, grad_norm)
         self.poll()
+
+    def _fold_deferred(self, ready: list[LayerSlot], failed: list[LayerSlot]) -> None:
+        """Compute the ready layers' deferred Grams here; a layer whose Gram fails moves from
+        ``ready`` to ``failed`` (a flagged row; the sample goes on)."""
+        for slot in list(ready):
+            try:
+                self._capture.fold_deferred(slot)
+            except Exception as error:
+                report_error(slot, error)
+                ready.remove(slot)
+                failed.append(slot)
 
     def _enqueue(self, step: int, ready: list[LayerSlot], failed: list[LayerSlot], loss: Any, grad_norm: Any) -> None:
         tag = self._next_tag

@@ -81,7 +81,7 @@ def flagged_records(count: int) -> np.ndarray:
 class RecordSink:
     def __init__(self, config: TrackerConfig, layout: RecordLayout, slots: Sequence[LayerSlot],
                  stream_factory: Callable[[RecordSink], RecordStream],
-                 new_accumulator: Callable[[str, int], Any] | None = None) -> None:
+                 new_accumulator: Callable[[str, int], Any]) -> None:
         """``new_accumulator(side, dim)``: an empty host accumulator (the host backend's), for the
         slots' spares with ``background_finish``."""
         self._slots = slots
@@ -102,7 +102,7 @@ class RecordSink:
         self.stream = stream_factory(self)  # may replay a resumed run into the banks first
         # background_finish: the thread, the sample in its hands (what collect() needs), the slots'
         # spare accumulators by layer index.
-        self._background = BackgroundFinish() if config.background_finish and new_accumulator is not None else None
+        self._background = BackgroundFinish() if config.background_finish else None
         self._handed: tuple[Any, ...] | None = None
         self._spares: dict[int, Any] = {}
         self._new_accumulator = new_accumulator
@@ -145,44 +145,45 @@ class RecordSink:
                 for slot in ready:
                     report_error(slot, error)
         accumulators = [s.accumulator for s in ready]
-        # Activations whose Gram the native finish computes first (background_finish: capture's
-        # deferred copies; the copies stay referenced here until the finish is done).
-        deferred = [s.deferred for s in ready]
-        for slot in ready:
-            slot.deferred = None
-        refills = [torch_matrix_view(d) if d is not None else None for d in deferred] if any(
-            d is not None for d in deferred) else []
-        rows_seen = [a.rows_seen if d is None else int(d.shape[0]) for a, d in zip(accumulators, deferred)]
-        rows_seen += [0] * len(failed)
-        args = (step, loss, grad_norm, [s.index for s in ready], accumulators, views, [s.index for s in failed])
-
-        def compute(ring: Any) -> Any:  # (one native call, the GIL released once: it may run on another thread)
-            return self._finisher.finish(ring, *args, self._threads, refills)
-
+        args = (step, loss, grad_norm, [s.index for s in ready], accumulators, views, [s.index for s in failed],
+                self._threads)
+        deferred, refills = None, []
         if background:
+            # Activations whose Gram the native finish computes first (capture's deferred copies,
+            # referenced until the finish is done).
+            deferred = [slot.deferred for slot in ready]
+            for slot in ready:
+                slot.deferred = None
+            if any(d is not None for d in deferred):
+                refills = [torch_matrix_view(d) if d is not None else None for d in deferred]
             ring = self.stream.ring_for_push()  # (decided now: nothing else pushes until the result is taken)
-            if self._background.submit(lambda: (compute(ring), owners, deferred)):
-                self._handed = (step, loss, grad_norm, ready, failed, rows_seen, accumulators)
+            # One native call, the GIL released once: the Grams, then the finish.
+            if self._background.submit(lambda: (self._finisher.finish(ring, *args, refills), owners, deferred)):
+                self._handed = (step, loss, grad_norm, ready, failed, accumulators, deferred)
                 for slot in ready:  # the hooks fill fresh accumulators while the thread reads these
                     slot.accumulator = self._spare_for(slot)
                 return
         try:
-            outcome = compute(self.stream.ring_for_push())
+            outcome = self._finisher.finish(self.stream.ring_for_push(), *args, refills)
         except Exception as error:  # a bug of ours must not end the user's run: flagged rows
-            self._flag_finish(error, step, loss, grad_norm, ready, failed, rows_seen)
-            for accumulator in accumulators:
-                accumulator.reset()
+            self._flag_finish(error, step, loss, grad_norm, ready, failed, accumulators, deferred)
             return
         if outcome is not None:
             self._outcome(outcome, ready)
 
     def _flag_finish(self, error: BaseException, step: int, loss: float, grad_norm: float, ready: list[LayerSlot],
-                     failed: list[LayerSlot], rows_seen: list[int]) -> None:
-        """A finish that raised: its layers' rows are recorded flagged (never lost), the error counted."""
+                     failed: list[LayerSlot], accumulators: list[Any], deferred: list[Any] | None) -> None:
+        """A finish that raised: its layers' rows are recorded flagged (never lost), the error
+        counted; its accumulators are reset (the finish left them as they were)."""
         for slot in ready:
             report_error(slot, error)
+        rows_seen = [a.rows_seen if d is None else int(d.shape[0])
+                     for a, d in zip(accumulators, deferred or [None] * len(accumulators))]
+        for accumulator in accumulators:
+            accumulator.reset()
         everyone = ready + failed
-        self.record(step, loss, grad_norm, everyone, flagged_records(len(everyone)), None, rows_seen)
+        self.record(step, loss, grad_norm, everyone, flagged_records(len(everyone)), None,
+                    rows_seen + [0] * len(failed))
 
     # ---- background_finish ----------------------------------------------------------------------
 
@@ -198,12 +199,10 @@ class RecordSink:
         taken = self._background.result(wait) if self._background is not None else None
         if taken is None:
             return False
-        (value, error), (step, loss, grad_norm, ready, failed, rows_seen, accumulators) = taken, self._handed
+        (value, error), (step, loss, grad_norm, ready, failed, accumulators, deferred) = taken, self._handed
         self._handed = None
-        if error is not None:  # as in finish(): flagged rows (its Grams were left as they were)
-            self._flag_finish(error, step, loss, grad_norm, ready, failed, rows_seen)
-            for accumulator in accumulators:
-                accumulator.reset()
+        if error is not None:  # as in finish(): flagged rows
+            self._flag_finish(error, step, loss, grad_norm, ready, failed, accumulators, deferred)
         elif value[0] is not None:
             self._outcome(value[0], ready)
         for slot, accumulator in zip(ready, accumulators):
