@@ -95,21 +95,39 @@ def assert_same(batched: dict[str, pd.DataFrame], reference: dict[str, pd.DataFr
 
 
 def fail_finish_at(tracker: FastTracker, monkeypatch, call: int) -> None:
-    """Make the ``call``-th native finish of ``tracker`` (from now on) raise RuntimeError("injected");
-    every other call, and everything else of the finisher, is the real one."""
-    real, calls = tracker._sink._finisher, [0]
+    """Make the ``call``-th native finish of ``tracker`` (from now on) fail; every other call, and
+    everything else of the finisher, is the real one. On the training thread a stand-in finisher
+    raises RuntimeError("injected"); a finish handed to the background thread (which takes only
+    the real finisher) is handed empty accumulators instead, so the native finish raises there
+    (ValueError "... accumulator is empty ...")."""
+    sink = tracker._sink
+    real, calls = sink._finisher, [0]
+
+    def failing_now() -> bool:
+        calls[0] += 1
+        return calls[0] == call
 
     class FailingFinisher:
         def finish(self, *args):
-            calls[0] += 1
-            if calls[0] == call:
+            if failing_now():
                 raise RuntimeError("injected")
             return real.finish(*args)
 
         def __getattr__(self, name):
             return getattr(real, name)
 
-    monkeypatch.setattr(tracker._sink, "_finisher", FailingFinisher())
+    monkeypatch.setattr(sink, "_finisher", FailingFinisher())
+    if sink._background is not None:
+        submit = sink._background.submit
+
+        def failing_submit(finisher, ring, args, refills, keep):
+            if failing_now():
+                step, loss, grad_norm, layers, accumulators, *rest = args
+                empty = [sink._new_accumulator(a.side, a.dim) for a in accumulators]
+                args, refills, keep = (step, loss, grad_norm, layers, empty, *rest), [], (keep, empty)
+            return submit(real, ring, args, refills, keep)
+
+        monkeypatch.setattr(sink._background, "submit", failing_submit)
 
 
 # ---- a tiny causal language model and its data (Hugging Face tests and their subprocess children)

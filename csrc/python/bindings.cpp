@@ -27,6 +27,7 @@
 #include "ndt/record_ring.h"
 #include "ndt/record_schema.h"
 #include "ndt/sample_finish.h"
+#include "finish_call.h"
 #include "view_tuple.h"
 
 namespace py = pybind11;
@@ -39,6 +40,7 @@ namespace {
 
 using ndt_binding::to_view;
 using ndt_binding::ViewTuple;
+using ndt_binding::outcome_to_python;
 constexpr int kRecordWidth = ndt::record::kMetricWidth;  // ndt/record_schema.h
 
 ndt::GramSide to_side(const std::string& side) {
@@ -177,11 +179,13 @@ py::array_t<double> event_rows(const std::vector<ndt::JumpEvent>& events, const 
   return out;
 }
 
+}  // namespace
+
 // A finished sample's leftovers for Python: None in the usual case (every record in the ring,
 // no detection, no error), else (overflow rows or None, detections (k, 8) of
 // FINISH_JUMP_COLUMNS or None, weight error text or None, spectra error or None) where the
 // spectra error is (text, layers of the flagged rows) from a failed batched solve.
-py::object outcome_to_python(const ndt::SampleOutcome& out, int64_t width) {
+py::object ndt_binding::outcome_to_python(const ndt::SampleOutcome& out, int64_t width) {
   if (out.overflow.empty() && out.jumps.empty() && out.weight_error.empty() && out.spectra_error.empty())
     return py::none();
   py::object overflow = py::none(), jumps = py::none(), weight_error = py::none(), spectra_error = py::none();
@@ -195,8 +199,6 @@ py::object outcome_to_python(const ndt::SampleOutcome& out, int64_t width) {
   if (!out.spectra_error.empty()) spectra_error = py::make_tuple(py::str(out.spectra_error), out.spectra_error_layers);
   return py::make_tuple(overflow, jumps, weight_error, spectra_error);
 }
-
-}  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "ndt_fast native core (private; use the ndt_fast package).";
@@ -585,35 +587,15 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "finish",
           [](ndt::SampleFinisher& self, ndt::RecordRing* ring, int64_t step, double loss, double grad_norm,
-             const std::vector<int64_t>& layers, const std::vector<ndt::GramAccumulator*>& accs,
-             const std::vector<std::optional<ViewTuple>>& weights, const std::vector<int64_t>& failed, int threads,
+             std::vector<int64_t> layers, std::vector<ndt::GramAccumulator*> accs,
+             const std::vector<std::optional<ViewTuple>>& weights, std::vector<int64_t> failed, int threads,
              const std::vector<std::optional<ViewTuple>>& refills) {
-            std::vector<ndt::MatrixView> views(weights.size());
-            std::vector<const ndt::MatrixView*> pointers(weights.size(), nullptr);
-            for (size_t i = 0; i < weights.size(); ++i) {
-              if (weights[i]) {
-                views[i] = to_view(*weights[i]);
-                ndt::validate(views[i], "weight");
-                pointers[i] = &views[i];
-              }
-            }
-            NDT_CHECK_ARG(refills.empty() || refills.size() == accs.size(),
-                          "refills: one entry (a view or None) per accumulator, or none");
-            std::vector<ndt::MatrixView> rows(refills.size());
-            for (size_t i = 0; i < refills.size(); ++i) {
-              if (refills[i]) rows[i] = to_view(*refills[i]);
-            }
+            const ndt_binding::FinishCall call(step, loss, grad_norm, std::move(layers), std::move(accs), weights,
+                                               std::move(failed), threads, refills);
             ndt::SampleOutcome out;
             {
-              py::gil_scoped_release release;
-              const ndt::ThreadBudgetScope budget(threads);
-              for (size_t i = 0; i < refills.size(); ++i) {  // (one GIL release for the Grams and the finish)
-                if (refills[i] && accs[i] != nullptr) {
-                  accs[i]->reset();
-                  accs[i]->add(rows[i]);
-                }
-              }
-              self.finish({step, loss, grad_norm}, layers, accs, pointers, failed, ring, out);
+              py::gil_scoped_release release;  // (one release for the Grams and the finish)
+              call.run(self, ring, out);
             }
             return outcome_to_python(out, self.width());
           },
@@ -686,4 +668,5 @@ PYBIND11_MODULE(_core, m) {
           "Resume: a layer's earlier samples into its jump bank (values: its metric series), detections dropped.")
       .def_property_readonly("width", &ndt::SampleFinisher::width)
       .def_property_readonly("series", &ndt::SampleFinisher::series);
+  ndt_binding::register_worker(m);  // FinishWorker (bindings_worker.cpp): SampleFinisher is registered above
 }

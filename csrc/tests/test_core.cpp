@@ -19,6 +19,9 @@
 #include <thread>
 #include <vector>
 
+#include <atomic>
+#include <chrono>
+
 #include "ndt/eigen.h"
 #include "ndt/gram.h"
 #include "ndt/jumps.h"
@@ -27,6 +30,7 @@
 #include "ndt/record_ring.h"
 #include "ndt/record_schema.h"
 #include "ndt/sample_finish.h"
+#include "ndt/worker_thread.h"
 
 namespace {
 
@@ -880,6 +884,67 @@ void test_batched_eigenvalues(std::mt19937_64& rng) {
   ndt::set_lane_kernel(ndt::LaneKernel::automatic);
 }
 
+// The background worker: one job at a time, on another thread; its exception comes back from
+// take(); take() waits; stop() waits for the job in flight; a stopped worker starts again.
+void test_worker_thread() {
+  ndt::WorkerThread worker("ndt-test");
+  bool refused = false;
+  try {
+    worker.submit([] {});
+  } catch (const std::logic_error&) {
+    refused = true;
+  }
+  EXPECT(refused, "submit before start() must be refused");
+  EXPECT(!worker.in_flight() && !worker.done() && worker.take() == nullptr, "nothing in flight at first");
+  worker.start();
+  worker.start();  // (once)
+  const std::thread::id caller = std::this_thread::get_id();
+  std::thread::id ran_on;
+  std::atomic<bool> release{false};
+  worker.submit([&] {
+    ran_on = std::this_thread::get_id();
+    while (!release.load()) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  });
+  EXPECT(worker.in_flight() && !worker.done(), "a held job is in flight, not done");
+  refused = false;
+  try {
+    worker.submit([] {});
+  } catch (const std::logic_error&) {
+    refused = true;
+  }
+  EXPECT(refused, "a second job while one is in flight must be refused");
+  release = true;
+  EXPECT(worker.take() == nullptr, "a job that returns gives no error");
+  EXPECT(ran_on != caller && ran_on != std::thread::id(), "the job ran on the worker thread");
+  EXPECT(!worker.in_flight(), "take() clears the job");
+  worker.submit([] { throw std::invalid_argument("bad sample"); });
+  std::exception_ptr error = worker.take();
+  std::string what;
+  try {
+    if (error) std::rethrow_exception(error);
+  } catch (const std::invalid_argument& e) {
+    what = e.what();
+  }
+  EXPECT(what == "bad sample", "the job's exception comes back from take(), got '%s'", what.c_str());
+  int count = 0;
+  for (int i = 0; i < 200; ++i) {  // many short jobs: no lost wake-up
+    worker.submit([&] { ++count; });
+    EXPECT(worker.take() == nullptr, "job %d", i);
+  }
+  EXPECT(count == 200, "every job ran once, got %d", count);
+  std::atomic<bool> finished{false};
+  worker.submit([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    finished = true;
+  });
+  worker.stop();
+  EXPECT(finished.load() && !worker.in_flight(), "stop() waits for the job in flight");
+  worker.start();
+  worker.submit([&] { count = -1; });
+  worker.take();
+  EXPECT(count == -1, "a stopped worker runs jobs again after start()");
+}
+
 int main() {
   const char* env = std::getenv("NDT_TEST_SEED");
   g_seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
@@ -897,6 +962,7 @@ int main() {
   test_jump_bank(rng);
   test_sample_finish(rng);
   test_sample_finish_batched(rng);
+  test_worker_thread();
   std::printf("test_core: %s (%d failures)\n", g_failures ? "FAILED" : "ok", g_failures);
   return g_failures ? 1 : 0;
 }

@@ -5,8 +5,10 @@ releases the GIL; on the training thread it is time the step waits for (~0.2 ms 
 three layers, ~1 ms for two 128 × 128 Grams), and so are the Grams its hooks compute. With
 ``background_finish`` the hooks keep copies of the activations (``ndt_fast.tracker.capture``),
 the training thread only hands the sample over — its layers' accumulators change hands, the slots
-get spare ones for the next forwards — and one background thread computes the Grams and the
-finish in one native call (the GIL released once) while training goes on.
+get spare ones for the next forwards — and one native thread (``_core.FinishWorker``) computes
+the Grams and the finish while training goes on. The thread is native, not Python: a Python
+worker takes the GIL to start and to end each job, and each time the training thread, busy in
+a framework's Python, waits for it (measured ~0.25 ms per sample on a small model; NOTES.md).
 
 One sample at a time: handing over a sample first takes the previous one's result (waiting for
 it if it is still running, which at one sample per step means the finish took longer than a
@@ -22,59 +24,57 @@ done, or ``get_results()``/``close()``, which wait): the ring's overflow, the co
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
-from collections.abc import Callable
 from typing import Any
+
+from ndt_fast._native import core
 
 logger = logging.getLogger("ndt_fast.tracker")
 
 
 class BackgroundFinish:
-    """One worker thread (made at the first :meth:`submit`), at most one job in flight.
+    """One native worker thread (made at the first :meth:`submit`), at most one sample in flight.
 
-    ``submit(job)`` runs ``job()`` on the thread; ``result(wait)`` returns ``(value, error)`` of
-    the job in flight once it is done (``wait=True``: blocks until then), or None when nothing is
-    in flight or it is still running. A job's exception is returned, never raised. When no thread
-    can run it (the interpreter is shutting down, the thread could not start), ``submit`` returns
-    False, says why once, and the caller runs the job itself.
+    ``submit(...)`` starts ``finisher.finish(ring, *args, refills)`` on the thread; ``result(wait)``
+    returns ``(outcome, error)`` of the sample in flight once it is done (``wait=True``: blocks
+    until then), or None when nothing is in flight or it is still running. The finish's exception
+    is returned, never raised. When no thread can be made, ``submit`` returns False, says why
+    once, and the caller finishes the sample itself.
     """
 
     def __init__(self) -> None:
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._future: concurrent.futures.Future[Any] | None = None
+        self._worker: Any = None
         self._refused = False
 
     @property
     def in_flight(self) -> bool:
-        return self._future is not None
+        return self._worker is not None and self._worker.in_flight
 
-    def submit(self, job: Callable[[], Any]) -> bool:
-        """Run ``job`` on the thread (nothing may be in flight: take its result first)."""
-        assert self._future is None, "one job at a time"
-        try:
-            if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1,
-                                                                       thread_name_prefix="ndt_fast-finish")
-            self._future = self._executor.submit(job)
-        except RuntimeError as error:  # after shutdown, or "can't start new thread"
-            if not self._refused:
+    def submit(self, finisher: Any, ring: Any, args: tuple[Any, ...], refills: list[Any], keep: Any) -> bool:
+        """Finish a sample on the thread (nothing may be in flight: take its result first).
+        ``args``: ``SampleFinisher.finish``'s from ``step`` to ``threads``; ``keep``: the owners of
+        the views' memory (referenced until the result is taken). Bad arguments raise ValueError
+        here, on the caller's thread, as ``finish`` would."""
+        if self._worker is None:
+            if self._refused:
+                return False
+            try:
+                worker = core.FinishWorker()
+                worker.start()
+            except RuntimeError as error:  # "Resource temporarily unavailable": no thread to be had
                 self._refused = True
                 logger.warning("ndt_fast: background_finish: no thread to finish samples on (%s); they are "
                                "finished on the training thread (reported once)", error)
-            return False
+                return False
+            self._worker = worker
+        self._worker.submit(finisher, ring, *args, refills, keep)
         return True
 
     def result(self, wait: bool) -> tuple[Any, BaseException | None] | None:
-        future = self._future
-        if future is None or (not wait and not future.done()):
-            return None
-        self._future = None
-        error = future.exception()  # (waits if needed)
-        return (None, error) if error is not None else (future.result(), None)
+        return self._worker.result(wait) if self._worker is not None else None
 
     def close(self) -> None:
-        """Stop the thread (the job in flight, if any, runs to its end first; take its result before)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Stop the thread (the sample in flight, if any, runs to its end first; take its result before)."""
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None

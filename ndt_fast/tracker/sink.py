@@ -58,7 +58,7 @@ logger = logging.getLogger("ndt_fast.tracker")
 # calls close() would otherwise lose at exit. atexit runs its functions in reverse order of
 # registration, and ndt_fast.storage.stream (imported above) registered its closing of the run
 # files first: so the waiting samples reach the ring before the streams write it out and close.
-# (A background thread's last job has run by then: Python joins such threads before atexit.)
+# (flush() takes the background thread's last sample first, waiting for it.)
 _batching_sinks: weakref.WeakSet[RecordSink] = weakref.WeakSet()
 
 
@@ -157,8 +157,13 @@ class RecordSink:
             if any(d is not None for d in deferred):
                 refills = [torch_matrix_view(d) if d is not None else None for d in deferred]
             ring = self.stream.ring_for_push()  # (decided now: nothing else pushes until the result is taken)
-            # One native call, the GIL released once: the Grams, then the finish.
-            if self._background.submit(lambda: (self._finisher.finish(ring, *args, refills), owners, deferred)):
+            # On the native thread: the Grams, then the finish (the GIL never taken there).
+            try:
+                submitted = self._background.submit(self._finisher, ring, args, refills, keep=(owners, deferred))
+            except Exception as error:  # bad arguments (as finish() would raise them): flagged rows
+                self._flag_finish(error, step, loss, grad_norm, ready, failed, accumulators, deferred)
+                return
+            if submitted:
                 self._handed = (step, loss, grad_norm, ready, failed, accumulators, deferred)
                 for slot in ready:  # the hooks fill fresh accumulators while the thread reads these
                     slot.accumulator = self._spare_for(slot)
@@ -203,8 +208,8 @@ class RecordSink:
         self._handed = None
         if error is not None:  # as in finish(): flagged rows
             self._flag_finish(error, step, loss, grad_norm, ready, failed, accumulators, deferred)
-        elif value[0] is not None:
-            self._outcome(value[0], ready)
+        elif value is not None:
+            self._outcome(value, ready)
         for slot, accumulator in zip(ready, accumulators):
             self._spares[slot.index] = accumulator
         return True
