@@ -50,6 +50,7 @@ class TinyModule(L.LightningModule):
         self.hidden_of_step: dict[int, torch.Tensor] = {}  # optimizer step (1-based) → last micro-batch's
         self.losses_of_step: dict[int, list[float]] = {}
         self.all_hidden_of_step: dict[int, list[torch.Tensor]] = {}  # every micro-batch's
+        self.grad_norm_of_step: dict[int, float] = {}  # before the optimizer step, by the library
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -61,6 +62,10 @@ class TinyModule(L.LightningModule):
         self.losses_of_step.setdefault(step, []).append(loss.item())
         self.log("train_loss", loss)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        self.grad_norm_of_step[self.trainer.global_step + 1] = float(torch.nn.utils.get_total_norm(grads))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.05)
@@ -118,6 +123,7 @@ def test_fit_reaches_tensorboard_and_csv_loggers_value_for_value(tmp_path):
             ndt_fast.stable_rank(model.hidden_of_step[step]), rel=1e-9)
         assert len(model.losses_of_step[step]) == ACCUMULATE
         assert first.loc[step, "loss"] == pytest.approx(np.mean(model.losses_of_step[step]), rel=1e-6)
+        assert first.loc[step, "grad_norm"] == pytest.approx(model.grad_norm_of_step[step], rel=1e-6)
     assert np.isfinite(first["grad_norm"]).all() and (first["grad_norm"] > 0).all()
     # Teardown: no hook anywhere, the run file closed and complete.
     assert all(not m._forward_hooks for m in model.modules())

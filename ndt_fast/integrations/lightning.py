@@ -153,7 +153,7 @@ class DimensionalityMonitor(TrackingCallback, Callback):
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: nn.Module, optimizer: Any) -> None:
         if self._next_due and self._active and self.log_grad_norm:
-            self._grad_norm = grad_norm(pl_module)
+            self._grad_norm = grad_norm(self._parameters)
 
     def on_train_batch_end(self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

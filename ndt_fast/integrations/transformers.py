@@ -185,7 +185,7 @@ class DimensionalityCallback(TrackingCallback, TrainerCallback):
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
                               **kwargs: Any) -> None:
         if self._due(state.global_step + 1) and self._active and self.log_grad_norm and model is not None:
-            self._grad_norm = grad_norm(model)
+            self._grad_norm = grad_norm(self._parameters)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._active:
