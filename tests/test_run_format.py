@@ -4,6 +4,8 @@ did; a version this release does not know is refused by name."""
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +137,16 @@ def test_the_dashboard_shows_a_version_1_run_as_its_version_2_twin(runs):
     for key in ("samples", "last_step"):
         assert old_reader.status()[key] == new_reader.status()[key]
     assert new_reader.status()["last_step"] == 38
+
+
+@pytest.mark.parametrize("value", [2.5, "2", "two"])
+def test_a_format_version_that_is_not_a_whole_number_is_refused_by_name(runs, value):
+    """2.5 is not read as version 2, and text is refused as a run-file error naming the value."""
+    current, _ = runs
+    with h5py.File(current, "a") as f:
+        f.attrs["format_version"] = value
+    with pytest.raises(ValueError, match=f"format version {re.escape(repr(value))}; this release"):
+        load(current)
 
 
 def test_a_newer_format_version_is_refused_by_name(runs):

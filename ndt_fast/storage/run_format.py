@@ -69,9 +69,14 @@ def format_version(f: h5py.File) -> int:
     """The run format version of ``f``; RunFormatError when it is not a run file this release reads."""
     if f.attrs.get("format") != FORMAT:
         raise RunFormatError(f"{f.filename} is not an ndt_fast run file (no format attribute {FORMAT!r})")
-    version = int(f.attrs.get("format_version", -1))
+    raw = f.attrs.get("format_version", -1)
+    # Only a whole number names a version: int() would read 2.5 as 2 and fail on text with a
+    # ValueError that does not say which file.
+    version = int(raw) if isinstance(raw, (int, np.integer)) or (
+        isinstance(raw, (float, np.floating)) and float(raw).is_integer()) else None
     if version not in READABLE_VERSIONS:
-        raise RunFormatError(f"{f.filename}: run file format version {version}; this release of ndt_fast reads "
+        shown = raw.item() if isinstance(raw, np.generic) else raw
+        raise RunFormatError(f"{f.filename}: run file format version {shown!r}; this release of ndt_fast reads "
                              f"versions {', '.join(map(str, READABLE_VERSIONS))} (a newer ndt_fast wrote it?)")
     return version
 
