@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -128,6 +131,21 @@ def fail_finish_at(tracker: FastTracker, monkeypatch, call: int) -> None:
             return submit(real, ring, args, refills, keep)
 
         monkeypatch.setattr(sink._background, "submit", failing_submit)
+
+
+def run_python(script: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``script`` in a fresh interpreter (``python -c``); asserts it exited 0 and returns its output."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def steps_of(path: Any, layers: tuple[str, ...] = ("Linear_0", "Linear_1")) -> list[list[int]]:
+    """The steps each of ``layers`` has in the run file at ``path``."""
+    from ndt_fast.storage import load
+
+    loaded = load(path)
+    return [loaded[name]["step"].tolist() for name in layers]
 
 
 # ---- a tiny causal language model and its data (Hugging Face tests and their subprocess children)

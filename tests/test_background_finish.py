@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import ndt_fast
-from models import Switch, assert_same, fail_finish_at, mlp, train
+from models import Switch, assert_same, fail_finish_at, mlp, run_python, steps_of, train
 from ndt_fast import FastTracker
 from ndt_fast._native import core
 from ndt_fast.storage import load
@@ -244,9 +244,6 @@ def test_a_script_that_never_closes_still_writes_the_sample_in_flight(tmp_path):
     """No close(), no get_results(): at exit the sample still running on the background thread
     (the last step's, a 900 × 900 Gram and its spectrum: tenths of a second where the earlier
     steps' 8 × 8 take microseconds) is recorded before the run file is closed."""
-    import subprocess
-    import sys
-
     path = tmp_path / "run.h5"
     script = (
         "import time\nimport torch\nfrom torch import nn\nfrom ndt_fast import FastTracker\n"
@@ -257,12 +254,10 @@ def test_a_script_that_never_closes_still_writes_the_sample_in_flight(tmp_path):
         "time.sleep(0.001)\n"
         "print(tracker._sink._background._worker.result(False) is None)  # still running\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    done = run_python(script)
     assert done.stdout.strip() == "True"  # step 6 was running on the background thread at the end
     assert "Exception ignored" not in done.stderr and "Error" not in done.stderr, done.stderr
-    loaded = load(path)
-    assert [loaded[name]["step"].tolist() for name in ("Linear_0", "Linear_1")] == [list(range(7))] * 2
+    assert steps_of(path) == [list(range(7))] * 2
 
 
 def test_the_native_finish_refuses_refills_that_do_not_match_its_accumulators():

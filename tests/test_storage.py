@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import ndt_fast
-from models import sgd_steps
+from models import run_python, sgd_steps, steps_of
 from ndt_fast import FastTracker
 from ndt_fast._native import core
 from ndt_fast._schema import SAMPLE_COLUMNS
@@ -495,3 +495,37 @@ def test_files_get_the_umask_permissions_not_the_temp_files(tmp_path, finished_r
         os.umask(old)
     assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "run.h5").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+@pytest.mark.parametrize("background_finish", [False, True])
+def test_a_forked_child_that_exits_normally_leaves_the_parents_run_file_alone(tmp_path, background_finish):
+    """A child fork()ed in the middle of a run (step 5's finish possibly still on the background
+    thread) goes on tracking its copy and leaves through the interpreter's normal exit, atexit
+    hooks and all. The parent's file must hold the parent's steps, once each: before, the child's
+    exit drained its copy of the ring into the file and replaced it with a compressed copy of its
+    own, so the parent's later records went to a file no longer there."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.h5"
+    script = (
+        "import os, sys, torch\nfrom torch import nn\nfrom ndt_fast import FastTracker\n"
+        "torch.set_num_threads(1)  # (torch's OpenMP pool does not survive fork())\n"
+        "model = nn.Sequential(nn.Linear(20, 1000), nn.ReLU(), nn.Linear(1000, 4))\n"
+        f"tracker = FastTracker(model, output={str(path)!r}, background_finish={background_finish})\n"
+        "for step in range(6):\n    model(torch.randn(900 if step == 5 else 8, 20))\n    tracker.log(step, 1.0)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    for step in range(6, 8):\n        model(torch.randn(8, 20))\n        tracker.log(step, 1.0)\n"
+        "    mine = tracker.get_results('Linear_0').iloc[-2:]  # (measured, not flagged)\n"
+        "    sys.exit(0 if mine['step'].tolist() == [6, 7] and (mine['flags'] == 0).all() else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.waitstatus_to_exitcode(status))\n"
+        "for step in range(6, 10):\n    model(torch.randn(8, 20))\n    tracker.log(step, 1.0)\n"
+        "tracker.close()\n"
+    )
+    done = run_python(script)
+    assert done.stdout.strip() == "0", (done.stdout, done.stderr)  # the child: tracked on, exited cleanly
+    assert "failed" not in done.stderr, done.stderr
+    assert steps_of(path) == [list(range(10))] * 2

@@ -1,10 +1,15 @@
 #include "ndt/worker_thread.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
+
+#include <unistd.h>
 
 #ifdef __linux__
 #include <pthread.h>
@@ -12,67 +17,103 @@
 
 namespace ndt {
 
+struct WorkerThread::State {
+  std::mutex mutex;
+  std::condition_variable job_ready, job_done;
+  std::function<void()> job;
+  std::exception_ptr error;
+  bool in_flight = false;  // submitted, not taken
+  bool done = false;       // the job in flight has ended
+  bool stopping = false;
+  std::string name;
+  std::thread thread;
+};
+
+WorkerThread::WorkerThread(const char* name) : name_(name) {}
+
 WorkerThread::~WorkerThread() { stop(); }
 
+bool WorkerThread::forked() const { return state_ != nullptr && static_cast<long>(getpid()) != owner_; }
+
+void WorkerThread::abandon_after_fork() {
+  // The std::thread in the state is "joinable" here but names no thread of this process:
+  // destroying it would call std::terminate, joining it would fail. So neither happens.
+  (void)state_.release();
+}
+
 void WorkerThread::start() {
-  if (thread_.joinable()) return;
-  std::lock_guard<std::mutex> lock(mutex_);
-  stopping_ = false;
-  thread_ = std::thread([this] { run(); });  // (std::system_error escapes: no thread)
+  if (forked()) abandon_after_fork();
+  started_ = true;
+  if (state_) return;
+  auto state = std::make_unique<State>();
+  state->name.assign(name_, std::min<size_t>(std::strlen(name_), 15));  // (Linux keeps 15 characters)
+  State* raw = state.get();
+  state->thread = std::thread([raw] { run(raw); });  // (std::system_error escapes: no thread)
+  state_ = std::move(state);
+  owner_ = static_cast<long>(getpid());
 }
 
 void WorkerThread::submit(std::function<void()> job) {
-  if (!thread_.joinable()) throw std::logic_error("WorkerThread::submit: the thread is not started");
+  if (forked() || (started_ && !state_)) start();  // a forked child that goes on gets a thread of its own
+  if (!state_) throw std::logic_error("WorkerThread::submit: the thread is not started");
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (in_flight_) throw std::logic_error("WorkerThread::submit: a job is in flight (take() it first)");
-    job_ = std::move(job);
-    error_ = nullptr;
-    in_flight_ = true;
-    done_ = false;
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    if (state_->in_flight) throw std::logic_error("WorkerThread::submit: a job is in flight (take() it first)");
+    state_->job = std::move(job);
+    state_->error = nullptr;
+    state_->in_flight = true;
+    state_->done = false;
   }
-  job_ready_.notify_one();
+  state_->job_ready.notify_one();
 }
 
 bool WorkerThread::in_flight() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return in_flight_;
+  if (!state_ || forked()) return false;
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->in_flight;
 }
 
 bool WorkerThread::done() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return in_flight_ && done_;
+  if (!state_ || forked()) return false;
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->in_flight && state_->done;
 }
 
 std::exception_ptr WorkerThread::take() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  if (!in_flight_) return nullptr;
-  job_done_.wait(lock, [this] { return done_; });
-  in_flight_ = false;
-  return std::exchange(error_, nullptr);
+  if (forked()) abandon_after_fork();
+  if (!state_) return nullptr;
+  std::unique_lock<std::mutex> lock(state_->mutex);
+  if (!state_->in_flight) return nullptr;
+  state_->job_done.wait(lock, [this] { return state_->done; });
+  state_->in_flight = false;
+  return std::exchange(state_->error, nullptr);
 }
 
 void WorkerThread::stop() {
-  take();
-  if (!thread_.joinable()) return;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
+  take();  // (after a fork: forgets the parent's thread)
+  if (!state_) {
+    started_ = false;
+    return;
   }
-  job_ready_.notify_one();
-  thread_.join();
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->stopping = true;
+  }
+  state_->job_ready.notify_one();
+  state_->thread.join();
+  state_.reset();
+  started_ = false;
 }
 
-void WorkerThread::run() {
+void WorkerThread::run(State* state) {
 #ifdef __linux__
-  const std::string name(name_, std::min<size_t>(std::strlen(name_), 15));  // (the kernel's limit)
-  pthread_setname_np(pthread_self(), name.c_str());
+  pthread_setname_np(pthread_self(), state->name.c_str());
 #endif
-  std::unique_lock<std::mutex> lock(mutex_);
+  std::unique_lock<std::mutex> lock(state->mutex);
   for (;;) {
-    job_ready_.wait(lock, [this] { return stopping_ || (in_flight_ && !done_); });
-    if (stopping_) return;
-    std::function<void()> job = std::move(job_);
+    state->job_ready.wait(lock, [state] { return state->stopping || (state->in_flight && !state->done); });
+    if (state->stopping) return;
+    std::function<void()> job = std::move(state->job);
     lock.unlock();
     std::exception_ptr error;
     try {
@@ -82,9 +123,9 @@ void WorkerThread::run() {
     }
     job = nullptr;  // (whatever it captured is released on this thread, before done)
     lock.lock();
-    error_ = error;
-    done_ = true;
-    job_done_.notify_all();
+    state->error = error;
+    state->done = true;
+    state->job_done.notify_all();
   }
 }
 

@@ -22,6 +22,9 @@
 #include <atomic>
 #include <chrono>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "ndt/eigen.h"
 #include "ndt/gram.h"
 #include "ndt/jumps.h"
@@ -943,6 +946,30 @@ void test_worker_thread() {
   worker.submit([&] { count = -1; });
   worker.take();
   EXPECT(count == -1, "a stopped worker runs jobs again after start()");
+
+  // fork() with a job in flight: the child has no such thread. There nothing is in flight,
+  // take() and stop() return at once, and a new job gets a thread of the child's own.
+  release = false;
+  worker.submit([&] {
+    while (!release.load()) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  });
+  const pid_t child = fork();
+  if (child == 0) {
+    int bad = 0;
+    bad |= worker.in_flight() ? 1 : 0;
+    bad |= worker.take() != nullptr ? 2 : 0;
+    int ran = 0;
+    worker.submit([&] { ran = 1; });
+    bad |= worker.take() != nullptr || ran != 1 ? 4 : 0;
+    worker.stop();
+    _exit(bad);
+  }
+  int status = -1;
+  EXPECT(child > 0 && waitpid(child, &status, 0) == child, "fork/waitpid");
+  EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the forked child's worker: status %d", status);
+  EXPECT(worker.in_flight(), "the parent's job is still in flight after the fork");
+  release = true;
+  EXPECT(worker.take() == nullptr, "the parent's job ends normally");
 }
 
 int main() {

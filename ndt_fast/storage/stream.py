@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -35,6 +36,10 @@ logger = logging.getLogger(__name__)
 # Streams still writing a file: closed at interpreter exit, so a script that never calls
 # tracker.close() still gets every record written and a compressed, closed file.
 _open_streams: weakref.WeakSet[RecordStream] = weakref.WeakSet()
+# Run files a fork()ed child inherited: the parent's to write and close. Held here so that the
+# child never closes (or compresses and replaces) them itself; HDF5's own handles in the child are
+# beyond our reach, so a forked child should still leave with os._exit, as multiprocessing's do.
+_files_of_the_parent: list[Any] = []
 
 
 @atexit.register
@@ -62,6 +67,7 @@ class RecordStream:
         self._ring = core.RecordRing(capacity, layout.width)
         self._memory = MemoryRecords(layout)
         self._file = output
+        self._pid = os.getpid()  # (a fork()ed child must not write the parent's file)
         self._spill: collections.deque[np.ndarray] = collections.deque()
         self.spilled = 0
         self.write_error: BaseException | None = None
@@ -126,6 +132,8 @@ class RecordStream:
     def _drain(self) -> None:
         if not self._spill and len(self._ring) == 0:
             return  # the common case between samples: nothing to move, no array to build
+        if self._file is not None and self._pid != os.getpid():
+            self._leave_file_to_parent()
         pieces = [self._ring.pop(self._ring.capacity)]
         while self._spill:
             pieces.append(self._spill.popleft())
@@ -210,8 +218,18 @@ class RecordStream:
                 pieces.insert(0, self._file.committed_alerts_rows())
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=ALERT_DTYPE)
 
+    def _leave_file_to_parent(self) -> None:
+        """In a fork()ed child: from now on records stay in this process's memory; the file (and
+        what the parent had not written yet, which the parent writes) is the parent's."""
+        _files_of_the_parent.append(self._file)
+        self._file, self._thread = None, None
+        _open_streams.discard(self)
+
     def close(self) -> None:
-        """Stop the writer, write what is left, close the file. Results stay readable."""
+        """Stop the writer, write what is left, close the file. Results stay readable. In a
+        fork()ed child the file is left to the parent (see ``_files_of_the_parent``)."""
+        if self._file is not None and self._pid != os.getpid():
+            self._leave_file_to_parent()
         if self._thread is not None:
             self._stop.set()
             self._wake.set()

@@ -9,20 +9,24 @@
 //
 // Thread safety: submit(), done(), take() and stop() are for one owning thread (the training
 // thread); the job runs on the worker thread. Nothing in flight at submit(): take() first.
+//
+// fork(): the child has a copy of this object but not the thread (nor, maybe, a usable mutex:
+// the thread may have held it at the fork). There the worker counts as never started: nothing is
+// in flight (the parent finishes its own job), stop() returns at once, and the first start() or
+// submit() makes a thread of the child's own. The parent's thread and state are left alone in the
+// child (leaked: they cannot be joined or destroyed there).
 #pragma once
 
-#include <condition_variable>
 #include <exception>
 #include <functional>
-#include <mutex>
-#include <thread>
+#include <memory>
 
 namespace ndt {
 
 class WorkerThread {
  public:
   /// `name`: the thread's name as tools show it (Linux: at most 15 characters are kept).
-  explicit WorkerThread(const char* name) : name_(name) {}
+  explicit WorkerThread(const char* name);
   /// Waits for the job in flight (if any) and stops the thread.
   ~WorkerThread();
   WorkerThread(const WorkerThread&) = delete;
@@ -31,8 +35,8 @@ class WorkerThread {
   /// Starts the thread (once; later calls do nothing). std::system_error when the system
   /// cannot make one: the caller runs its jobs itself.
   void start();
-  /// Runs `job` on the thread. std::logic_error if the thread is not started or a job is in
-  /// flight (take() its result first).
+  /// Runs `job` on the thread. std::logic_error if start() was never called or a job is in
+  /// flight (take() its result first). In a fork()ed child, a thread of its own is made first.
   void submit(std::function<void()> job);
   /// A job was submitted and its result not taken yet.
   bool in_flight() const;
@@ -45,17 +49,17 @@ class WorkerThread {
   void stop();
 
  private:
-  void run();
+  struct State;  // the thread, its lock and the job slot (worker_thread_cpu.cpp)
+  static void run(State* state);
+  /// This object was copied into a fork()ed child: its thread is the parent's.
+  bool forked() const;
+  /// In a forked child: forget the parent's thread and state (leaked, never touched).
+  void abandon_after_fork();
 
   const char* name_;
-  std::thread thread_;
-  mutable std::mutex mutex_;
-  std::condition_variable job_ready_, job_done_;
-  std::function<void()> job_;
-  std::exception_ptr error_;
-  bool in_flight_ = false;  // submitted, not taken
-  bool done_ = false;       // the job in flight has ended
-  bool stopping_ = false;
+  std::unique_ptr<State> state_;  // null until start(), and after stop()
+  long owner_ = 0;                // the process that made the thread
+  bool started_ = false;          // start() was called and stop() was not since
 };
 
 }  // namespace ndt
