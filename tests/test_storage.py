@@ -213,8 +213,10 @@ def test_resume_refuses_a_run_with_other_layers(tmp_path):
     path = tmp_path / "run.h5"
     model = mlp()
     tracker_for(model, output=path).close()
-    with pytest.raises(ValueError, match="another layout"):
+    with pytest.raises(ValueError, match=r"another layout.*\(layers: \['l0', 'l1', 'l2'\] only in the file, \['Linear_0'\] only in this tracker\)"):
         FastTracker(model, layers=[model[0]], output=path, resume=True)
+    with pytest.raises(ValueError, match=r"columns: \['weight_stable_rank', .*\] only in this tracker"):
+        tracker_for(model, output=path, resume=True, track_weights=True)
     assert model._forward_hooks == {} and model[0]._forward_hooks == {}
 
 

@@ -130,10 +130,8 @@ class RunFile:
         except RunFormatError as error:
             raise ValueError(f"output={self.path!r} cannot be resumed: {error}") from None
         if stored != self.layout:
-            raise ValueError(f"output={self.path!r} holds a run with another layout (layers "
-                             f"{list(stored.layer_names)}, {len(stored.sample_columns)} columns); resume "
-                             f"needs the same layers and options (here {list(self.layout.layer_names)}, "
-                             f"{len(self.layout.sample_columns)} columns)")
+            raise ValueError(f"output={self.path!r} holds a run with another layout; resume needs the same "
+                             f"layers and options ({stored.differences(self.layout, 'the file', 'this tracker')})")
         # Uncompressed for appending (see the module doc), in the current format version; this
         # also clears the flag a killed writer leaves.
         try:

@@ -41,6 +41,22 @@ class RecordLayout:
     metric_names: tuple[str, ...]
     rule_names: tuple[str, ...]
 
+    def differences(self, other: RecordLayout, mine: str = "this layout", theirs: str = "the other") -> str:
+        """What differs from ``other`` ("" when nothing), for a refused resume: per field, what
+        only one side has (named ``mine`` / ``theirs``), or that the order differs."""
+        parts = []
+        for label, a, b in (("layers", self.layer_names, other.layer_names),
+                            ("columns", self.sample_columns, other.sample_columns),
+                            ("jump metrics", self.metric_names, other.metric_names),
+                            ("jump rules", self.rule_names, other.rule_names)):
+            if a == b:
+                continue
+            sides = [f"{[x for x in a if x not in b]} only in {mine}" if set(a) - set(b) else "",
+                     f"{[x for x in b if x not in a]} only in {theirs}" if set(b) - set(a) else ""]
+            said = ", ".join(side for side in sides if side) or f"the same in another order ({list(a)} vs {list(b)})"
+            parts.append(f"{label}: {said}")
+        return "; ".join(parts)
+
     @property
     def width(self) -> int:
         return SAMPLE_OFFSET + max(len(self.sample_columns), len(JUMP_COLUMNS))
