@@ -224,14 +224,14 @@ def test_a_write_that_fails_leaves_no_row_of_zeros_behind(tmp_path, monkeypatch)
     models.sgd_steps(model, tracker, range(5))
     assert tracker.flush_sinks()  # (drains the ring into the file and flushes it)
     tracker._sink.stream.sync()
-    real_write = h5py.Dataset.__setitem__
+    real_write = run_format.write_rows
 
-    def failing_write(self, key, value):
-        if self.name == "/layers/0":
+    def failing_write(dataset, start, values):
+        if dataset.name == "/layers/0":
             raise OSError("injected: no space left on device")
-        real_write(self, key, value)
+        real_write(dataset, start, values)
 
-    monkeypatch.setattr(run_format.h5py.Dataset, "__setitem__", failing_write)
+    monkeypatch.setattr(run_format, "write_rows", failing_write)
     models.sgd_steps(model, tracker, range(5, 8))
     tracker._sink.stream.sync()
     monkeypatch.undo()

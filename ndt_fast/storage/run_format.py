@@ -133,15 +133,26 @@ def append_rows(dataset: h5py.Dataset, start: int, values: np.ndarray) -> None:
     If the write fails the dataset is shrunk back to ``start`` rows before the error is raised: a
     grown extent left behind would reach the file at the next flush or close as rows of zeros
     (a sample at step 0)."""
-    dataset.resize(start + len(values), axis=0)
+    # HDF5's own calls, not h5py's slicing: ~45 µs per append instead of ~160 (its selection
+    # machinery), on the writer thread, with the GIL held, every drain, for every layer.
+    rest = values.shape[1:]  # (columns; none for the alerts' structured rows)
+    dataset.id.set_extent((start + len(values), *rest))
     try:
-        dataset[start:] = values
+        write_rows(dataset, start, values)
     except BaseException:
         try:
-            dataset.resize(start, axis=0)
+            dataset.id.set_extent((start, *rest))
         except Exception:  # the file is failing as a whole: the first error is the one to report
             pass
         raise
+
+
+def write_rows(dataset: h5py.Dataset, start: int, values: np.ndarray) -> None:
+    """Write ``values`` (rows, then the dataset's other dimensions; its dtype) at row ``start``;
+    the extent must hold them already."""
+    file_space = dataset.id.get_space()
+    file_space.select_hyperslab((start,) + (0,) * (values.ndim - 1), values.shape)
+    dataset.id.write(h5py.h5s.create_simple(values.shape), file_space, np.ascontiguousarray(values, dataset.dtype))
 
 
 class RunTables:
