@@ -130,10 +130,10 @@ class RecordStream:
             self._drain()
 
     def _drain(self) -> None:
+        if self._file is not None and self._pid != os.getpid():
+            self._leave_file_to_parent()  # (before any read or write of it)
         if not self._spill and len(self._ring) == 0:
             return  # the common case between samples: nothing to move, no array to build
-        if self._file is not None and self._pid != os.getpid():
-            self._leave_file_to_parent()
         pieces = [self._ring.pop(self._ring.capacity)]
         while self._spill:
             pieces.append(self._spill.popleft())
