@@ -49,8 +49,13 @@ class FinishWorker {
     width_ = target->width();
     out_.clear();
     ndt::SampleOutcome* out = &out_;
-    thread_.submit([call, target, records, out] { call->run(*target, records, *out); });
-    keep_ = py::make_tuple(finisher, ring, accumulators, keep);
+    keep_ = py::make_tuple(finisher, ring, accumulators, keep);  // (before the job can run)
+    try {
+      thread_.submit([call, target, records, out] { call->run(*target, records, *out); });
+    } catch (...) {  // (a forked child that cannot make its own thread): nothing in flight
+      keep_ = py::none();
+      throw;
+    }
   }
 
   /// None (nothing in flight, or still running and not `wait`), else (outcome, error): the

@@ -55,19 +55,20 @@ class BackgroundFinish:
         ``args``: ``SampleFinisher.finish``'s from ``step`` to ``threads``; ``keep``: the owners of
         the views' memory (referenced until the result is taken). Bad arguments raise ValueError
         here, on the caller's thread, as ``finish`` would."""
-        if self._worker is None:
-            if self._refused:
-                return False
-            try:
+        if self._refused:
+            return False
+        try:
+            if self._worker is None:
                 worker = core.FinishWorker()
                 worker.start()
-            except RuntimeError as error:  # "Resource temporarily unavailable": no thread to be had
-                self._refused = True
-                logger.warning("ndt_fast: background_finish: no thread to finish samples on (%s); they are "
-                               "finished on the training thread (reported once)", error)
-                return False
-            self._worker = worker
-        self._worker.submit(finisher, ring, *args, refills, keep)
+                self._worker = worker
+            # (RuntimeError here too: a fork()ed child's worker makes a thread of its own first)
+            self._worker.submit(finisher, ring, *args, refills, keep)
+        except RuntimeError as error:  # "Resource temporarily unavailable": no thread to be had
+            self._refused = True
+            logger.warning("ndt_fast: background_finish: no thread to finish samples on (%s); they are "
+                           "finished on the training thread (reported once)", error)
+            return False
         return True
 
     def result(self, wait: bool) -> tuple[Any, BaseException | None] | None:
