@@ -234,6 +234,35 @@ def test_on_jump_comes_on_the_training_thread_at_most_one_log_later(seed):
     assert all(0 <= late[3] - early[3] <= 1 for late, early in zip(seen[True], seen[False]))
 
 
+@pytest.mark.parametrize("sampling_frequency", [1, 3])
+def test_a_deferred_layer_has_one_gram_accumulator_not_two(seed, sampling_frequency):
+    """Between hand-overs a deferred layer's hooks only copy, so the one accumulator circulates:
+    every sample's Grams are computed into the same object per layer (the previous sample's, taken
+    back before the next hand-over), not into one in flight plus a spare of the same size."""
+    tracker = train(seed, 0, background_finish=True, sampling_frequency=sampling_frequency)
+    handed: list[list[int]] = []
+    submit = tracker._sink._background.submit
+
+    def recording_submit(finisher, ring, args, refills, keep):
+        handed.append([id(accumulator) for accumulator in args[4]])
+        return submit(finisher, ring, args, refills, keep)
+
+    tracker._sink._background.submit = recording_submit
+    torch.manual_seed(seed)
+    for step in range(10):
+        tracker.model(torch.randn(24, 20))
+        tracker.log(step, 0.0)
+    assert len(handed) == len(range(0, 10, sampling_frequency)) and len({tuple(ids) for ids in handed}) == 1
+    assert all(slot.accumulator is None for slot in tracker._slots)  # (the one is with the sink)
+    reference = train(seed, 0, sampling_frequency=sampling_frequency)
+    torch.manual_seed(seed)
+    for step in range(10):
+        reference.model(torch.randn(24, 20))
+        reference.log(step, 0.0)
+    assert_same(tracker.get_results(), reference.get_results())
+    tracker.close(), reference.close()
+
+
 @pytest.mark.parametrize("value", ["yes", 1, None])
 def test_background_finish_must_be_a_bool(value):
     with pytest.raises(TypeError, match="background_finish"):

@@ -5,7 +5,11 @@ pure-torch backend with float64 Grams and the device kernels' metric rules, whos
 ``delay`` polls after they were queued) on CPU tensors, so the routing, the sample queue, the
 staged scalars, draining and error handling all run. The reference is the host path
 (``device_path="host"``) hooked on the same model, seeing the same forwards: both compute float64
-Grams, so rows agree to round-off (rtol 1e-10). The last test runs ``NativeCudaBackend`` itself
+Grams, so rows agree to round-off — rtol 1e-6, not tighter: the two eigensolvers round a zero
+eigenvalue of a rank-deficient Gram differently (~1e-16 λmax); the metrics built on singular
+values (σ = √λ) turn that into ~1e-8 relative (participation ratio, nuclear-norm ratio) and, with
+the entropy's p·log p, ~1e-7 per such eigenvalue (effective rank). A 4-row batch after a ReLU
+showed both, for one seed in ~15, at rtol 1e-10. The last test runs ``NativeCudaBackend`` itself
 (the code a GPU runs) against a host fake of ``_core.cuda``: its Python glue, not CUDA. What runs
 only on a GPU is in ``test_cuda.py``.
 """
@@ -60,7 +64,7 @@ def pair(model: nn.Module, **kwargs) -> tuple[FastTracker, FastTracker]:
     return host, device
 
 
-def assert_same_rows(got: pd.DataFrame, want: pd.DataFrame, context: str, rtol: float = 1e-10,
+def assert_same_rows(got: pd.DataFrame, want: pd.DataFrame, context: str, rtol: float = 1e-6,
                      check_dtypes: bool = True) -> None:
     assert list(got.columns) == list(want.columns), context
     if check_dtypes:
@@ -71,7 +75,7 @@ def assert_same_rows(got: pd.DataFrame, want: pd.DataFrame, context: str, rtol: 
                                    atol=0, equal_nan=True, err_msg=f"{context}: column {column}")
 
 
-def assert_same_results(device: FastTracker, host: FastTracker, rtol: float = 1e-10) -> None:
+def assert_same_results(device: FastTracker, host: FastTracker, rtol: float = 1e-6) -> None:
     got, want = device.get_results(), host.get_results()
     assert list(got) == list(want)
     for name in want:

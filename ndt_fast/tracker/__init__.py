@@ -155,9 +155,9 @@ class FastTracker(TrackerHealth):
             thread) come at the first ``log()`` that finds it done — at the latest the next
             sample's — and ``get_results()``, ``get_jumps()``, ``flush_sinks()`` and ``close()``
             wait for it.
-            Memory: a spare Gram per layer, the sampled activations' copies until the thread has
-            folded them, with ``track_weights`` a copy of each weight (the optimizer changes it in
-            place). One sample at a time: a sample whose predecessor is still running waits for
+            Memory: one Gram per layer as without it (it travels to the thread and back), the
+            sampled activations' copies until the thread has folded them, with ``track_weights``
+            a copy of each weight (the optimizer changes it in place). One sample at a time: a sample whose predecessor is still running waits for
             it. It saves wall time where a core is free (a GPU run, one torch thread) and costs
             some CPU (the hand-over); if no thread can be started, samples are computed on the
             training thread (reported once). ``ndt_fast.tracker.background``.

@@ -4,8 +4,9 @@ A host sample's finish (spectra, metrics, records into the ring, jump banks) is 
 releases the GIL; on the training thread it is time the step waits for (~0.2 ms for the TDS MLP's
 three layers, ~1 ms for two 128 × 128 Grams), and so are the Grams its hooks compute. With
 ``background_finish`` the hooks keep copies of the activations (``ndt_fast.tracker.capture``),
-the training thread only hands the sample over — its layers' accumulators change hands, the slots
-get spare ones for the next forwards — and one native thread (``_core.FinishWorker``) computes
+the training thread only hands the sample over — its layers' accumulators change hands; they come
+back when the result is taken, in time for the next hand-over, since the hooks only copy in
+between — and one native thread (``_core.FinishWorker``) computes
 the Grams and the finish while training goes on. The thread is native, not Python: a Python
 worker takes the GIL to start and to end each job, and each time the training thread, busy in
 a framework's Python, waits for it (measured ~0.25 ms per sample on a small model; NOTES.md).

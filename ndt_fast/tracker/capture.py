@@ -52,7 +52,9 @@ class LayerSlot:
         self.index = index  # in the tracker's layer list and in its records
         self.module = module
         self.handle: Any = None
-        self.accumulator: Any = None  # made on first capture, by the backend routing chose
+        # Made on first capture, by the backend routing chose. background_finish: None between a
+        # deferred slot's hand-over and its next one (the one accumulator is with the sink then).
+        self.accumulator: Any = None
         self.key: tuple[str, int, torch.device | None] | None = None  # (side, dim, device; None: CPU)
         self.on_host = True  # the accumulator is the host backend's (reads host memory views)
         self.captured = False
@@ -252,6 +254,8 @@ class Capture:
         computation raises (the caller flags the layer)."""
         if slot.deferred is not None:
             rows, slot.deferred = slot.deferred, None
+            if slot.accumulator is None:  # (handed to the background thread at the last sample)
+                slot.accumulator = self.host.accumulator(slot.key[0], slot.key[1])
             slot.accumulator.refill(torch_matrix_view(rows), self._threads)
 
     def discard(self, slot: LayerSlot) -> None:

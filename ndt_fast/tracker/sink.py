@@ -144,7 +144,11 @@ class RecordSink:
             except Exception as error:  # the activation rows stand; their weight columns stay NaN
                 for slot in ready:
                     report_error(slot, error)
-        accumulators = [s.accumulator for s in ready]
+        # A deferred Gram is computed into whatever empty accumulator of its shape is at hand: after
+        # the first sample, the one the previous sample gave back (taken just above). So a layer
+        # has one accumulator, not one in flight plus a spare (a 4096-feature Gram is 134 MB).
+        accumulators = [s.accumulator if s.accumulator is not None or s.deferred is None else self._spare_for(s)
+                        for s in ready]
         args = (step, loss, grad_norm, [s.index for s in ready], accumulators, views, [s.index for s in failed],
                 self._threads)
         deferred, refills = None, []
@@ -162,19 +166,30 @@ class RecordSink:
                 submitted = self._background.submit(self._finisher, ring, args, refills, keep=(owners, deferred))
             except Exception as error:  # bad arguments (as finish() would raise them): flagged rows
                 self._flag_finish(error, step, loss, grad_norm, ready, failed, accumulators, deferred)
+                self._give_back(ready, accumulators)
                 return
             if submitted:
                 self._handed = (step, loss, grad_norm, ready, failed, accumulators, deferred)
-                for slot in ready:  # the hooks fill fresh accumulators while the thread reads these
-                    slot.accumulator = self._spare_for(slot)
+                for slot, rows in zip(ready, deferred):
+                    # A deferred slot needs no accumulator until its next hand-over (its hooks only
+                    # copy); any other gets a fresh one to fill while the thread reads this one.
+                    slot.accumulator = None if rows is not None else self._spare_for(slot)
                 return
         try:
             outcome = self._finisher.finish(self.stream.ring_for_push(), *args, refills)
         except Exception as error:  # a bug of ours must not end the user's run: flagged rows
             self._flag_finish(error, step, loss, grad_norm, ready, failed, accumulators, deferred)
-            return
+            outcome = None
+        if background:  # (no thread: finished here)
+            self._give_back(ready, accumulators)
         if outcome is not None:
             self._outcome(outcome, ready)
+
+    def _give_back(self, ready: list[LayerSlot], accumulators: list[Any]) -> None:
+        """A finished sample's accumulators, for the next hand-over of slots that hold none."""
+        for slot, accumulator in zip(ready, accumulators):
+            if slot.accumulator is not accumulator:
+                self._spares[slot.index] = accumulator
 
     def _flag_finish(self, error: BaseException, step: int, loss: float, grad_norm: float, ready: list[LayerSlot],
                      failed: list[LayerSlot], accumulators: list[Any], deferred: list[Any] | None) -> None:
@@ -210,8 +225,7 @@ class RecordSink:
             self._flag_finish(error, step, loss, grad_norm, ready, failed, accumulators, deferred)
         elif value is not None:
             self._outcome(value, ready)
-        for slot, accumulator in zip(ready, accumulators):
-            self._spares[slot.index] = accumulator
+        self._give_back(ready, accumulators)
         return True
 
     def _spare_for(self, slot: LayerSlot) -> Any:
@@ -276,7 +290,8 @@ class RecordSink:
         keep = [i for i, slot in enumerate(ready) if step > self.resumed_from[slot.index]]
         for i, slot in enumerate(ready):
             if i not in keep:
-                slot.accumulator.reset()
+                if slot.accumulator is not None:  # (None: a deferred slot's, handed to the background thread)
+                    slot.accumulator.reset()
                 slot.deferred = None
         return ([ready[i] for i in keep], [s for s in failed if step > self.resumed_from[s.index]],
                 [weights[i] for i in keep] if weights is not None else None)
