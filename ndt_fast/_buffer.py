@@ -32,6 +32,11 @@ def _torch_code(dtype: Any) -> int | None:
     return _TORCH_CODES.get(dtype)
 
 
+def torch_dtype_readable(dtype: Any) -> bool:
+    """Whether the core reads tensors of this torch dtype (the four floats) through a view."""
+    return _torch_code(dtype) is not None
+
+
 def torch_matrix_view(x: Any) -> ViewTuple | None:
     """View tuple of a 2-D CPU torch tensor, or None if its dtype is not one of the four floats.
 

@@ -54,7 +54,7 @@ class Switch(nn.Module):
 # ---- a small MLP run whose layers' records are compared across tracker options ------------------
 
 class Poison(nn.Module):
-    """Identity, except that its output holds a NaN at the steps in ``at`` (set by the loop)."""
+    """Identity, except that its output holds a NaN while ``on`` (set by the loop)."""
 
     def __init__(self) -> None:
         super().__init__()

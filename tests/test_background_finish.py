@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 import ndt_fast
 from models import Switch, assert_same, fail_finish_at, mlp, run_python, steps_of, train
@@ -234,11 +235,48 @@ def test_on_jump_comes_on_the_training_thread_at_most_one_log_later(seed):
     assert all(0 <= late[3] - early[3] <= 1 for late, early in zip(seen[True], seen[False]))
 
 
+class Cast(nn.Module):
+    """Its input, rounded to a quarter and cast to ``dtype`` (an integer output has no view the
+    core reads: it is measured in float32)."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * 4).round().to(self.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.int32])
+def test_outputs_the_core_cannot_read_as_float32_are_measured_as_on_the_training_thread(seed, dtype):
+    """A float16 output is read as it is, an integer one converted to float32 first, whether its
+    Gram is computed in the hook or deferred to the background thread."""
+    results = {}
+    for mode in (False, True):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(12, 10), Cast(dtype))
+        tracker = FastTracker(model, layers=[model[1]], layer_names=["l"], background_finish=mode)
+        for step in range(5):
+            model(torch.randn(16, 12))
+            tracker.log(step, 0.0)
+        results[mode] = tracker.get_results()
+        tracker.close()
+    assert results[False]["l"]["flags"].eq(0).all() and len(results[False]["l"]) == 5
+    assert_same(results[True], results[False])
+
+
 @pytest.mark.parametrize("sampling_frequency", [1, 3])
 def test_a_deferred_layer_has_one_gram_accumulator_not_two(seed, sampling_frequency):
     """Between hand-overs a deferred layer's hooks only copy, so the one accumulator circulates:
     every sample's Grams are computed into the same object per layer (the previous sample's, taken
     back before the next hand-over), not into one in flight plus a spare of the same size."""
+    def ten_forwards(tracker: FastTracker) -> FastTracker:
+        torch.manual_seed(seed)
+        for step in range(10):
+            tracker.model(torch.randn(24, 20))
+            tracker.log(step, 0.0)
+        return tracker
+
     tracker = train(seed, 0, background_finish=True, sampling_frequency=sampling_frequency)
     handed: list[list[int]] = []
     submit = tracker._sink._background.submit
@@ -248,17 +286,10 @@ def test_a_deferred_layer_has_one_gram_accumulator_not_two(seed, sampling_freque
         return submit(finisher, ring, args, refills, keep)
 
     tracker._sink._background.submit = recording_submit
-    torch.manual_seed(seed)
-    for step in range(10):
-        tracker.model(torch.randn(24, 20))
-        tracker.log(step, 0.0)
+    ten_forwards(tracker)
     assert len(handed) == len(range(0, 10, sampling_frequency)) and len({tuple(ids) for ids in handed}) == 1
     assert all(slot.accumulator is None for slot in tracker._slots)  # (the one is with the sink)
-    reference = train(seed, 0, sampling_frequency=sampling_frequency)
-    torch.manual_seed(seed)
-    for step in range(10):
-        reference.model(torch.randn(24, 20))
-        reference.log(step, 0.0)
+    reference = ten_forwards(train(seed, 0, sampling_frequency=sampling_frequency))
     assert_same(tracker.get_results(), reference.get_results())
     tracker.close(), reference.close()
 

@@ -192,8 +192,9 @@ class TrackingCallback:
 def core_is_free(model: nn.Module) -> bool:
     """Whether a CPU core is likely free for the tracker's background thread (the callbacks'
     ``background_finish`` default): the model trains on a GPU (the host's cores mostly wait on
-    it), or PyTorch's CPU threads leave a core of this process unused. Where they hold every core
-    a background thread would compete with them (``benchmarks/NOTES.md``, issue 15)."""
+    it: expected, not measured — no GPU was available), or PyTorch's CPU threads leave a core of
+    this process unused (measured). Where they hold every core a background thread would compete
+    with them (``benchmarks/NOTES.md``, issue 15)."""
     first = next(model.parameters(), None)
     if first is not None and first.device.type != "cpu":
         return True

@@ -157,10 +157,12 @@ class FastTracker(TrackerHealth):
             wait for it.
             Memory: one Gram per layer as without it (it travels to the thread and back), the
             sampled activations' copies until the thread has folded them, with ``track_weights``
-            a copy of each weight (the optimizer changes it in place). One sample at a time: a sample whose predecessor is still running waits for
-            it. It saves wall time where a core is free (a GPU run, one torch thread) and costs
-            some CPU (the hand-over); if no thread can be started, samples are computed on the
-            training thread (reported once). ``ndt_fast.tracker.background``.
+            a copy of each weight (the optimizer changes it in place). One sample at a time: a
+            sample whose predecessor is still running waits for it. It saves wall time where a
+            core is free (measured with one torch thread on a CPU; a GPU run is expected to gain
+            too, unverified: no GPU was available) and costs some CPU (the hand-over); if no
+            thread can be started, samples are computed on the training thread (reported once).
+            ``ndt_fast.tracker.background``.
         alerts: monitoring alerts (``ndt_fast.monitor``): True = the article's three rules with
             their validated defaults (bottleneck, instability, information flow), or a list of
             ``AlertRule`` objects; computed from finished samples off the training thread (with

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ndt_fast._buffer import torch_matrix_view
+from ndt_fast._buffer import torch_dtype_readable, torch_matrix_view
 from ndt_fast._schema import gram_side
 from ndt_fast.layers import CONV_TYPES, activation_matrix, first_tensor
 from ndt_fast.tracker.backends import DeviceRouter, HostBackend
@@ -196,18 +196,22 @@ class Capture:
                 if not on_cpu:
                     self.warn_host_copy(slot, x, dim)
                     x, copied = x.detach().to("cpu"), True  # a sync with the device (see device_path)
-                view = torch_matrix_view(x)
-                if view is None:  # float8, integer, … outputs: measured in float32
-                    x, copied = x.detach().float(), True
-                    view = torch_matrix_view(x)
                 if fresh and self.defer_grams:
                     # A copy (the output may still change in place in this forward); its Gram is
-                    # computed with the sample's finish, on the background thread.
+                    # computed with the sample's finish, on the background thread (which reads
+                    # it through its own view: none is made here).
+                    if not torch_dtype_readable(x.dtype):  # float8, integer, … outputs: measured in float32
+                        x, copied = x.detach().float(), True
                     slot.deferred = x.detach() if copied else x.detach().clone()
-                elif fresh:
-                    slot.accumulator.refill(view, self._threads)  # reset + add in one native call
                 else:
-                    slot.accumulator.add(view, threads=self._threads)
+                    view = torch_matrix_view(x)
+                    if view is None:  # float8, integer, … outputs: measured in float32
+                        x = x.detach().float()
+                        view = torch_matrix_view(x)
+                    if fresh:
+                        slot.accumulator.refill(view, self._threads)  # reset + add in one native call
+                    else:
+                        slot.accumulator.add(view, threads=self._threads)
             else:
                 if fresh:
                     slot.accumulator.reset()

@@ -16,9 +16,12 @@ records whatever waits (the sample queue's ``drain`` calls it: results, jumps, s
 :meth:`record` cannot overtake a waiting sample (the native ``record`` flushes first).
 
 With ``background_finish`` :meth:`RecordSink.finish` hands the sample to a background thread
-(``ndt_fast.tracker.background``): the slots get spare accumulators, the thread runs the native
+(``ndt_fast.tracker.background``) with its layers' accumulators, the thread runs the native
 finish, and :meth:`RecordSink.collect` takes its result on the training thread (at the next
-sample, a ``log()`` that finds it done, or anything that records or flushes, which waits).
+sample, a ``log()`` that finds it done, or anything that records or flushes, which waits) and
+keeps the accumulators for the next hand-over. A deferred layer (its hooks only copy) thus has one
+accumulator; a layer whose hooks fill a Gram between samples (``window`` > 1, distributed) gets a
+spare to fill meanwhile.
 
 The ring is drained by ``ndt_fast.storage.stream.RecordStream`` (a writer thread with
 ``output=``); consumers of finished records off the training thread attach there
@@ -82,8 +85,8 @@ class RecordSink:
     def __init__(self, config: TrackerConfig, layout: RecordLayout, slots: Sequence[LayerSlot],
                  stream_factory: Callable[[RecordSink], RecordStream],
                  new_accumulator: Callable[[str, int], Any]) -> None:
-        """``new_accumulator(side, dim)``: an empty host accumulator (the host backend's), for the
-        slots' spares with ``background_finish``."""
+        """``new_accumulator(side, dim)``: an empty host accumulator (the host backend's), for
+        ``background_finish``'s hand-overs when none is at hand."""
         self._slots = slots
         self._layout = layout
         self._threads = config.threads
@@ -100,8 +103,8 @@ class RecordSink:
         self.resumed_from: list[int] = [-1] * len(slots)  # per layer: the last step already in the file
         self._resumed_max = -1
         self.stream = stream_factory(self)  # may replay a resumed run into the banks first
-        # background_finish: the thread, the sample in its hands (what collect() needs), the slots'
-        # spare accumulators by layer index.
+        # background_finish: the thread, the sample in its hands (what collect() needs), the
+        # accumulators taken back from it, by layer index, for the next hand-over.
         self._background = BackgroundFinish() if config.background_finish else None
         self._handed: tuple[Any, ...] | None = None
         self._spares: dict[int, Any] = {}
@@ -128,7 +131,7 @@ class RecordSink:
         """Compute and record a host sample: ``ready`` slots' accumulators (reset afterwards),
         ``failed`` slots as flagged rows, ``weights`` (per ready slot: a 2-D weight or None).
         With ``background_finish`` the computing and recording happen on the background thread
-        (``ndt_fast.tracker.background``) and the slots get fresh accumulators at once."""
+        (``ndt_fast.tracker.background``), which has the accumulators until :meth:`collect`."""
         if step <= self._resumed_max:
             ready, failed, weights = self._fresh(step, ready, failed, weights)
         background = self._background is not None
@@ -147,8 +150,7 @@ class RecordSink:
         # A deferred Gram is computed into whatever empty accumulator of its shape is at hand: after
         # the first sample, the one the previous sample gave back (taken just above). So a layer
         # has one accumulator, not one in flight plus a spare (a 4096-feature Gram is 134 MB).
-        accumulators = [s.accumulator if s.accumulator is not None or s.deferred is None else self._spare_for(s)
-                        for s in ready]
+        accumulators = [s.accumulator if s.accumulator is not None else self._spare_for(s) for s in ready]
         args = (step, loss, grad_norm, [s.index for s in ready], accumulators, views, [s.index for s in failed],
                 self._threads)
         deferred, refills = None, []
@@ -215,7 +217,7 @@ class RecordSink:
     def collect(self, wait: bool = False) -> bool:
         """Take the background finish's result if it is done (``wait``: block until it is):
         overflow, detections and errors handled here, on the calling (training) thread; its
-        accumulators become the slots' spares. Returns whether a result was taken."""
+        accumulators are kept for the next hand-over. Returns whether a result was taken."""
         taken = self._background.result(wait) if self._background is not None else None
         if taken is None:
             return False
